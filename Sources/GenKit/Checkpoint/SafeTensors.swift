@@ -1,0 +1,225 @@
+import Foundation
+
+/// Errors reading a safetensors file; each message says what is wrong and where.
+public struct SafeTensorsError: Error, CustomStringConvertible, Equatable {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A safetensors file read into memory: an 8-byte little-endian header length, a JSON header
+/// naming each tensor's dtype, shape and byte range, then the raw little-endian data.
+public struct SafeTensorsFile {
+    public struct Entry: Sendable {
+        public var dtype: String
+        public var shape: [Int]
+        public var begin: Int
+        public var end: Int
+        public var count: Int { shape.reduce(1, *) }
+    }
+
+    public let entries: [String: Entry]
+    public let metadata: [String: String]
+    let bytes: Data
+    let dataStart: Int
+
+    public init(path: String) throws {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw SafeTensorsError("\(path): no such file")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SafeTensorsError("\(path): cannot be read")
+        }
+        try self.init(data: data, name: path)
+    }
+
+    public init(data: Data, name: String) throws {
+        bytes = data
+        guard data.count >= 8 else {
+            throw SafeTensorsError("\(name): truncated (\(data.count) bytes, not even a safetensors header length)")
+        }
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(data[data.startIndex + i]) << (8 * UInt64(i)) }
+        guard n <= UInt64(data.count - 8) else {
+            throw SafeTensorsError("\(name): truncated or not a safetensors file (header of \(n) bytes, file of \(data.count))")
+        }
+        let headerData = data.subdata(in: (data.startIndex + 8)..<(data.startIndex + 8 + Int(n)))
+        guard let json = try? JSONSerialization.jsonObject(with: headerData), let header = json as? [String: Any] else {
+            throw SafeTensorsError("\(name): the safetensors header is not valid JSON")
+        }
+        dataStart = 8 + Int(n)
+        let dataSize = data.count - dataStart
+        var entries: [String: Entry] = [:]
+        var metadata: [String: String] = [:]
+        for (key, value) in header {
+            if key == "__metadata__" {
+                guard let dict = value as? [String: Any] else {
+                    throw SafeTensorsError("\(name): __metadata__ is not a map of strings")
+                }
+                for (k, v) in dict {
+                    guard let s = v as? String else { throw SafeTensorsError("\(name): metadata \(k) is not a string") }
+                    metadata[k] = s
+                }
+                continue
+            }
+            guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
+                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int],
+                  offsets.count == 2 else {
+                throw SafeTensorsError("\(name): tensor \(key) has a malformed header entry")
+            }
+            guard offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= dataSize else {
+                throw SafeTensorsError("\(name): tensor \(key) lies outside the file (bytes \(offsets[0])..<\(offsets[1]) of \(dataSize)); the file is truncated or damaged")
+            }
+            guard shape.allSatisfy({ $0 >= 0 }) else {
+                throw SafeTensorsError("\(name): tensor \(key) has a negative dimension")
+            }
+            let e = Entry(dtype: dtype, shape: shape, begin: offsets[0], end: offsets[1])
+            if let size = Self.dtypeSize(dtype), e.count * size != offsets[1] - offsets[0] {
+                throw SafeTensorsError("\(name): tensor \(key) has \(offsets[1] - offsets[0]) bytes for shape \(shape) of \(dtype)")
+            }
+            entries[key] = e
+        }
+        self.entries = entries
+        self.metadata = metadata
+    }
+
+    static func dtypeSize(_ dtype: String) -> Int? {
+        switch dtype {
+        case "F32", "I32", "U32": return 4
+        case "F64", "I64", "U64": return 8
+        case "F16", "BF16", "I16", "U16": return 2
+        case "I8", "U8", "BOOL": return 1
+        default: return nil
+        }
+    }
+
+    /// Copies tensor `name` (F32) into `destination`, which must hold exactly its elements.
+    public func copyFloats(_ name: String, into destination: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard let e = entries[name] else { throw SafeTensorsError("missing tensor \(name)") }
+        guard e.dtype == "F32" else { throw SafeTensorsError("tensor \(name) is \(e.dtype), expected F32") }
+        guard e.count == count else { throw SafeTensorsError("tensor \(name) has \(e.count) elements, expected \(count)") }
+        bytes.withUnsafeBytes { raw in
+            let src = raw.baseAddress! + dataStart + e.begin
+            UnsafeMutableRawPointer(destination).copyMemory(from: src, byteCount: count * 4)
+        }
+    }
+
+    /// Tensor `name` (F32) as an array.
+    public func floats(_ name: String) throws -> [Float] {
+        guard let e = entries[name] else { throw SafeTensorsError("missing tensor \(name)") }
+        var out = [Float](repeating: 0, count: e.count)
+        try out.withUnsafeMutableBufferPointer { try copyFloats(name, into: $0.baseAddress!, count: e.count) }
+        return out
+    }
+
+    /// Tensor `name` (I32 or I64) as Int32 values.
+    public func int32s(_ name: String) throws -> [Int32] {
+        guard let e = entries[name] else { throw SafeTensorsError("missing tensor \(name)") }
+        return bytes.withUnsafeBytes { raw in
+            let src = raw.baseAddress! + dataStart + e.begin
+            if e.dtype == "I64" {
+                return (0..<e.count).map { Int32(truncatingIfNeeded: src.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) }
+            }
+            return (0..<e.count).map { src.loadUnaligned(fromByteOffset: $0 * 4, as: Int32.self) }
+        }
+    }
+
+    /// Raw bytes of tensor `name`.
+    public func rawBytes(_ name: String) -> Data? {
+        guard let e = entries[name] else { return nil }
+        return bytes.subdata(in: (bytes.startIndex + dataStart + e.begin)..<(bytes.startIndex + dataStart + e.end))
+    }
+}
+
+/// Writes safetensors files atomically: a temporary file in the same folder, fsync, rename.
+public struct SafeTensorsWriter {
+    public struct Item {
+        public var name: String
+        public var dtype: String
+        public var shape: [Int]
+        public var bytes: UnsafeRawBufferPointer
+        public init(name: String, dtype: String = "F32", shape: [Int], bytes: UnsafeRawBufferPointer) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+            self.bytes = bytes
+        }
+    }
+
+    /// The header JSON for `items` in order, padded with spaces to a multiple of 8 bytes.
+    static func header(_ items: [Item], metadata: [String: String]) -> [UInt8] {
+        var s = "{"
+        if !metadata.isEmpty {
+            s += "\"__metadata__\":{"
+            s += metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }.joined(separator: ",")
+            s += "}"
+        }
+        var offset = 0
+        for item in items {
+            if s.count > 1 { s += "," }
+            let end = offset + item.bytes.count
+            s += "\(jsonString(item.name)):{\"dtype\":\"\(item.dtype)\",\"shape\":[\(item.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(end)]}"
+            offset = end
+        }
+        s += "}"
+        var bytes = Array(s.utf8)
+        while bytes.count % 8 != 0 { bytes.append(0x20) }
+        return bytes
+    }
+
+    /// Writes `items` and `metadata` to `path`, replacing it only once the new file is complete
+    /// and on disk.
+    public static func write(_ items: [Item], metadata: [String: String], to path: String) throws {
+        let header = header(items, metadata: metadata)
+        let dir = (path as NSString).deletingLastPathComponent
+        let base = (path as NSString).lastPathComponent
+        let tmp = (dir.isEmpty ? "." : dir) + "/.\(base).tmp-\(getpid())"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else {
+            throw SafeTensorsError("cannot write \(path): \(String(cString: strerror(errno)))")
+        }
+        var ok = true
+        func put(_ p: UnsafeRawPointer, _ n: Int) {
+            var done = 0
+            while ok && done < n {
+                let w = Foundation.write(fd, p + done, n - done)
+                if w <= 0 { ok = false } else { done += w }
+            }
+        }
+        var len = UInt64(header.count).littleEndian
+        withUnsafeBytes(of: &len) { put($0.baseAddress!, 8) }
+        header.withUnsafeBytes { put($0.baseAddress!, $0.count) }
+        for item in items where item.bytes.count > 0 { put(item.bytes.baseAddress!, item.bytes.count) }
+        let err = errno
+        if ok && fsync(fd) != 0 { ok = false }
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            let message = String(cString: strerror(ok ? errno : err))
+            unlink(tmp)
+            throw SafeTensorsError("cannot write \(path): \(message)")
+        }
+        // Make the rename itself durable.
+        let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY)
+        if dfd >= 0 { fsync(dfd); close(dfd) }
+    }
+}
+
+/// A JSON string literal for `s`.
+public func jsonString(_ s: String) -> String {
+    var out = "\""
+    for u in s.unicodeScalars {
+        switch u {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        default:
+            if u.value < 0x20 {
+                out += String(format: "\\u%04x", u.value)
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+    }
+    return out + "\""
+}

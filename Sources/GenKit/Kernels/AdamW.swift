@@ -1,0 +1,68 @@
+import Foundation
+
+/// AdamW with decoupled weight decay, computed in the order PyTorch's `torch.optim.AdamW` does.
+public enum AdamW {
+    /// param (N), grad (N), m (N), v (N) updated in place; `step` counts from 1.
+    public static func update(param: UnsafeMutablePointer<Float>, grad: UnsafePointer<Float>,
+                              m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, count n: Int,
+                              lr: Float, beta1: Float, beta2: Float, eps: Float, weightDecay: Float, step: Int) {
+        let bc1 = 1 - Float(pow(Double(beta1), Double(step)))
+        let bc2 = 1 - Float(pow(Double(beta2), Double(step)))
+        let stepSize = lr / bc1
+        let bc2Sqrt = bc2.squareRoot()
+        let decay = 1 - lr * weightDecay
+        Parallel.forRanges(n, minimumPerThread: 8192) { range in
+            let b1 = F16(repeating: beta1), b2 = F16(repeating: beta2)
+            let ob1 = F16(repeating: 1 - beta1), ob2 = F16(repeating: 1 - beta2)
+            var i = range.lowerBound
+            while i + 16 <= range.upperBound {
+                let g = load16(grad + i)
+                let mi = b1 * load16(m + i) + ob1 * g
+                let vi = b2 * load16(v + i) + ob2 * (g * g)
+                store16(mi, m + i)
+                store16(vi, v + i)
+                let denom = vi.squareRoot() / bc2Sqrt + eps
+                store16(load16(param + i) * decay - stepSize * (mi / denom), param + i)
+                i += 16
+            }
+            while i < range.upperBound {
+                let g = grad[i]
+                let mi = beta1 * m[i] + (1 - beta1) * g
+                let vi = beta2 * v[i] + (1 - beta2) * g * g
+                m[i] = mi
+                v[i] = vi
+                let denom = vi.squareRoot() / bc2Sqrt + eps
+                param[i] = param[i] * decay - stepSize * (mi / denom)
+                i += 1
+            }
+        }
+    }
+
+    /// Σ x² over n floats, accumulated in Double for a stable global gradient norm.
+    public static func sumOfSquares(_ x: UnsafePointer<Float>, count n: Int) -> Double {
+        var total = 0.0
+        var i = 0
+        let chunk = 1 << 14
+        while i < n {
+            let end = min(n, i + chunk)
+            var acc = F16()
+            var j = i
+            while j + 16 <= end { let g = load16(x + j); acc = acc.addingProduct(g, g); j += 16 }
+            var s = Double(acc.sum())
+            while j < end { s += Double(x[j] * x[j]); j += 1 }
+            total += s
+            i = end
+        }
+        return total
+    }
+
+    /// x (N) *= s
+    public static func scale(_ x: UnsafeMutablePointer<Float>, count n: Int, by s: Float) {
+        Parallel.forRanges(n, minimumPerThread: 16384) { range in
+            let sv = F16(repeating: s)
+            var i = range.lowerBound
+            while i + 16 <= range.upperBound { store16(load16(x + i) * sv, x + i); i += 16 }
+            while i < range.upperBound { x[i] *= s; i += 1 }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+/// Token plus position embedding.
+public enum Embedding {
+    /// tokens (B,T), wte (V,C), wpe (maxT,C) -> out (B,T,C)
+    public static func forward(_ out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>,
+                               wte: UnsafePointer<Float>, wpe: UnsafePointer<Float>,
+                               B: Int, T: Int, C: Int, positionOffset: Int = 0) {
+        Parallel.forRanges(B * T, minimumPerThread: 64) { rows in
+            for r in rows {
+                let t = r % T
+                let tok = Int(tokens[r])
+                let o = out + r * C, a = wte + tok * C, p = wpe + (t + positionOffset) * C
+                var c = 0
+                while c + 16 <= C { store16(load16(a + c) + load16(p + c), o + c); c += 16 }
+                while c < C { o[c] = a[c] + p[c]; c += 1 }
+            }
+        }
+    }
+
+    /// dout (B,T,C), tokens (B,T) -> dwte (V,C) +=, dwpe (maxT,C) +=
+    public static func backward(dwte: UnsafeMutablePointer<Float>, dwpe: UnsafeMutablePointer<Float>,
+                                dout: UnsafePointer<Float>, tokens: UnsafePointer<Int32>,
+                                B: Int, T: Int, C: Int, V: Int) {
+        // Positions: each thread owns a range of t.
+        Parallel.forRanges(T, minimumPerThread: 8) { ts in
+            for t in ts {
+                for b in 0..<B { axpy(1, dout + (b * T + t) * C, dwpe + t * C, C) }
+            }
+        }
+        // Tokens repeat, so each thread owns a range of token ids and scans all positions.
+        Parallel.forRanges(V, minimumPerThread: 16) { ids in
+            for r in 0..<(B * T) {
+                let tok = Int(tokens[r])
+                if ids.contains(tok) { axpy(1, dout + r * C, dwte + tok * C, C) }
+            }
+        }
+    }
+}

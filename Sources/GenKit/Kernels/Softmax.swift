@@ -1,0 +1,65 @@
+/// Softmax of one row in place: x (n) -> exp(x - max) / Σ. Returns log Σ exp(x - max) and the max.
+@inline(__always)
+@discardableResult
+public func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) -> (max: Float, logSum: Float) {
+    var mv = F16(repeating: -.infinity)
+    var i = 0
+    while i + 16 <= n { mv = pointwiseMax(mv, load16(x + i)); i += 16 }
+    var m = mv.max()
+    while i < n { m = Swift.max(m, x[i]); i += 1 }
+    let mm = F16(repeating: m)
+    var acc = F16()
+    i = 0
+    while i + 16 <= n { let e = simdExp(load16(x + i) - mm); store16(e, x + i); acc += e; i += 16 }
+    var s = acc.sum()
+    if i < n {
+        // The tail goes through one padded vector.
+        var tail = F16(repeating: -.infinity)
+        for j in i..<n { tail[j - i] = x[j] - m }
+        let e = simdExp(tail)
+        for j in i..<n { x[j] = e[j - i]; s += e[j - i] }
+    }
+    let inv = 1 / s
+    let iv = F16(repeating: inv)
+    i = 0
+    while i + 16 <= n { store16(load16(x + i) * iv, x + i); i += 16 }
+    while i < n { x[i] *= inv; i += 1 }
+    return (m, log(s))
+}
+
+/// Softmax over the vocabulary fused with the cross-entropy loss.
+public enum CrossEntropy {
+    /// logits (M,V) -> probabilities (M,V) in place, losses (M) = -log p[target].
+    /// A negative target marks a position without a loss (its loss is 0).
+    public static func forward(losses: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>,
+                               targets: UnsafePointer<Int32>, M: Int, V: Int) {
+        Parallel.forRanges(M, minimumPerThread: 16) { rows in
+            for r in rows {
+                let x = logits + r * V
+                let tgt = Int(targets[r])
+                let target = tgt >= 0 ? x[tgt] : 0
+                let (m, logSum) = softmaxRow(x, V)
+                losses[r] = tgt >= 0 ? logSum - (target - m) : 0
+            }
+        }
+    }
+
+    /// probabilities (M,V) -> dlogits (M,V) in place = (p - onehot(target)) * scale
+    public static func backward(probabilities: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
+                                scale: Float, M: Int, V: Int) {
+        Parallel.forRanges(M, minimumPerThread: 16) { rows in
+            let sv = F16(repeating: scale)
+            for r in rows {
+                let p = probabilities + r * V
+                let tgt = Int(targets[r])
+                if tgt < 0 { p.update(repeating: 0, count: V); continue }
+                var i = 0
+                while i + 16 <= V { store16(load16(p + i) * sv, p + i); i += 16 }
+                while i < V { p[i] *= scale; i += 1 }
+                p[tgt] -= scale
+            }
+        }
+    }
+}
+
+import Foundation

@@ -1,0 +1,78 @@
+/// Vector maths on SIMD16<Float> that the standard library does not have: exp and tanh.
+
+public typealias F16 = SIMD16<Float>
+
+/// e^x for 16 lanes (Cephes' expf: range reduction by ln 2, degree-6 polynomial; about 1 ulp).
+/// Inputs below -87.3 give about 1e-38 rather than 0, inputs above 88.3 give about 2e38.
+@inline(__always)
+public func simdExp(_ xIn: F16) -> F16 {
+    var x = xIn.clamped(lowerBound: F16(repeating: -87.3), upperBound: F16(repeating: 88.3))
+    let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
+    x = x - n * 0.693359375
+    x = x + n * 2.12194440e-4
+    let z = x * x
+    var y = F16(repeating: 1.9875691500e-4)
+    y = y * x + 1.3981999507e-3
+    y = y * x + 8.3334519073e-3
+    y = y * x + 4.1665795894e-2
+    y = y * x + 1.6666665459e-1
+    y = y * x + 5.0000001201e-1
+    y = y * z + x + 1
+    let e = SIMD16<Int32>(n, rounding: .towardZero)
+    let scale = unsafeBitCast((e &+ 127) &<< 23, to: F16.self)
+    return y * scale
+}
+
+/// tanh(x) for 16 lanes, as 1 - 2 / (e^(2x) + 1).
+@inline(__always)
+public func simdTanh(_ x: F16) -> F16 {
+    let e = simdExp(x + x)
+    return 1 - 2 / (e + 1)
+}
+
+/// Scalar e^x through the same polynomial (for tails shorter than 16 lanes).
+@inline(__always)
+public func fastExp(_ x: Float) -> Float {
+    simdExp(F16(repeating: x))[0]
+}
+
+@inline(__always)
+func load16(_ p: UnsafePointer<Float>) -> F16 {
+    UnsafeRawPointer(p).loadUnaligned(as: F16.self)
+}
+
+@inline(__always)
+func store16(_ v: F16, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: F16.self)
+}
+
+/// Dot product of two float vectors of length n.
+@inline(__always)
+public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc0 = F16(), acc1 = F16()
+    var i = 0
+    while i + 32 <= n {
+        acc0 = acc0.addingProduct(load16(a + i), load16(b + i))
+        acc1 = acc1.addingProduct(load16(a + i + 16), load16(b + i + 16))
+        i += 32
+    }
+    if i + 16 <= n {
+        acc0 = acc0.addingProduct(load16(a + i), load16(b + i))
+        i += 16
+    }
+    var s = (acc0 + acc1).sum()
+    while i < n { s += a[i] * b[i]; i += 1 }
+    return s
+}
+
+/// y[i] += alpha * x[i] for i in 0..<n.
+@inline(__always)
+public func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+    let a = F16(repeating: alpha)
+    var i = 0
+    while i + 16 <= n {
+        store16(load16(y + i).addingProduct(a, load16(x + i)), y + i)
+        i += 16
+    }
+    while i < n { y[i] += alpha * x[i]; i += 1 }
+}

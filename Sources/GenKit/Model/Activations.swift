@@ -1,0 +1,73 @@
+/// Every activation of a forward pass for up to B sequences of up to T tokens (and, when
+/// training, the gradient scratch of the backward pass), in one allocation made up front.
+/// Per-layer tensors are stored for all layers; a pass over t <= T tokens uses the first
+/// B*t rows of each layer's slice.
+public final class Activations {
+    public let B: Int, T: Int
+    let config: GPTConfig
+    let buffer: FloatBuffer
+
+    // Forward, shapes for the full B,T (M = B*T rows).
+    let encoded: UnsafeMutablePointer<Float>   // (M,C)
+    let ln1, ln1Mean, ln1Rstd: UnsafeMutablePointer<Float>   // (L,M,C), (L,M), (L,M)
+    let qkv: UnsafeMutablePointer<Float>       // (L,M,3C)
+    let atty: UnsafeMutablePointer<Float>      // (L,M,C)
+    let att: UnsafeMutablePointer<Float>       // (L,B,NH,T,T)
+    let attproj, res2: UnsafeMutablePointer<Float>   // (L,M,C)
+    let ln2, ln2Mean, ln2Rstd: UnsafeMutablePointer<Float>
+    let fch, fchGelu: UnsafeMutablePointer<Float>    // (L,M,4C)
+    let fcproj, res3: UnsafeMutablePointer<Float>    // (L,M,C)
+    let lnf, lnfMean, lnfRstd: UnsafeMutablePointer<Float>   // (M,C), (M), (M)
+    public let logits: UnsafeMutablePointer<Float>   // (M,V): logits, then probabilities after a loss
+    let losses: UnsafeMutablePointer<Float>    // (M)
+    // Dropout masks (0 or 1/(1-p)), present when dropout > 0.
+    let embMask, attprojMask, fcprojMask: UnsafeMutablePointer<Float>?   // (M,C), (L,M,C), (L,M,C)
+    // Backward scratch, present when training.
+    let dres, dx, datty, dlnf: UnsafeMutablePointer<Float>!   // (M,C)
+    let dqkv: UnsafeMutablePointer<Float>!     // (M,3C)
+    let dfch: UnsafeMutablePointer<Float>!     // (M,4C)
+    let attScratch: UnsafeMutablePointer<Float>!   // (B*NH*T)
+
+    public init(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false) {
+        self.B = B
+        self.T = T
+        self.config = config
+        let L = config.nLayer, C = config.nEmbd, V = config.vocabSize, NH = config.nHead
+        let M = B * T
+        var sizes: [Int] = [
+            M * C, L * M * C, L * M, L * M, L * M * 3 * C, L * M * C, L * B * NH * T * T,
+            L * M * C, L * M * C, L * M * C, L * M, L * M, L * M * 4 * C, L * M * 4 * C,
+            L * M * C, L * M * C, M * C, M, M, M * V, M,
+        ]
+        if dropout { sizes += [M * C, L * M * C, L * M * C] }
+        if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * 4 * C, B * NH * T] }
+        // Round each tensor up to 16 floats so every one starts 64-byte aligned.
+        let rounded = sizes.map { ($0 + 15) / 16 * 16 }
+        buffer = FloatBuffer(count: rounded.reduce(0, +))
+        var at = buffer.pointer
+        var i = 0
+        func next() -> UnsafeMutablePointer<Float> { defer { at += rounded[i]; i += 1 }; return at }
+        encoded = next(); ln1 = next(); ln1Mean = next(); ln1Rstd = next(); qkv = next(); atty = next()
+        att = next(); attproj = next(); res2 = next(); ln2 = next(); ln2Mean = next(); ln2Rstd = next()
+        fch = next(); fchGelu = next(); fcproj = next(); res3 = next(); lnf = next(); lnfMean = next()
+        lnfRstd = next(); logits = next(); losses = next()
+        if dropout {
+            embMask = next(); attprojMask = next(); fcprojMask = next()
+        } else {
+            embMask = nil; attprojMask = nil; fcprojMask = nil
+        }
+        if training {
+            dres = next(); dx = next(); datty = next(); dlnf = next(); dqkv = next(); dfch = next(); attScratch = next()
+        } else {
+            dres = nil; dx = nil; datty = nil; dlnf = nil; dqkv = nil; dfch = nil; attScratch = nil
+        }
+    }
+
+    /// Bytes held.
+    public var bytes: Int { buffer.count * 4 }
+
+    /// Row r of layer l's output of the attention projection's key/value part, for filling a cache.
+    func qkvRow(layer l: Int, row r: Int) -> UnsafeMutablePointer<Float> {
+        qkv + l * B * T * 3 * config.nEmbd + r * 3 * config.nEmbd
+    }
+}

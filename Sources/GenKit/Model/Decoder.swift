@@ -1,0 +1,99 @@
+/// Inference with a KV cache: one new token costs one pass over the cached keys and values
+/// of each layer, not a re-run of the prefix. Holds no gradients or optimizer state.
+public final class Decoder {
+    public let model: GPTModel
+    let config: GPTConfig
+    let buffer: FloatBuffer
+    let kCache, vCache: UnsafeMutablePointer<Float>   // (L,T,C) each
+    let x, xn, qkv, y, proj, fch: UnsafeMutablePointer<Float>   // (C), (C), (3C), (C), (C), (4C)
+    let scores: UnsafeMutablePointer<Float>            // (NH,T)
+    let mean, rstd: UnsafeMutablePointer<Float>        // (1) each
+    /// Logits of the last token fed, (V).
+    public let logits: UnsafeMutablePointer<Float>
+    /// Batched forward for a prompt or a re-filled window, B = 1.
+    let prefill: Activations
+    /// Tokens now in the cache.
+    public private(set) var length = 0
+
+    public init(model: GPTModel) {
+        self.model = model
+        config = model.config
+        let L = config.nLayer, T = config.blockSize, C = config.nEmbd, NH = config.nHead, V = config.vocabSize
+        let sizes = [L * T * C, L * T * C, C, C, 3 * C, C, C, 4 * C, NH * T, 16, 16, V].map { ($0 + 15) / 16 * 16 }
+        buffer = FloatBuffer(count: sizes.reduce(0, +))
+        var at = buffer.pointer
+        var i = 0
+        func next() -> UnsafeMutablePointer<Float> { defer { at += sizes[i]; i += 1 }; return at }
+        kCache = next(); vCache = next(); x = next(); xn = next(); qkv = next(); y = next(); proj = next()
+        fch = next(); scores = next(); mean = next(); rstd = next(); logits = next()
+        prefill = Activations(config: config, B: 1, T: T, training: false)
+        tokenBuffer = TokenBuffer(count: T)
+    }
+    let tokenBuffer: TokenBuffer
+
+    /// Empties the cache.
+    public func reset() { length = 0 }
+
+    /// Fills the cache from `tokens` (at most the context) with one batched forward pass,
+    /// replacing what it held; `logits` then predicts the token after the last one.
+    public func fill(_ tokens: UnsafeBufferPointer<Int32>) {
+        let n = tokens.count
+        precondition(n >= 1 && n <= config.blockSize)
+        let C = config.nEmbd, V = config.vocabSize
+        tokenBuffer.pointer.update(from: tokens.baseAddress!, count: n)
+        GPT.forward(model.views, config, prefill, tokens: tokenBuffer.pointer, targets: nil, B: 1, t: n)
+        let T = config.blockSize
+        for l in 0..<config.nLayer {
+            for r in 0..<n {
+                let row = prefill.qkvRow(layer: l, row: r)
+                (kCache + (l * T + r) * C).update(from: row + C, count: C)
+                (vCache + (l * T + r) * C).update(from: row + 2 * C, count: C)
+            }
+        }
+        logits.update(from: prefill.logits + (n - 1) * V, count: V)
+        length = n
+    }
+
+    /// Feeds one token at the next position; `logits` then predicts the token after it.
+    /// The cache must not be full (`length < blockSize`).
+    public func feed(_ token: Int32) {
+        precondition(length < config.blockSize)
+        let p = model.views
+        let L = config.nLayer, T = config.blockSize, C = config.nEmbd, NH = config.nHead, V = config.vocabSize
+        let pos = length
+        let tok = Int(token)
+        for c in 0..<C { x[c] = p.wte[tok * C + c] + p.wpe[pos * C + c] }
+        for l in 0..<L {
+            let w = p.layer(l)
+            LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: w.ln1w, bias: w.ln1b, M: 1, C: C)
+            Matmul.vectorForward(qkv, xn, w.qkvw, w.qkvb, K: C, N: 3 * C)
+            let kc = kCache + l * T * C, vc = vCache + l * T * C
+            (kc + pos * C).update(from: qkv + C, count: C)
+            (vc + pos * C).update(from: qkv + 2 * C, count: C)
+            Attention.forwardOne(y, q: qkv, kCache: kc, vCache: vc, scores: scores, n: pos + 1, C: C, NH: NH)
+            Matmul.vectorForward(proj, y, w.attprojw, w.attprojb, K: C, N: C)
+            for c in 0..<C { x[c] += proj[c] }
+            LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: w.ln2w, bias: w.ln2b, M: 1, C: C)
+            Matmul.vectorForward(fch, xn, w.fcw, w.fcb, K: C, N: 4 * C)
+            GELU.forward(fch, fch, count: 4 * C)
+            Matmul.vectorForward(proj, fch, w.fcprojw, w.fcprojb, K: 4 * C, N: C)
+            for c in 0..<C { x[c] += proj[c] }
+        }
+        LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: p.lnfw, bias: p.lnfb, M: 1, C: C)
+        Matmul.vectorForwardTransposed(logits, xn, p.wte, K: C, N: V)
+        length += 1
+    }
+
+    /// Appends `token` to a running sequence whose last `window` tokens are `history` (the
+    /// token included), keeping nanoGPT's crop: once the sequence is longer than the context,
+    /// each prediction sees exactly the last `blockSize` tokens at positions 0..<blockSize,
+    /// so the cache is rebuilt for the shifted window.
+    public func advance(token: Int32, history: UnsafeBufferPointer<Int32>) {
+        if length < config.blockSize {
+            feed(token)
+        } else {
+            let n = min(history.count, config.blockSize)
+            fill(UnsafeBufferPointer(rebasing: history[(history.count - n)...]))
+        }
+    }
+}

@@ -1,0 +1,43 @@
+/// A GPT-2 model's weights: one allocation with named views into it. It holds no gradients,
+/// optimizer state or activations; those belong to a `Trainer` or a `Decoder`.
+public final class GPTModel {
+    public let config: GPTConfig
+    public let layout: ParameterLayout
+    public let parameters: FloatBuffer
+    public let views: ParameterViews
+
+    /// A model with zeroed weights (to be filled by `initialize` or a checkpoint).
+    public init(config: GPTConfig) {
+        precondition(config.problem == nil, config.problem ?? "")
+        self.config = config
+        layout = ParameterLayout(config)
+        parameters = FloatBuffer(count: layout.count)
+        views = ParameterViews(parameters.pointer, layout)
+    }
+
+    /// GPT-2's initialisation: weights N(0, 0.02), the two residual output projections
+    /// N(0, 0.02/sqrt(2L)), biases 0, LayerNorm weights 1.
+    public func initialize(seed: UInt64) {
+        var rng = Random(seed: seed)
+        let residualStd = 0.02 / (2 * Double(config.nLayer)).squareRoot()
+        for t in layout.tensors {
+            let p = parameters.pointer + t.offset
+            if t.name.contains("ln_") && t.name.hasSuffix(".weight") {
+                p.update(repeating: 1, count: t.count)
+            } else if t.shape.count == 1 {
+                p.update(repeating: 0, count: t.count)
+            } else {
+                let std = t.name.hasSuffix("c_proj.weight") ? residualStd : 0.02
+                for i in 0..<t.count { p[i] = Float(rng.nextNormal() * std) }
+            }
+        }
+    }
+
+    /// The tensor of this name, as a buffer pointer into the parameters.
+    public func tensor(named name: String) -> UnsafeMutableBufferPointer<Float>? {
+        guard let t = layout.tensors.first(where: { $0.name == name }) else { return nil }
+        return UnsafeMutableBufferPointer(start: parameters.pointer + t.offset, count: t.count)
+    }
+
+    public var parameterCount: Int { layout.count }
+}

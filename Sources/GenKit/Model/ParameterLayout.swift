@@ -1,0 +1,142 @@
+/// Where each parameter tensor lives in the one flat parameter buffer, under GPT-2's names.
+///
+/// Tensors of one kind are stored for all layers together (as llm.c does), so a layer's
+/// tensor is a contiguous slice; weights are `[in, out]` as in GPT-2's `Conv1D`.
+public struct ParameterLayout: Sendable {
+    public struct Tensor: Sendable {
+        public var name: String
+        public var shape: [Int]
+        public var offset: Int
+        public var count: Int { shape.reduce(1, *) }
+        /// Weight decay applies to matrices, not to biases or LayerNorm parameters (as nanoGPT).
+        public var decays: Bool { shape.count >= 2 }
+    }
+
+    /// The kinds of tensor, in buffer order, with their per-layer shapes.
+    enum Kind: Int, CaseIterable {
+        case wte, wpe, ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb, lnfw, lnfb
+    }
+
+    public let config: GPTConfig
+    /// Offsets of each kind's block, indexed by `Kind.rawValue`.
+    let kindOffsets: [Int]
+    public let count: Int
+    /// Every tensor under its GPT-2 name, in buffer order.
+    public let tensors: [Tensor]
+
+    static func shape(_ k: Kind, _ c: GPTConfig) -> [Int] {
+        let C = c.nEmbd
+        switch k {
+        case .wte: return [c.vocabSize, C]
+        case .wpe: return [c.blockSize, C]
+        case .ln1w, .ln1b, .ln2w, .ln2b, .attprojb, .fcprojb, .lnfw, .lnfb: return [C]
+        case .qkvw: return [C, 3 * C]
+        case .qkvb: return [3 * C]
+        case .attprojw: return [C, C]
+        case .fcw: return [C, 4 * C]
+        case .fcb: return [4 * C]
+        case .fcprojw: return [4 * C, C]
+        }
+    }
+
+    static func perLayer(_ k: Kind) -> Bool {
+        switch k {
+        case .wte, .wpe, .lnfw, .lnfb: return false
+        default: return true
+        }
+    }
+
+    static func name(_ k: Kind, layer: Int) -> String {
+        switch k {
+        case .wte: return "wte.weight"
+        case .wpe: return "wpe.weight"
+        case .lnfw: return "ln_f.weight"
+        case .lnfb: return "ln_f.bias"
+        case .ln1w: return "h.\(layer).ln_1.weight"
+        case .ln1b: return "h.\(layer).ln_1.bias"
+        case .qkvw: return "h.\(layer).attn.c_attn.weight"
+        case .qkvb: return "h.\(layer).attn.c_attn.bias"
+        case .attprojw: return "h.\(layer).attn.c_proj.weight"
+        case .attprojb: return "h.\(layer).attn.c_proj.bias"
+        case .ln2w: return "h.\(layer).ln_2.weight"
+        case .ln2b: return "h.\(layer).ln_2.bias"
+        case .fcw: return "h.\(layer).mlp.c_fc.weight"
+        case .fcb: return "h.\(layer).mlp.c_fc.bias"
+        case .fcprojw: return "h.\(layer).mlp.c_proj.weight"
+        case .fcprojb: return "h.\(layer).mlp.c_proj.bias"
+        }
+    }
+
+    public init(_ config: GPTConfig) {
+        self.config = config
+        var offsets: [Int] = []
+        var tensors: [Tensor] = []
+        var at = 0
+        for k in Kind.allCases {
+            offsets.append(at)
+            let shape = Self.shape(k, config)
+            let n = shape.reduce(1, *)
+            let layers = Self.perLayer(k) ? config.nLayer : 1
+            for l in 0..<layers {
+                tensors.append(Tensor(name: Self.name(k, layer: l), shape: shape, offset: at + l * n))
+            }
+            at += n * layers
+        }
+        self.kindOffsets = offsets
+        self.count = at
+        // Checkpoint order: wte, wpe, each layer's tensors, ln_f (GPT-2's order).
+        let order: (Tensor) -> (Int, Int) = { t in
+            if t.name.hasPrefix("wte") { return (0, 0) }
+            if t.name.hasPrefix("wpe") { return (1, 0) }
+            if t.name.hasPrefix("ln_f") { return (3, t.offset) }
+            let layer = Int(t.name.split(separator: ".")[1])!
+            return (2, layer * (1 << 40) + t.offset)
+        }
+        self.tensors = tensors.sorted { order($0) < order($1) }
+    }
+
+    func offset(_ k: Kind) -> Int { kindOffsets[k.rawValue] }
+}
+
+/// Named views into a flat buffer laid out by `ParameterLayout` (parameters, their gradients,
+/// or Adam moments). Per-layer pointers point at layer 0; `layer(l)` gives layer l's views.
+public struct ParameterViews {
+    public let wte, wpe, lnfw, lnfb: UnsafeMutablePointer<Float>
+    let ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb: UnsafeMutablePointer<Float>
+    let C: Int
+
+    public init(_ base: UnsafeMutablePointer<Float>, _ layout: ParameterLayout) {
+        wte = base + layout.offset(.wte)
+        wpe = base + layout.offset(.wpe)
+        ln1w = base + layout.offset(.ln1w)
+        ln1b = base + layout.offset(.ln1b)
+        qkvw = base + layout.offset(.qkvw)
+        qkvb = base + layout.offset(.qkvb)
+        attprojw = base + layout.offset(.attprojw)
+        attprojb = base + layout.offset(.attprojb)
+        ln2w = base + layout.offset(.ln2w)
+        ln2b = base + layout.offset(.ln2b)
+        fcw = base + layout.offset(.fcw)
+        fcb = base + layout.offset(.fcb)
+        fcprojw = base + layout.offset(.fcprojw)
+        fcprojb = base + layout.offset(.fcprojb)
+        lnfw = base + layout.offset(.lnfw)
+        lnfb = base + layout.offset(.lnfb)
+        C = layout.config.nEmbd
+    }
+
+    /// One block's tensors.
+    public struct Block {
+        public let ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb: UnsafeMutablePointer<Float>
+    }
+
+    public func layer(_ l: Int) -> Block {
+        let C = self.C
+        return Block(ln1w: ln1w + l * C, ln1b: ln1b + l * C,
+                     qkvw: qkvw + l * 3 * C * C, qkvb: qkvb + l * 3 * C,
+                     attprojw: attprojw + l * C * C, attprojb: attprojb + l * C,
+                     ln2w: ln2w + l * C, ln2b: ln2b + l * C,
+                     fcw: fcw + l * 4 * C * C, fcb: fcb + l * 4 * C,
+                     fcprojw: fcprojw + l * 4 * C * C, fcprojb: fcprojb + l * C)
+    }
+}

@@ -1,0 +1,2 @@
+import GenKit
+print("gen")

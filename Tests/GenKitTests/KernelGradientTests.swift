@@ -1,0 +1,213 @@
+import Testing
+import GenKit
+
+/// Each layer's backward against central finite differences of its forward. The loss is
+/// Σ out·R for a random R, so the analytic input gradient is backward(dout = R). Differences
+/// are taken in Float with h = 1e-2; agreement is required to 2e-2 relative (max norm), far
+/// above float round-off and far below any real mistake (a wrong term gives O(1)).
+@Suite struct KernelGradientTests {
+    let tolerance: Float = 2e-2
+
+    @Test(arguments: [(3, 16), (5, 37)])
+    func layerNorm(M: Int, C: Int) {
+        var rng = Random(seed: 1)
+        var x = randomArray(M * C, &rng)
+        var w = randomArray(C, &rng, scale: 0.5).map { $0 + 1 }
+        let b = randomArray(C, &rng)
+        let r = randomArray(M * C, &rng)
+        func run(_ x: [Float], _ w: [Float]) -> (out: [Float], mean: [Float], rstd: [Float]) {
+            var out = [Float](repeating: 0, count: M * C), mean = [Float](repeating: 0, count: M), rstd = mean
+            LayerNorm.forward(&out, mean: &mean, rstd: &rstd, x, weight: w, bias: b, M: M, C: C)
+            return (out, mean, rstd)
+        }
+        let f = run(x, w)
+        var dx = [Float](repeating: 0, count: M * C), dw = [Float](repeating: 0, count: C), db = dw
+        LayerNorm.backward(dinp: &dx, dweight: &dw, dbias: &db, dout: r, inp: x, weight: w, mean: f.mean, rstd: f.rstd, M: M, C: C)
+        let numX = (0..<x.count).map { i in Float(numericGradient(&x, i, h: 1e-2) { weightedSum(run($0, w).out, r) }) }
+        let numW = (0..<w.count).map { i in Float(numericGradient(&w, i, h: 1e-2) { weightedSum(run(x, $0).out, r) }) }
+        let numB = (0..<C).map { c in (0..<M).reduce(Float(0)) { $0 + r[$1 * C + c] } }
+        #expect(relativeError(dx, numX) < tolerance)
+        #expect(relativeError(dw, numW) < tolerance)
+        #expect(relativeError(db, numB) < 1e-5)
+    }
+
+    @Test func gelu() {
+        var rng = Random(seed: 2)
+        let n = 53
+        var x = randomArray(n, &rng, scale: 2)
+        let r = randomArray(n, &rng)
+        func run(_ x: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: n)
+            GELU.forward(&out, x, count: n)
+            return out
+        }
+        // Against the formula in Double.
+        let out = run(x)
+        for i in 0..<n {
+            let v = Double(x[i])
+            let ref = 0.5 * v * (1 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)))
+            #expect(abs(Double(out[i]) - ref) < 1e-6 * max(1, abs(ref)))
+        }
+        var dx = [Float](repeating: 0, count: n)
+        GELU.backward(dinp: &dx, dout: r, inp: x, count: n)
+        let num = (0..<n).map { i in Float(numericGradient(&x, i, h: 1e-2) { weightedSum(run($0), r) }) }
+        #expect(relativeError(dx, num) < tolerance)
+    }
+
+    @Test(arguments: [(4, 8, 12), (7, 19, 33)])
+    func matmul(M: Int, K: Int, N: Int) {
+        var rng = Random(seed: 3)
+        var x = randomArray(M * K, &rng)
+        var w = randomArray(K * N, &rng)
+        var b = randomArray(N, &rng)
+        let r = randomArray(M * N, &rng)
+        func run(_ x: [Float], _ w: [Float], _ b: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: M * N)
+            Matmul.forward(&out, x, w, b, M: M, K: K, N: N)
+            return out
+        }
+        // Forward against a naive loop.
+        let out = run(x, w, b)
+        var naive = [Float](repeating: 0, count: M * N)
+        for i in 0..<M { for j in 0..<N {
+            var s = b[j]
+            for k in 0..<K { s += x[i * K + k] * w[k * N + j] }
+            naive[i * N + j] = s
+        } }
+        #expect(relativeError(out, naive) < 1e-5)
+        var dx = [Float](repeating: 0, count: M * K), dw = [Float](repeating: 0, count: K * N), db = [Float](repeating: 0, count: N)
+        Matmul.backward(dinp: &dx, dweight: &dw, dbias: &db, dout: r, inp: x, weight: w, M: M, K: K, N: N)
+        let numX = (0..<x.count).map { i in Float(numericGradient(&x, i, h: 1e-2) { weightedSum(run($0, w, b), r) }) }
+        let numW = (0..<w.count).map { i in Float(numericGradient(&w, i, h: 1e-2) { weightedSum(run(x, $0, b), r) }) }
+        let numB = (0..<b.count).map { i in Float(numericGradient(&b, i, h: 1e-2) { weightedSum(run(x, w, $0), r) }) }
+        #expect(relativeError(dx, numX) < tolerance)
+        #expect(relativeError(dw, numW) < tolerance)
+        #expect(relativeError(db, numB) < tolerance)
+    }
+
+    @Test func matmulTransposed() {
+        let M = 5, K = 9, N = 11
+        var rng = Random(seed: 4)
+        var x = randomArray(M * K, &rng)
+        var w = randomArray(N * K, &rng)
+        let r = randomArray(M * N, &rng)
+        func run(_ x: [Float], _ w: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: M * N)
+            Matmul.forwardTransposed(&out, x, w, M: M, K: K, N: N)
+            return out
+        }
+        var dx = [Float](repeating: 0, count: M * K), dw = [Float](repeating: 0, count: N * K)
+        Matmul.backwardTransposed(dinp: &dx, dweight: &dw, dout: r, inp: x, weight: w, M: M, K: K, N: N)
+        let numX = (0..<x.count).map { i in Float(numericGradient(&x, i, h: 1e-2) { weightedSum(run($0, w), r) }) }
+        let numW = (0..<w.count).map { i in Float(numericGradient(&w, i, h: 1e-2) { weightedSum(run(x, $0), r) }) }
+        #expect(relativeError(dx, numX) < tolerance)
+        #expect(relativeError(dw, numW) < tolerance)
+    }
+
+    @Test(arguments: [(2, 5, 8, 2), (1, 7, 18, 3)])
+    func attention(B: Int, T: Int, C: Int, NH: Int) {
+        var rng = Random(seed: 5)
+        var qkv = randomArray(B * T * 3 * C, &rng)
+        let r = randomArray(B * T * C, &rng)
+        func run(_ qkv: [Float]) -> (out: [Float], att: [Float]) {
+            var out = [Float](repeating: 0, count: B * T * C), att = [Float](repeating: 0, count: B * NH * T * T)
+            Attention.forward(&out, att: &att, qkv: qkv, B: B, T: T, C: C, NH: NH)
+            return (out, att)
+        }
+        // Forward against a naive masked softmax in Double.
+        let f = run(qkv)
+        let hs = C / NH
+        var naive = [Float](repeating: 0, count: B * T * C)
+        for b in 0..<B { for h in 0..<NH { for t in 0..<T {
+            var s = [Double](repeating: 0, count: t + 1)
+            for t2 in 0...t {
+                var d = 0.0
+                for i in 0..<hs { d += Double(qkv[(b * T + t) * 3 * C + h * hs + i]) * Double(qkv[(b * T + t2) * 3 * C + C + h * hs + i]) }
+                s[t2] = d / Double(hs).squareRoot()
+            }
+            let m = s.max()!
+            let e = s.map { exp($0 - m) }
+            let z = e.reduce(0, +)
+            for i in 0..<hs {
+                var y = 0.0
+                for t2 in 0...t { y += e[t2] / z * Double(qkv[(b * T + t2) * 3 * C + 2 * C + h * hs + i]) }
+                naive[(b * T + t) * C + h * hs + i] = Float(y)
+            }
+        } } }
+        #expect(relativeError(f.out, naive) < 1e-5)
+        var dqkv = [Float](repeating: 0, count: qkv.count), scratch = [Float](repeating: 0, count: B * NH * T)
+        Attention.backward(dqkv: &dqkv, dout: r, qkv: qkv, att: f.att, scratch: &scratch, B: B, T: T, C: C, NH: NH)
+        let num = (0..<qkv.count).map { i in Float(numericGradient(&qkv, i, h: 1e-2) { weightedSum(run($0).out, r) }) }
+        #expect(relativeError(dqkv, num) < tolerance)
+    }
+
+    @Test func crossEntropy() {
+        let M = 6, V = 37
+        var rng = Random(seed: 6)
+        var logits = randomArray(M * V, &rng, scale: 2)
+        let targets: [Int32] = (0..<M).map { _ in Int32(rng.nextInt(below: V)) }
+        func loss(_ x: [Float]) -> Double {
+            var probs = x, losses = [Float](repeating: 0, count: M)
+            CrossEntropy.forward(losses: &losses, logits: &probs, targets: targets, M: M, V: V)
+            return losses.reduce(0) { $0 + Double($1) } / Double(M)
+        }
+        // Loss against log-sum-exp in Double.
+        var ref = 0.0
+        for r in 0..<M {
+            let row = (0..<V).map { Double(logits[r * V + $0]) }
+            let m = row.max()!
+            ref += m + log(row.map { exp($0 - m) }.reduce(0, +)) - row[Int(targets[r])]
+        }
+        #expect(abs(loss(logits) - ref / Double(M)) < 1e-5)
+        var probs = logits, losses = [Float](repeating: 0, count: M)
+        CrossEntropy.forward(losses: &losses, logits: &probs, targets: targets, M: M, V: V)
+        CrossEntropy.backward(probabilities: &probs, targets: targets, scale: 1 / Float(M), M: M, V: V)
+        let num = (0..<logits.count).map { i in Float(numericGradient(&logits, i, h: 1e-2, loss)) }
+        #expect(relativeError(probs, num) < tolerance)
+    }
+
+    @Test func embedding() {
+        let B = 2, T = 5, C = 7, V = 4
+        var rng = Random(seed: 7)
+        var wte = randomArray(V * C, &rng), wpe = randomArray(T * C, &rng)
+        let tokens: [Int32] = [0, 1, 1, 3, 0, 2, 2, 2, 0, 1]
+        let r = randomArray(B * T * C, &rng)
+        func run(_ wte: [Float], _ wpe: [Float]) -> [Float] {
+            var out = [Float](repeating: 0, count: B * T * C)
+            Embedding.forward(&out, tokens: tokens, wte: wte, wpe: wpe, B: B, T: T, C: C)
+            return out
+        }
+        var dwte = [Float](repeating: 0, count: V * C), dwpe = [Float](repeating: 0, count: T * C)
+        Embedding.backward(dwte: &dwte, dwpe: &dwpe, dout: r, tokens: tokens, B: B, T: T, C: C, V: V)
+        let numE = (0..<wte.count).map { i in Float(numericGradient(&wte, i, h: 1e-2) { weightedSum(run($0, wpe), r) }) }
+        let numP = (0..<wpe.count).map { i in Float(numericGradient(&wpe, i, h: 1e-2) { weightedSum(run(wte, $0), r) }) }
+        #expect(relativeError(dwte, numE) < tolerance)
+        #expect(relativeError(dwpe, numP) < tolerance)
+    }
+
+    @Test func adamWMatchesFormula() {
+        var rng = Random(seed: 8)
+        let n = 37
+        var p = randomArray(n, &rng), m = randomArray(n, &rng, scale: 0.1), v = randomArray(n, &rng, scale: 0.1).map { $0 * $0 }
+        let g = randomArray(n, &rng)
+        let (p0, m0, v0) = (p, m, v)
+        AdamW.update(param: &p, grad: g, m: &m, v: &v, count: n, lr: 0.01, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 3)
+        for i in 0..<n {
+            let mi = 0.9 * Double(m0[i]) + 0.1 * Double(g[i])
+            let vi = 0.95 * Double(v0[i]) + 0.05 * Double(g[i]) * Double(g[i])
+            let mhat = mi / (1 - pow(0.9, 3)), vhat = vi / (1 - pow(0.95, 3))
+            let ref = Double(p0[i]) * (1 - 0.01 * 0.1) - 0.01 * mhat / (vhat.squareRoot() + 1e-8)
+            #expect(abs(Double(p[i]) - ref) < 1e-6)
+        }
+    }
+
+    @Test func expAndTanh() {
+        for x in stride(from: Float(-20), through: 20, by: 0.37) {
+            #expect(abs(fastExp(x) - exp(x)) <= 3e-7 * exp(x))
+            let t = simdTanh(F16(repeating: x))[0]
+            #expect(abs(t - tanh(x)) < 2e-7 * 4)
+        }
+    }
+}
+
+import Foundation

@@ -1,0 +1,51 @@
+import Foundation
+import GenKit
+
+/// Max-norm relative difference: max|a - b| / max|b| (0 when both are zero).
+func relativeError(_ a: [Float], _ b: [Float]) -> Float {
+    precondition(a.count == b.count, "\(a.count) vs \(b.count)")
+    var diff: Float = 0, scale: Float = 0
+    for i in 0..<a.count {
+        diff = max(diff, abs(a[i] - b[i]))
+        scale = max(scale, abs(b[i]))
+    }
+    return scale == 0 ? diff : diff / scale
+}
+
+func randomArray(_ n: Int, _ rng: inout Random, scale: Float = 1) -> [Float] {
+    (0..<n).map { _ in Float(rng.nextNormal()) * scale }
+}
+
+func fixturePath(_ name: String) -> String {
+    Bundle.module.path(forResource: name, ofType: "safetensors", inDirectory: "Fixtures")!
+}
+
+/// A model holding the weights stored in a fixture.
+func loadModel(_ file: SafeTensorsFile, config: GPTConfig, prefix: String = "") throws -> GPTModel {
+    let model = GPTModel(config: config)
+    for t in model.layout.tensors {
+        try file.copyFloats(prefix + t.name, into: model.parameters.pointer + t.offset, count: t.count)
+    }
+    return model
+}
+
+func fixtureConfig(_ file: SafeTensorsFile) throws -> GPTConfig {
+    try JSONDecoder().decode(GPTConfig.self, from: Data(file.metadata["config"]!.utf8))
+}
+
+/// The gradient of Σ f(x)·r by central differences in x[i].
+func numericGradient(_ x: inout [Float], _ i: Int, h: Float, _ loss: ([Float]) -> Double) -> Double {
+    let saved = x[i]
+    x[i] = saved + h
+    let up = loss(x)
+    x[i] = saved - h
+    let down = loss(x)
+    x[i] = saved
+    return (up - down) / Double(2 * h)
+}
+
+func weightedSum(_ a: [Float], _ r: [Float]) -> Double {
+    var s = 0.0
+    for i in 0..<a.count { s += Double(a[i]) * Double(r[i]) }
+    return s
+}
