@@ -20,9 +20,10 @@ let package = Package(
             path: "Sources/COpenBLAS",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        .systemLibrary(name: "CHeap", path: "Sources/CHeap"),
         .target(
             name: "GenKit",
-            dependencies: ["COpenBLAS"],
+            dependencies: ["COpenBLAS", "CHeap"],
             swiftSettings: fast
         ),
         .executableTarget(

@@ -1,0 +1,54 @@
+import Testing
+import GenKit
+
+/// KV-cache decoding against the full forward pass.
+@Suite struct DecoderTests {
+    func model() throws -> GPTModel {
+        let f = try ParityTests.load("gpt_odd")
+        return try loadModel(f.file, config: f.config)
+    }
+
+    /// Feeding a whole context token by token gives the full forward's logits at every position.
+    @Test func cacheMatchesFullForward() throws {
+        let model = try model()
+        let c = model.config
+        var rng = Random(seed: 11)
+        let tokens: [Int32] = (0..<c.blockSize).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
+        let acts = Activations(config: c, B: 1, T: c.blockSize, training: false)
+        GPT.forward(model.views, c, acts, tokens: tokens, targets: nil, B: 1, t: c.blockSize)
+        let full = Array(UnsafeBufferPointer(start: acts.logits, count: c.blockSize * c.vocabSize))
+        let decoder = Decoder(model: model)
+        for (t, tok) in tokens.enumerated() {
+            decoder.feed(tok)
+            let step = Array(UnsafeBufferPointer(start: decoder.logits, count: c.vocabSize))
+            let ref = Array(full[(t * c.vocabSize)..<((t + 1) * c.vocabSize)])
+            #expect(relativeError(step, ref) < 1e-5, "position \(t)")
+        }
+        // A prompt filled in one batch, then decoded, agrees too.
+        decoder.reset()
+        tokens.prefix(5).withUnsafeBufferPointer { decoder.fill($0) }
+        decoder.feed(tokens[5])
+        let ref = Array(full[(5 * c.vocabSize)..<(6 * c.vocabSize)])
+        #expect(relativeError(Array(UnsafeBufferPointer(start: decoder.logits, count: c.vocabSize)), ref) < 1e-5)
+    }
+
+    /// Past the context, each prediction equals the full forward over the last blockSize tokens
+    /// (nanoGPT's crop).
+    @Test func slidingWindowMatchesCroppedForward() throws {
+        let model = try model()
+        let c = model.config
+        var rng = Random(seed: 12)
+        let sequence: [Int32] = (0..<(c.blockSize + 9)).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
+        let decoder = Decoder(model: model)
+        let acts = Activations(config: c, B: 1, T: c.blockSize, training: false)
+        decoder.feed(sequence[0])
+        for n in 2...sequence.count {
+            sequence[0..<n].withUnsafeBufferPointer { decoder.advance(token: sequence[n - 1], history: $0) }
+            let window = Array(sequence[max(0, n - c.blockSize)..<n])
+            GPT.forward(model.views, c, acts, tokens: window, targets: nil, B: 1, t: window.count)
+            let ref = Array(UnsafeBufferPointer(start: acts.logits + (window.count - 1) * c.vocabSize, count: c.vocabSize))
+            let got = Array(UnsafeBufferPointer(start: decoder.logits, count: c.vocabSize))
+            #expect(relativeError(got, ref) < 1e-5, "after \(n) tokens")
+        }
+    }
+}
