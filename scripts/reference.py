@@ -85,7 +85,7 @@ def forward(params, cfg, idx, targets=None, sdpa=False):
     logits = x @ params["wte.weight"].t()
     loss = None
     if targets is not None:
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
     return logits, loss
 
 

@@ -85,6 +85,36 @@ import GenKit
         #expect(relativeError(db, numB) < tolerance)
     }
 
+    /// Shapes large enough that the product is split over threads (by rows, then by columns)
+    /// give the same results as one sgemm call.
+    @Test(arguments: [(96, 40, 48), (20, 64, 130)])
+    func matmulSplitOverThreads(M: Int, K: Int, N: Int) {
+        var rng = Random(seed: 13)
+        let x = randomArray(M * K, &rng), w = randomArray(K * N, &rng), d = randomArray(M * N, &rng)
+        func run(threads: Int) -> [[Float]] {
+            let saved = Parallel.threads
+            Parallel.threads = threads
+            defer { Parallel.threads = saved }
+            var out = [Float](repeating: 0, count: M * N), dx = [Float](repeating: 0, count: M * K)
+            var dw = [Float](repeating: 0, count: K * N), db = [Float](repeating: 0, count: N)
+            Matmul.forward(&out, x, w, nil, M: M, K: K, N: N)
+            Matmul.backward(dinp: &dx, dweight: &dw, dbias: &db, dout: d, inp: x, weight: w, M: M, K: K, N: N)
+            var tout = [Float](repeating: 0, count: M * N), tdx = dx, tdw = [Float](repeating: 0, count: K * N)
+            // Transposed forms: weight (N,K) is wᵀ.
+            var wt = [Float](repeating: 0, count: N * K)
+            for k in 0..<K { for n in 0..<N { wt[n * K + k] = w[k * N + n] } }
+            Matmul.forwardTransposed(&tout, x, wt, M: M, K: K, N: N)
+            Matmul.backwardTransposed(dinp: &tdx, dweight: &tdw, dout: d, inp: x, weight: wt, M: M, K: K, N: N)
+            return [out, dx, dw, db, tout, tdx, tdw]
+        }
+        let one = run(threads: 1), two = run(threads: 3)
+        for (a, b) in zip(two, one) { #expect(relativeError(a, b) < 1e-6) }
+        var naive = [Float](repeating: 0, count: M * N)
+        for i in 0..<M { for j in 0..<N { var s: Float = 0; for k in 0..<K { s += x[i * K + k] * w[k * N + j] }; naive[i * N + j] = s } }
+        #expect(relativeError(two[0], naive) < 1e-5)
+        #expect(relativeError(two[4], naive) < 1e-5)
+    }
+
     @Test func matmulTransposed() {
         let M = 5, K = 9, N = 11
         var rng = Random(seed: 4)

@@ -2,7 +2,42 @@ import COpenBLAS
 
 /// Matrix products on OpenBLAS's sgemm. Weights are stored `[in, out]` row-major (the layout of
 /// GPT-2's `Conv1D`), so every transpose below is a BLAS flag, never a copy.
+///
+/// gen owns the cores: OpenBLAS runs single-threaded and each of gen's threads multiplies its
+/// own block of rows or columns. (OpenBLAS's own pool spins in sched_yield between calls and
+/// then competes with gen's other kernels for the cores.)
 public enum Matmul {
+    /// C (M,N) = alpha · op(A) · op(B) + beta · C, split over gen's threads by rows of C, or by
+    /// columns when the rows are few. Row-major; lda/ldb/ldc are the row strides.
+    @inline(__always)
+    static func gemm(_ transA: Bool, _ transB: Bool, M: Int, N: Int, K: Int,
+                     _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
+                     beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int) {
+        let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
+        let work = M * N * K
+        if Parallel.threads <= 1 || work < 1 << 17 {
+            cblas_sgemm(CblasRowMajor, ta, tb, Int32(M), Int32(N), Int32(K), 1, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
+            return
+        }
+        if M >= N {
+            // Rows of C: rows of op(A).
+            Parallel.forRanges(M) { r in
+                let a = transA ? A + r.lowerBound : A + r.lowerBound * lda
+                cblas_sgemm(CblasRowMajor, ta, tb, Int32(r.count), Int32(N), Int32(K), 1, a, Int32(lda),
+                            B, Int32(ldb), beta, C + r.lowerBound * ldc, Int32(ldc))
+            }
+        } else {
+            // Columns of C: columns of op(B), in blocks of 16 for the kernel's sake.
+            let blocks = (N + 15) / 16
+            Parallel.forRanges(blocks) { r in
+                let c0 = r.lowerBound * 16, c1 = min(N, r.upperBound * 16)
+                let b = transB ? B + c0 * ldb : B + c0
+                cblas_sgemm(CblasRowMajor, ta, tb, Int32(M), Int32(c1 - c0), Int32(K), 1, A, Int32(lda),
+                            b, Int32(ldb), beta, C + c0, Int32(ldc))
+            }
+        }
+    }
+
     /// out = inp · weight + bias.
     /// inp (M,K), weight (K,N), bias (N) or nil -> out (M,N)
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
@@ -15,8 +50,7 @@ public enum Matmul {
             }
             beta = 1
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(N), Int32(K),
-                    1, inp, Int32(K), weight, Int32(N), beta, out, Int32(N))
+        gemm(false, false, M: M, N: N, K: K, inp, lda: K, weight, ldb: N, beta: beta, out, ldc: N)
     }
 
     /// Backward of `forward`.
@@ -28,12 +62,10 @@ public enum Matmul {
                                 M: Int, K: Int, N: Int, accumulateInput: Bool = false) {
         if let dinp {
             // dinp (M,K) = dout (M,N) · weightᵀ (N,K)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(K), Int32(N),
-                        1, dout, Int32(N), weight, Int32(N), accumulateInput ? 1 : 0, dinp, Int32(K))
+            gemm(false, true, M: M, N: K, K: N, dout, lda: N, weight, ldb: N, beta: accumulateInput ? 1 : 0, dinp, ldc: K)
         }
         // dweight (K,N) += inpᵀ (K,M) · dout (M,N)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(K), Int32(N), Int32(M),
-                    1, inp, Int32(K), dout, Int32(N), 1, dweight, Int32(N))
+        gemm(true, false, M: K, N: N, K: M, inp, lda: K, dout, ldb: N, beta: 1, dweight, ldc: N)
         if let dbias { columnSums(into: dbias, dout, M: M, N: N) }
     }
 
@@ -63,8 +95,7 @@ public enum Matmul {
     /// inp (M,K), weight (N,K) -> out (M,N)
     public static func forwardTransposed(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                                          _ weight: UnsafePointer<Float>, M: Int, K: Int, N: Int) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(N), Int32(K),
-                    1, inp, Int32(K), weight, Int32(K), 0, out, Int32(N))
+        gemm(false, true, M: M, N: N, K: K, inp, lda: K, weight, ldb: K, beta: 0, out, ldc: N)
     }
 
     /// Backward of `forwardTransposed`.
@@ -73,11 +104,9 @@ public enum Matmul {
                                           dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
                                           weight: UnsafePointer<Float>, M: Int, K: Int, N: Int) {
         // dinp (M,K) = dout (M,N) · weight (N,K)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(K), Int32(N),
-                    1, dout, Int32(N), weight, Int32(K), 0, dinp, Int32(K))
+        gemm(false, false, M: M, N: K, K: N, dout, lda: N, weight, ldb: K, beta: 0, dinp, ldc: K)
         // dweight (N,K) += doutᵀ (N,M) · inp (M,K)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(N), Int32(K), Int32(M),
-                    1, dout, Int32(N), inp, Int32(K), 1, dweight, Int32(K))
+        gemm(true, false, M: N, N: K, K: M, dout, lda: N, inp, ldb: K, beta: 1, dweight, ldc: K)
     }
 
     /// y (N) = x (K) · weight (K,N) + bias (N): one row, for decoding.
@@ -85,13 +114,20 @@ public enum Matmul {
                                      _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                                      K: Int, N: Int) {
         if let bias { y.update(from: bias, count: N) }
-        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(K), Int32(N), 1, weight, Int32(N),
-                    x, 1, bias == nil ? 0 : 1, y, 1)
+        let beta: Float = bias == nil ? 0 : 1
+        Parallel.forRanges((N + 15) / 16, minimumPerThread: K * N >= 1 << 16 ? 1 : 1 << 30) { r in
+            let c0 = r.lowerBound * 16, c1 = min(N, r.upperBound * 16)
+            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(K), Int32(c1 - c0), 1, weight + c0, Int32(N),
+                        x, 1, beta, y + c0, 1)
+        }
     }
 
     /// y (N) = weight (N,K) · x (K): one row through the tied output head, for decoding.
     public static func vectorForwardTransposed(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                                _ weight: UnsafePointer<Float>, K: Int, N: Int) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(N), Int32(K), 1, weight, Int32(K), x, 1, 0, y, 1)
+        Parallel.forRanges(N, minimumPerThread: K * N >= 1 << 16 ? 16 : 1 << 30) { r in
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(r.count), Int32(K), 1, weight + r.lowerBound * K, Int32(K),
+                        x, 1, 0, y + r.lowerBound, 1)
+        }
     }
 }

@@ -6,8 +6,14 @@ public typealias F16 = SIMD16<Float>
 /// Inputs below -87.3 give about 1e-38 rather than 0, inputs above 88.3 give about 2e38.
 @inline(__always)
 public func simdExp(_ xIn: F16) -> F16 {
-    var x = xIn.clamped(lowerBound: F16(repeating: -87.3), upperBound: F16(repeating: 88.3))
-    let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
+    // Clamp with comparisons and masks (the generic `clamped` is not vectorised).
+    var x = xIn
+    x.replace(with: F16(repeating: -87.3), where: x .< -87.3)
+    x.replace(with: F16(repeating: 88.3), where: x .> 88.3)
+    // n = round(x / ln 2) through the 1.5·2^23 trick: the sum's low mantissa bits hold n.
+    let magic = F16(repeating: 12_582_912)
+    let shifted = x * 1.44269504088896341 + magic
+    let n = shifted - magic
     x = x - n * 0.693359375
     x = x + n * 2.12194440e-4
     let z = x * x
@@ -18,8 +24,8 @@ public func simdExp(_ xIn: F16) -> F16 {
     y = y * x + 1.6666665459e-1
     y = y * x + 5.0000001201e-1
     y = y * z + x + 1
-    let e = SIMD16<Int32>(n, rounding: .towardZero)
-    let scale = unsafeBitCast((e &+ 127) &<< 23, to: F16.self)
+    let bits = unsafeBitCast(shifted, to: SIMD16<UInt32>.self) &- 0x4B40_0000
+    let scale = unsafeBitCast((bits &+ 127) &<< 23, to: F16.self)
     return y * scale
 }
 

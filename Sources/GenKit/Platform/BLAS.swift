@@ -17,8 +17,12 @@ public enum BLAS {
 
     public static var threads: Int { Int(openblas_get_num_threads()) }
 
-    /// Gives OpenBLAS's own thread pool `n` threads.
-    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(max(1, n))) }
+    /// Sets the threads of gen's kernels to `n` and keeps OpenBLAS single-threaded: gen's
+    /// threads each call sgemm on their own block (see `Matmul`), so one owner has the cores.
+    public static func setThreads(_ n: Int) {
+        Parallel.threads = max(1, n)
+        openblas_set_num_threads(1)
+    }
 
     /// CPU feature flags as Linux lists them in /proc/cpuinfo.
     public static func cpuFlags(cpuinfo: String? = nil) -> Set<String> {

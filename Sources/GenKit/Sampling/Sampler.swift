@@ -1,0 +1,146 @@
+import Foundation
+
+/// How to pick each next token.
+public struct SamplingParameters: Sendable, Equatable {
+    /// 0 picks the most likely token (greedy).
+    public var temperature: Float = 0.8
+    /// Keep only the k most likely tokens (0: all).
+    public var topK = 0
+    /// Keep the smallest set of tokens whose probability reaches p (1: all).
+    public var topP: Float = 1
+    /// Drop tokens less likely than minP × the most likely one's probability (0: none).
+    public var minP: Float = 0
+    /// Divide positive logits (multiply negative ones) of recently seen tokens by this (1: off).
+    public var repeatPenalty: Float = 1
+    /// How many recent tokens the repeat penalty looks at.
+    public var repeatWindow = 64
+    public init() {}
+}
+
+/// Picks next tokens from logits. Its buffers are allocated once, for the vocabulary size.
+public final class Sampler {
+    public var parameters: SamplingParameters
+    public var random: Random
+    var order: [Int32]
+    var probs: [Float]
+
+    public init(vocabSize: Int, parameters: SamplingParameters, seed: UInt64) {
+        self.parameters = parameters
+        random = Random(seed: seed)
+        order = [Int32](repeating: 0, count: vocabSize)
+        probs = [Float](repeating: 0, count: vocabSize)
+    }
+
+    /// The next token given logits (V) and the tokens so far (for the repeat penalty).
+    /// The logits are modified.
+    public func sample(_ logits: UnsafeMutablePointer<Float>, recent: ArraySlice<Int32>) -> Int32 {
+        let V = probs.count
+        let p = parameters
+        if p.repeatPenalty != 1 {
+            var seen = Set<Int32>()
+            for t in recent.suffix(p.repeatWindow) where seen.insert(t).inserted {
+                let i = Int(t)
+                logits[i] = logits[i] > 0 ? logits[i] / p.repeatPenalty : logits[i] * p.repeatPenalty
+            }
+        }
+        if p.temperature <= 0 {
+            var best = 0
+            for i in 1..<V where logits[i] > logits[best] { best = i }
+            return Int32(best)
+        }
+        // Softmax at the temperature.
+        var m = -Float.infinity
+        for i in 0..<V { m = max(m, logits[i]) }
+        var sum: Float = 0
+        for i in 0..<V {
+            let e = Foundation.exp((logits[i] - m) / p.temperature)
+            probs[i] = e
+            sum += e
+        }
+        for i in 0..<V { probs[i] /= sum }
+        let needsOrder = p.topK > 0 || p.topP < 1 || p.minP > 0
+        if !needsOrder {
+            let r = random.nextFloat()
+            var acc: Float = 0
+            for i in 0..<V {
+                acc += probs[i]
+                if r < acc { return Int32(i) }
+            }
+            return Int32(V - 1)
+        }
+        for i in 0..<V { order[i] = Int32(i) }
+        let pr = probs
+        order.sort { pr[Int($0)] > pr[Int($1)] || (pr[Int($0)] == pr[Int($1)] && $0 < $1) }
+        var keep = V
+        if p.topK > 0 { keep = min(keep, p.topK) }
+        if p.minP > 0 {
+            let floor = pr[Int(order[0])] * p.minP
+            var k = 0
+            while k < keep && pr[Int(order[k])] >= floor { k += 1 }
+            keep = max(1, k)
+        }
+        if p.topP < 1 {
+            var acc: Float = 0
+            var k = 0
+            while k < keep {
+                acc += pr[Int(order[k])]
+                k += 1
+                if acc >= p.topP { break }
+            }
+            keep = max(1, k)
+        }
+        var total: Float = 0
+        for k in 0..<keep { total += pr[Int(order[k])] }
+        let r = random.nextFloat() * total
+        var acc: Float = 0
+        for k in 0..<keep {
+            acc += pr[Int(order[k])]
+            if r < acc { return order[k] }
+        }
+        return order[keep - 1]
+    }
+}
+
+/// Ends output before a stop string: text is held back while it could still be the start of one.
+public struct StopMatcher {
+    public let stops: [String]
+    var held = ""
+    public private(set) var stopped = false
+
+    public init(_ stops: [String]) { self.stops = stops.filter { !$0.isEmpty } }
+
+    /// Adds text; returns what may be written now.
+    public mutating func push(_ text: String) -> String {
+        if stopped { return "" }
+        held += text
+        if stops.isEmpty { defer { held = "" }; return held }
+        for s in stops {
+            if let r = held.range(of: s) {
+                stopped = true
+                let out = String(held[..<r.lowerBound])
+                held = ""
+                return out
+            }
+        }
+        // Keep the longest suffix that is a prefix of some stop string.
+        var keep = 0
+        for s in stops {
+            let maxLen = min(s.count - 1, held.count)
+            if maxLen <= 0 { continue }
+            for len in stride(from: maxLen, to: 0, by: -1) where held.hasSuffix(String(s.prefix(len))) {
+                keep = max(keep, len)
+                break
+            }
+        }
+        let cut = held.index(held.endIndex, offsetBy: -keep)
+        let out = String(held[..<cut])
+        held = String(held[cut...])
+        return out
+    }
+
+    /// The text still held when generation ends without a stop.
+    public mutating func finish() -> String {
+        defer { held = "" }
+        return stopped ? "" : held
+    }
+}
