@@ -20,15 +20,15 @@ let package = Package(
             path: "Sources/COpenBLAS",
             providers: [.apt(["libopenblas-dev"])]
         ),
-        .systemLibrary(name: "CHeap", path: "Sources/CHeap"),
+        .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
         .target(
             name: "GenKit",
-            dependencies: ["COpenBLAS", "CHeap"],
+            dependencies: ["COpenBLAS", "CSystem"],
             swiftSettings: fast
         ),
         .executableTarget(
             name: "gen",
-            dependencies: ["GenKit"],
+            dependencies: ["GenKit", "CSystem"],
             swiftSettings: fast
         ),
         .testTarget(
@@ -39,7 +39,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GenCLITests",
-            dependencies: ["GenKit"]
+            dependencies: ["GenKit", "gen"]
         ),
     ],
     swiftLanguageModes: [.v5]

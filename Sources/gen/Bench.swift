@@ -1,5 +1,6 @@
 import Foundation
 import GenKit
+import CSystem
 
 let benchSpec = CommandSpec(
     name: "bench",
@@ -33,22 +34,34 @@ func runBench(_ args: [String]) throws -> Int32 {
     let steps = try a.int("steps", min: 1), warmup = try a.int("warmup", min: 0)
     let model = GPTModel(config: config)
     model.initialize(seed: 0)
+    var times = [Double](repeating: 0, count: steps)
     let trainer = Trainer(model: model, settings: s)
     var rng = Random(seed: 1)
     let n = s.batchSize * config.blockSize
     func fill(_ x: UnsafeMutablePointer<Int32>, _ y: UnsafeMutablePointer<Int32>) {
         for i in 0..<n { x[i] = Int32(rng.nextInt(below: config.vocabSize)); y[i] = Int32(rng.nextInt(below: config.vocabSize)) }
     }
-    for _ in 0..<warmup { _ = trainer.step(fill: fill) }
-    var times = [Double](repeating: 0, count: steps)
-    let heap = Memory.heapBytesInUse, rss = Memory.residentBytes
+    for _ in 0..<warmup {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        _ = trainer.step(fill: fill)
+        times[0] = Double(DispatchTime.now().uptimeNanoseconds - t0)
+    }
+    // Read the resident size before the heap figure (reading it allocates), and after it below.
+    let rss = Memory.residentBytes
+    let heap = Memory.heapBytesInUse
+    // With MALLOC_TRACE set and libc_malloc_debug.so preloaded, every allocation made by the
+    // measured steps, on any thread, is written to that file.
+    let tracing = ProcessInfo.processInfo.environment["MALLOC_TRACE"] != nil
+    if tracing { mtrace() }
     var loss: Float = 0
     for i in 0..<steps {
         let t0 = DispatchTime.now().uptimeNanoseconds
         loss = trainer.step(fill: fill).loss
         times[i] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
     }
-    let heapGrowth = Memory.heapBytesInUse - heap, rssGrowth = Memory.residentBytes - rss
+    if tracing { muntrace() }
+    let heapGrowth = Memory.heapBytesInUse - heap
+    let rssGrowth = Memory.residentBytes - rss
     let ms = times.sorted()[steps / 2]
     let tps = Double(n) / (ms / 1000)
     // Model FLOPs per token: 6 per parameter plus attention (6·L·T·C, causal half of 12).

@@ -257,12 +257,19 @@ func runTrain(_ args: [String], finetune: Bool) throws -> Int32 {
         try TrainingState.save(state, trainer: trainer, to: statePath)
     }
 
+    // A parent (a shell script, a test runner) may have started gen with SIGINT blocked.
+    var mask = sigset_t()
+    sigemptyset(&mask)
+    sigaddset(&mask, SIGINT)
+    pthread_sigmask(SIG_UNBLOCK, &mask, nil)
     signal(SIGINT) { _ in interrupted = 1 }
     let progress = Progress(quiet: quiet, total: s.steps, printEvery: printEvery)
     if !quiet {
         let what = resume ? "resuming \(out) at step \(trainer.step)" : finetune ? "finetuning \(fromPath!)" : "training"
         fputs("\(what): \(config.nLayer) layers, \(config.nHead) heads, \(config.nEmbd) channels, context \(T), vocab \(config.vocabSize), \(formatCount(model.parameterCount)) parameters; \(formatCount(nTrain)) training tokens, \(formatCount(nVal)) validation; \(threads) threads, OpenBLAS \(BLAS.coreName)\n", stderr)
     }
+    // GEN_STOP_AFTER_STEP=N acts as a Ctrl-C after step N (used by the resume test).
+    let stopAfter = ProcessInfo.processInfo.environment["GEN_STOP_AFTER_STEP"].flatMap(Int.init)
     let tokensPerStep = s.batchSize * T * s.accumulation
     let startStep = trainer.step
     let started = Date()
@@ -280,6 +287,7 @@ func runTrain(_ args: [String], finetune: Bool) throws -> Int32 {
         }
         lastLoss = r.loss
         let step = trainer.step
+        if step == stopAfter { interrupted = 1 }
         let tps = Double(tokensPerStep) / (ms / 1000)
         log("{\"step\":\(step),\"loss\":\(r.loss),\"lr\":\(r.learningRate),\"tokens_per_s\":\(Int(tps)),\"ms\":\(String(format: "%.2f", ms))}")
         var valText: Float?

@@ -1,27 +1,39 @@
-import Dispatch
+import Synchronization
+import CSystem
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// How many threads gen's own kernels split their work over.
+/// How gen's own kernels split their work over threads.
 ///
-/// One owner of the cores per operation: while a kernel here runs its threads, OpenBLAS is
-/// idle, and while `cblas_sgemm` runs, these threads are not.
+/// One owner of the cores per operation: OpenBLAS runs single-threaded and every parallel
+/// region (including the blocks of a matrix product) runs on gen's pool. The pool's threads
+/// are started once and then wait for work, so a parallel region allocates nothing and costs
+/// about a microsecond to start (a DispatchQueue.concurrentPerform region costs several and
+/// its worker threads come and go, allocating as they do).
 public enum Parallel {
-    /// Threads used by gen's kernels (and given to OpenBLAS by `BLAS.setThreads`).
+    /// Threads used by gen's kernels.
     nonisolated(unsafe) public static var threads: Int = Parallel.cores
 
     /// The number of cores this process may use.
-    public static var cores: Int { max(1, ProcessInfo_activeCores()) }
+    public static var cores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
-    /// Calls `body` on `min(threads, count)` disjoint contiguous ranges covering `0..<count`,
-    /// in parallel. Nothing is allocated on the heap by the caller's side of this call.
+    nonisolated(unsafe) static var pool: ThreadPool?
+
+    /// Calls `body` on `min(threads, count / minimumPerThread)` disjoint contiguous ranges
+    /// covering `0..<count`, in parallel, and returns when all are done.
     @inline(__always)
-    public static func forRanges(_ count: Int, minimumPerThread: Int = 1,
-                                 _ body: (Range<Int>) -> Void) {
+    public static func forRanges(_ count: Int, minimumPerThread: Int = 1, _ body: (Range<Int>) -> Void) {
         let n = min(threads, max(1, count / max(1, minimumPerThread)))
         if n <= 1 || count <= 1 {
             body(0..<count)
             return
         }
-        DispatchQueue.concurrentPerform(iterations: n) { part in
+        if pool == nil || pool!.size != threads {
+            pool?.stop()
+            pool = ThreadPool(size: threads)
+        }
+        pool!.run(parts: n) { part in
             let lo = count * part / n
             let hi = count * (part + 1) / n
             if lo < hi { body(lo..<hi) }
@@ -29,10 +41,97 @@ public enum Parallel {
     }
 }
 
-#if canImport(Glibc)
-import Glibc
-@inline(__always) func ProcessInfo_activeCores() -> Int { Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
-#else
-import Foundation
-@inline(__always) func ProcessInfo_activeCores() -> Int { ProcessInfo.processInfo.activeProcessorCount }
-#endif
+/// `size - 1` worker threads plus the caller. Workers spin briefly for the next region, then
+/// sleep on a condition variable.
+final class ThreadPool: @unchecked Sendable {
+    let size: Int
+    private let generation = Atomic<Int>(0)
+    private let remaining = Atomic<Int>(0)
+    private let sleepers = Atomic<Int>(0)
+    private let busy = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
+    /// The running region's body, stored only while `run` waits for the workers to finish it.
+    private var task: ((Int) -> Void)?
+    private var parts = 0
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+    init(size: Int) {
+        self.size = size
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+        for i in 1..<size {
+            let box = Unmanaged.passRetained(WorkerStart(pool: self, index: i)).toOpaque()
+            var thread = pthread_t()
+            pthread_create(&thread, nil, { raw in
+                let start = Unmanaged<WorkerStart>.fromOpaque(raw!).takeRetainedValue()
+                start.pool.work(start.index)
+                return nil
+            }, box)
+            pthread_detach(thread)
+        }
+    }
+
+    /// Runs body(0..<parts) with part 0 on the calling thread. A region started while another
+    /// runs (another caller thread, or nesting) runs serially on its caller instead.
+    func run(parts: Int, _ body: (Int) -> Void) {
+        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            for p in 0..<parts { body(p) }
+            return
+        }
+        // withoutActuallyEscaping boxes the closure: one 32-byte malloc and free per region
+        // (see the TODO in README.md).
+        withoutActuallyEscaping(body) { escapable in
+            task = escapable
+            self.parts = parts
+            remaining.store(size - 1, ordering: .sequentiallyConsistent)
+            generation.add(1, ordering: .sequentiallyConsistent)
+            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+                pthread_mutex_lock(mutex)
+                pthread_cond_broadcast(cond)
+                pthread_mutex_unlock(mutex)
+            }
+            escapable(0)
+            while remaining.load(ordering: .acquiring) > 0 { spinPause() }
+            task = nil
+        }
+        busy.store(false, ordering: .releasing)
+    }
+
+    func stop() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        pthread_mutex_lock(mutex)
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    private func work(_ index: Int) {
+        var seen = 0
+        while true {
+            var spins = 0
+            while generation.load(ordering: .acquiring) == seen {
+                spins += 1
+                if spins < 50_000 { spinPause(); continue }
+                pthread_mutex_lock(mutex)
+                sleepers.add(1, ordering: .sequentiallyConsistent)
+                while generation.load(ordering: .sequentiallyConsistent) == seen { pthread_cond_wait(cond, mutex) }
+                sleepers.subtract(1, ordering: .sequentiallyConsistent)
+                pthread_mutex_unlock(mutex)
+            }
+            seen = generation.load(ordering: .acquiring)
+            if stopping.load(ordering: .acquiring) { return }
+            if index < parts { task!(index) }
+            remaining.subtract(1, ordering: .releasing)
+        }
+    }
+}
+
+private final class WorkerStart {
+    let pool: ThreadPool
+    let index: Int
+    init(pool: ThreadPool, index: Int) { self.pool = pool; self.index = index }
+}
+
+@inline(__always)
+private func spinPause() { gen_cpu_relax() }

@@ -1,4 +1,4 @@
-import CHeap
+import CSystem
 import Foundation
 
 /// What the process holds in memory, for the checks that a training step allocates nothing.

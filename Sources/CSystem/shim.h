@@ -1,0 +1,18 @@
+#ifndef GEN_CSYSTEM_SHIM_H
+#define GEN_CSYSTEM_SHIM_H
+// What gen needs from the C system headers beyond Glibc's Swift module:
+// glibc's heap statistics (mallinfo2) and allocation trace (mtrace), for proving that a
+// training step allocates nothing,
+// and the CPU's spin-wait hint, for the thread pool.
+#include <malloc.h>
+// mtrace/muntrace log every malloc and free (with libc_malloc_debug.so preloaded).
+#include <mcheck.h>
+
+static inline void gen_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+#endif

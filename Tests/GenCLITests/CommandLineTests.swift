@@ -1,0 +1,408 @@
+import Foundation
+import Testing
+import GenKit
+
+@Suite struct HelpAndUsageTests {
+    @Test func versionAndHelp() throws {
+        let v = try gen(["--version"])
+        #expect(v.status == 0 && v.stdout == "0.1.0\n")
+        let h = try gen(["--help"])
+        #expect(h.status == 0 && h.stdout.contains("USAGE: gen <subcommand>") && h.stdout.contains("SUBCOMMANDS:"))
+        for cmd in ["train", "finetune", "sample", "eval", "info", "bench"] {
+            let r = try gen(["help", cmd])
+            #expect(r.status == 0 && r.stdout.hasPrefix("OVERVIEW:") && r.stdout.contains("USAGE: gen \(cmd)"), "help \(cmd)")
+            #expect(try gen([cmd, "--help"]).stdout == r.stdout)
+        }
+        let train = try gen(["train", "-h"]).stdout
+        #expect(train.contains("--steps <n>") && train.contains("(default: 2000)") && train.contains("(default: model.safetensors)"))
+        #expect(try gen(["help", "sample"]).stdout.contains("written as \\n"))
+    }
+
+    @Test(arguments: [
+        (["train", "x.txt", "--stpes", "5"], "Error: Unknown option '--stpes'\nDid you mean '--steps'?"),
+        (["train", "x.txt", "--steps"], "Error: Missing value for '--steps <n>'"),
+        (["train", "x.txt", "--steps", "many"], "Error: The value 'many' is invalid for '--steps <n>': not an integer"),
+        (["train", "x.txt", "--steps", "0"], "Error: The value '0' is invalid for '--steps <n>': must be at least 1"),
+        (["train", "x.txt", "--lr", "fast"], "Error: The value 'fast' is invalid for '--lr <x>': not a number"),
+        (["train"], "Error: Missing expected argument '<corpus> ...'"),
+        (["trian"], "Error: Unknown subcommand 'trian'\nDid you mean 'train'?"),
+        (["sample", "--prompt", "x"], "Error: Missing expected argument '--from <file>'"),
+        (["finetune", "--from", "m.safetensors", "x.txt", "--layers", "8"], "Error: finetune takes the model's shape from --from; '--layers' cannot be changed"),
+        (["eval", "--from", "m.safetensors"], "Error: Missing expected argument '<textfile>'"),
+        (["info"], "Error: Missing expected argument '<file>'"),
+        (["sample", "--from", "m", "--temperature", "-1"], "Error: The value '-1' is invalid for '--temperature <t>': must be at least 0.0"),
+        (["train", "x.txt", "--quiet=yes"], "Error: Option '--quiet' takes no value"),
+    ] as [([String], String)])
+    func usageErrors(args: [String], message: String) throws {
+        let r = try gen(args)
+        #expect(r.status == 64)
+        #expect(r.stderr.hasPrefix(message), "\(r.stderr)")
+        #expect(r.stderr.contains("Usage: gen"))
+        #expect(r.stdout.isEmpty)
+    }
+}
+
+@Suite struct CorpusErrorTests {
+    @Test func badCorpora() throws {
+        let d = tempDir()
+        let out = d.appendingPathComponent("m.safetensors").path
+        func train(_ path: String) throws -> RunResult { try gen(["train", path, "--out", out, "--steps", "2"] + tinyShape) }
+
+        var r = try train(d.appendingPathComponent("missing.txt").path)
+        #expect(r.status == 1 && r.stderr.contains("missing.txt: No such file"), "\(r.stderr)")
+        let empty = d.appendingPathComponent("empty.txt").path
+        FileManager.default.createFile(atPath: empty, contents: Data())
+        r = try train(empty)
+        #expect(r.status == 1 && r.stderr == "Error: \(empty) is empty\n")
+        let binary = d.appendingPathComponent("binary.bin").path
+        FileManager.default.createFile(atPath: binary, contents: Data([0x7F, 0x45, 0x4C, 0x46, 0x02, 0x01, 0x01, 0x00, 0x00]))
+        r = try train(binary)
+        #expect(r.status == 1 && r.stderr.contains("NUL byte at byte 7"), "\(r.stderr)")
+        let latin1 = d.appendingPathComponent("latin1.txt").path
+        FileManager.default.createFile(atPath: latin1, contents: Data("caf".utf8) + Data([0xE9]) + Data(" au lait\n".utf8))
+        r = try train(latin1)
+        #expect(r.status == 1 && r.stderr.contains("is not valid UTF-8") && r.stderr.contains("byte 4"), "\(r.stderr)")
+        let short = d.appendingPathComponent("short.txt").path
+        try "a short text\n".write(toFile: short, atomically: true, encoding: .utf8)
+        r = try train(short)
+        #expect(r.status == 1 && r.stderr.contains("a context of 32 needs at least 33"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+        // Every message is one line.
+        #expect(r.stderr.split(separator: "\n").count == 1)
+    }
+
+    @Test func refusesToOverwrite() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let out = d.appendingPathComponent("m.safetensors").path
+        try "precious".write(toFile: out, atomically: true, encoding: .utf8)
+        let r = try gen(["train", c, "--out", out, "--steps", "2"] + tinyShape)
+        #expect(r.status == 1 && r.stderr.contains("already exists"))
+        #expect(try String(contentsOfFile: out, encoding: .utf8) == "precious")
+    }
+}
+
+@Suite struct TrainingTests {
+    @Test func trainsAndLoads() throws {
+        let d = tempDir()
+        let log = d.appendingPathComponent("log.jsonl").path
+        let m = try tinyModel(in: d, steps: 60, extra: ["--log", log, "--lr", "3e-3", "--warmup", "5"])
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        let losses = lines.compactMap { line -> Double? in
+            guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], o["val_loss"] == nil else { return nil }
+            return o["loss"] as? Double
+        }
+        #expect(losses.count == 60)
+        #expect(lines.contains { $0.contains("\"val_loss\"") })
+        let first = losses.prefix(5).reduce(0, +) / 5, last = losses.suffix(5).reduce(0, +) / 5
+        #expect(last < first - 0.5, "loss \(first) -> \(last)")
+        let info = try gen(["info", m, "--json"])
+        #expect(info.status == 0)
+        let o = try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as! [String: Any]
+        #expect((o["config"] as! [String: Any])["n_layer"] as? Int == 2)
+        #expect(o["step"] as? String == "60")
+        let text = try gen(["info", m])
+        #expect(text.stdout.contains("2 layers, 2 heads, 32 channels, context 32"))
+        // The checkpoint is a safetensors file with GPT-2's names.
+        let f = try SafeTensorsFile(path: m)
+        #expect(f.entries["h.1.mlp.c_fc.weight"]?.shape == [32, 128])
+        #expect(f.metadata["format"] == "gen" && f.metadata["format_version"] == "1")
+        #expect(f.metadata["tokenizer"]!.hasPrefix("{\"type\":\"char\",\"vocab\":[\"\\n\",\" \""))
+    }
+
+    /// 30 steps, then 30 more with --resume, equal 60 uninterrupted steps bit for bit.
+    @Test func resumeIsBitIdentical() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let a = d.appendingPathComponent("a.safetensors").path, b = d.appendingPathComponent("b.safetensors").path
+        let common = ["--quiet", "--seed", "7", "--threads", "2", "--eval-every", "20", "--dropout", "0.1"] + tinyShape
+        #expect(try gen(["train", c, "--out", a, "--steps", "60"] + common).status == 0)
+        // The first run is cut at 30 steps by asking for 60 but saving at 30 and stopping there:
+        // train 30 of a 60-step schedule by interrupting is what --resume is for; here the
+        // schedule is the same because --steps is the same.
+        let first = try gen(["train", c, "--out", b, "--steps", "60", "--save-every", "30"] + common,
+                            env: ["GEN_STOP_AFTER_STEP": "30"])
+        #expect(first.status == 130, "\(first.stderr)")
+        #expect(try SafeTensorsFile(path: b).metadata["step"] == "30")
+        let second = try gen(["train", c, "--out", b, "--steps", "60", "--resume"] + common)
+        #expect(second.status == 0, "\(second.stderr)")
+        let fa = try SafeTensorsFile(path: a), fb = try SafeTensorsFile(path: b)
+        for name in fa.entries.keys { #expect(fa.rawBytes(name) == fb.rawBytes(name), "\(name) differs") }
+    }
+
+    @Test func interruptSavesALoadableCheckpoint() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let out = d.appendingPathComponent("m.safetensors").path
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: genBinary)
+        p.arguments = ["train", c, "--out", out, "--steps", "100000", "--save-every", "0", "--print-every", "1"] + tinyShape
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        // Wait for the first steps, then Ctrl-C.
+        var seen = ""
+        while !seen.contains("step 3/") {
+            let chunk = err.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            seen += String(decoding: chunk, as: UTF8.self)
+        }
+        kill(p.processIdentifier, SIGINT)
+        DispatchQueue.global().async { _ = err.fileHandleForReading.readDataToEndOfFile() }
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 130)
+        let info = try gen(["info", out, "--json"])
+        #expect(info.status == 0)
+        #expect(FileManager.default.fileExists(atPath: out + ".state"))
+        // No temporary files are left behind.
+        let left = try FileManager.default.contentsOfDirectory(atPath: d.path).filter { $0.hasPrefix(".") }
+        #expect(left.isEmpty, "\(left)")
+    }
+
+    @Test func divergenceStopsAndKeepsTheLastGoodCheckpoint() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let out = d.appendingPathComponent("m.safetensors").path
+        let r = try gen(["train", c, "--out", out, "--steps", "200", "--save-every", "1", "--lr", "1e9", "--warmup", "0",
+                         "--grad-clip", "0", "--quiet"] + tinyShape)
+        #expect(r.status == 1)
+        #expect(r.stderr.contains("the loss became"), "\(r.stderr)")
+        if r.stderr.contains("is kept in") {
+            #expect(try gen(["info", out]).status == 0)
+        }
+    }
+
+    @Test func finetune() throws {
+        let d = tempDir()
+        let m = try tinyModel(in: d, steps: 10)
+        let before = fileBytes(m)
+        let new = d.appendingPathComponent("new.txt").path
+        try String(repeating: "And Moses said unto the LORD, Behold. ", count: 100).write(toFile: new, atomically: true, encoding: .utf8)
+        let out = d.appendingPathComponent("ft.safetensors").path
+        var r = try gen(["finetune", "--from", m, new, "--out", out, "--steps", "5", "--quiet"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(fileBytes(m) == before)
+        #expect(try SafeTensorsFile(path: out).metadata["finetuned_from"] == "tiny.safetensors")
+        // Unknown characters: refused, listed, unless skipped.
+        let odd = d.appendingPathComponent("odd.txt").path
+        try String(repeating: "Moses ☃ said § unto the LORD. ", count: 100).write(toFile: odd, atomically: true, encoding: .utf8)
+        let out2 = d.appendingPathComponent("ft2.safetensors").path
+        r = try gen(["finetune", "--from", m, odd, "--out", out2, "--steps", "5"])
+        #expect(r.status == 1 && r.stderr.contains("'☃' (U+2603)") && r.stderr.contains("--skip-unknown"), "\(r.stderr)")
+        r = try gen(["finetune", "--from", m, odd, "--out", out2, "--steps", "5", "--skip-unknown"])
+        #expect(r.status == 0 && r.stderr.contains("skipped 200 characters"), "\(r.stderr)")
+        r = try gen(["finetune", "--from", m, odd, "--out", m, "--steps", "5"])
+        #expect(r.status == 1 && fileBytes(m) == before)
+    }
+}
+
+@Suite struct CheckpointErrorTests {
+    /// Damaged files are refused with a message naming the problem, and nothing is changed.
+    @Test func damagedCheckpoints() throws {
+        let d = tempDir()
+        let m = try tinyModel(in: d, steps: 2)
+        let good = fileBytes(m)
+        func check(_ name: String, _ data: Data, _ message: String) throws {
+            let path = d.appendingPathComponent(name).path
+            FileManager.default.createFile(atPath: path, contents: data)
+            for args in [["info", path], ["sample", "--from", path, "--max-tokens", "3"]] {
+                let r = try gen(args)
+                #expect(r.status == 1, "\(name)")
+                #expect(r.stderr.contains(message), "\(name): \(r.stderr)")
+                #expect(r.stderr.split(separator: "\n").count == 1)
+            }
+            #expect(fileBytes(path) == data)
+        }
+        try check("truncated.safetensors", good.prefix(good.count - 100), "lies outside the file")
+        try check("stub.safetensors", good.prefix(5), "truncated")
+        var flipped = good
+        flipped[9] ^= 0x20   // inside the JSON header
+        try check("flipped.safetensors", flipped, "not valid JSON")
+        let header = String(decoding: good[8..<(8 + Int(good[0]) + Int(good[1]) << 8)], as: UTF8.self)
+        let bumped = header.replacingOccurrences(of: "\"format_version\":\"1\"", with: "\"format_version\":\"9\"")
+        #expect(bumped != header)
+        try check("version.safetensors", good.prefix(8) + Data(bumped.utf8) + good.dropFirst(8 + header.utf8.count), "format_version 9 is not supported")
+        let renamed = header.replacingOccurrences(of: "\"ln_f.bias\"", with: "\"ln_f.bies\"")
+        try check("missing.safetensors", good.prefix(8) + Data(renamed.utf8) + good.dropFirst(8 + header.utf8.count), "missing tensor ln_f.bias")
+        #expect(fileBytes(m) == good)
+    }
+}
+
+@Suite struct SamplingTests {
+    @Test func seedsReproduceAndGreedyIsArgmax() throws {
+        let d = tempDir()
+        let m = try tinyModel(in: d, steps: 40)
+        let a = try gen(["sample", "--from", m, "--prompt", "And God", "--max-tokens", "40", "--seed", "5"])
+        let b = try gen(["sample", "--from", m, "--prompt", "And God", "--max-tokens", "40", "--seed", "5"])
+        #expect(a.status == 0 && a.stdout == b.stdout && a.stdout.hasPrefix("And God"))
+        let greedy = try gen(["sample", "--from", m, "--prompt", "And God", "--max-tokens", "40", "--temperature", "0"])
+        // The argmax path by full forward passes, without a cache.
+        let ck = try Checkpoint.load(m)
+        var ids = try ck.tokenizer.encode("And God")
+        let acts = Activations(config: ck.model.config, B: 1, T: ck.model.config.blockSize, training: false)
+        let V = ck.model.config.vocabSize, T = ck.model.config.blockSize
+        for _ in 0..<40 {
+            let window = Array(ids.suffix(T))
+            GPT.forward(ck.model.views, ck.model.config, acts, tokens: window, targets: nil, B: 1, t: window.count)
+            let row = acts.logits + (window.count - 1) * V
+            var best = 0
+            for i in 1..<V where row[i] > row[best] { best = i }
+            ids.append(Int32(best))
+        }
+        #expect(greedy.stdout == ck.tokenizer.decode(ids) + "\n")
+        // Stop strings end the completion before them.
+        let completion = String(greedy.stdout.dropFirst("And God".count).dropLast())
+        let stop = String(completion.dropFirst(5).prefix(2))
+        let stopped = try gen(["sample", "--from", m, "--prompt", "And God", "--max-tokens", "40", "--temperature", "0", "--stop", stop])
+        let expected = "And God" + completion[..<completion.range(of: stop)!.lowerBound] + "\n"
+        #expect(stopped.stdout == expected)
+        // Other settings run and stay reproducible.
+        let opts = ["--top-k", "5", "--top-p", "0.9", "--min-p", "0.05", "--repeat-penalty", "1.3", "--seed", "9", "--count", "2"]
+        let c1 = try gen(["sample", "--from", m, "--max-tokens", "30"] + opts)
+        let c2 = try gen(["sample", "--from", m, "--max-tokens", "30"] + opts)
+        #expect(c1.status == 0 && c1.stdout == c2.stdout)
+        #expect(c1.stdout.contains("\n---\n"))
+    }
+
+    @Test func unknownPromptCharacter() throws {
+        let d = tempDir()
+        let m = try tinyModel(in: d, steps: 2)
+        let r = try gen(["sample", "--from", m, "--prompt", "Moses ☃"])
+        #expect(r.status == 1 && r.stderr.contains("does not know the character '☃' (U+2603)") && r.stdout.isEmpty)
+    }
+
+    @Test func pipelines() throws {
+        let d = tempDir()
+        let m = try tinyModel(in: d, steps: 20)
+        // One completion line per input line, in order.
+        let r = try gen(["sample", "--from", m, "--each-line", "--max-tokens", "50", "--seed", "1"], stdin: "And\nGod\nsaid\n")
+        #expect(r.status == 0)
+        let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.count == 4 && lines[3].isEmpty)
+        let json = try gen(["sample", "--from", m, "--each-line", "--max-tokens", "10", "--json", "--seed", "1"], stdin: "And\nGod\n")
+        let objects = json.stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        #expect(objects.map { $0["prompt"] as! String } == ["And", "God"])
+        #expect(objects.allSatisfy { $0["tokens"] as? Int == 10 })
+        // Prompt from standard input.
+        let s = try gen(["sample", "--from", m, "--max-tokens", "5", "--seed", "1"], stdin: "Moses")
+        #expect(s.stdout.hasPrefix("Moses"))
+        // Training from standard input, then eval from standard input.
+        let text = try String(contentsOfFile: corpus(in: d), encoding: .utf8)
+        let out = d.appendingPathComponent("stdin.safetensors").path
+        let t = try gen(["train", "-", "--out", out, "--steps", "3", "--quiet"] + tinyShape, stdin: text)
+        #expect(t.status == 0, "\(t.stderr)")
+        #expect(try SafeTensorsFile(path: out).metadata["corpus"] == "<stdin>")
+        let e = try gen(["eval", "--from", out, "-", "--json"], stdin: text)
+        #expect(e.status == 0 && e.stdout.contains("\"bits_per_byte\""))
+    }
+}
+
+@Suite struct EvalTests {
+    /// A model with all-zero weights predicts uniformly: the loss is ln V for every text.
+    @Test func uniformModelGivesLogV() throws {
+        let d = tempDir()
+        let tok = try CharTokenizer(vocabulary: ["\n", "a", "b", "é"])
+        let model = GPTModel(config: GPTConfig(nLayer: 1, nHead: 1, nEmbd: 4, blockSize: 3, vocabSize: 4))
+        let path = d.appendingPathComponent("zero.safetensors").path
+        try Checkpoint(model: model, tokenizer: tok).save(path)
+        let text = d.appendingPathComponent("t.txt").path
+        try "abé\nab".write(toFile: text, atomically: true, encoding: .utf8)   // 6 tokens, 7 bytes
+        let r = try gen(["eval", "--from", path, text, "--json"])
+        let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        #expect(abs(o["loss"] as! Double - log(4.0)) < 1e-6)
+        #expect(abs(o["perplexity"] as! Double - 4) < 1e-5)
+        #expect(o["tokens"] as? Int == 6 && o["bytes"] as? Int == 7)
+        #expect(abs(o["bits_per_byte"] as! Double - 5 * 2.0 / 7) < 1e-6)
+    }
+
+    /// eval's loss equals the definition: consecutive windows of the context, N-1 predictions.
+    @Test func matchesDefinition() throws {
+        let d = tempDir()
+        let m = try tinyModel(in: d, steps: 20)
+        let text = d.appendingPathComponent("t.txt").path
+        let body = "In the beginning God created the heaven and the earth.\nAnd the earth was without form, and void; and darkness was upon the face of the deep.\n"
+        try body.write(toFile: text, atomically: true, encoding: .utf8)
+        let r = try gen(["eval", "--from", m, text, "--json"])
+        let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let ck = try Checkpoint.load(m)
+        let x = try ck.tokenizer.encode(body)
+        let T = ck.model.config.blockSize, N = x.count
+        let acts = Activations(config: ck.model.config, B: 1, T: T, training: false)
+        var total = 0.0
+        var k = 0
+        while k * T < N - 1 {
+            let end = min(k * T + T, N - 1)
+            let inp = Array(x[(k * T)..<end]), tgt = Array(x[(k * T + 1)...end])
+            total += Double(GPT.forward(ck.model.views, ck.model.config, acts, tokens: inp, targets: tgt, B: 1, t: inp.count)) * Double(inp.count)
+            k += 1
+        }
+        #expect(abs(o["loss"] as! Double - total / Double(N - 1)) < 1e-5)
+        #expect(o["tokens"] as? Int == N)
+    }
+}
+
+@Suite struct EngineProcessTests {
+    /// One thread: glibc's allocation trace (mtrace, with libc_malloc_debug preloaded) records
+    /// no malloc, calloc or realloc at all in 100 training steps (with dropout and accumulation).
+    @Test func trainingStepsMakeNoAllocation() throws {
+        let debugMalloc = "/lib/x86_64-linux-gnu/libc_malloc_debug.so.0"
+        try #require(FileManager.default.fileExists(atPath: debugMalloc))
+        let d = tempDir()
+        let trace = d.appendingPathComponent("trace").path
+        let r = try gen(["bench", "--layers", "2", "--embd", "64", "--context", "32", "--batch", "4", "--steps", "100",
+                         "--warmup", "3", "--dropout", "0.1", "--threads", "1", "--json"],
+                        env: ["LD_PRELOAD": debugMalloc, "MALLOC_TRACE": trace])
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n")
+        #expect(lines.first == "= Start" && lines.last == "= End")
+        let allocations = lines.filter { $0.contains(" + ") }
+        #expect(allocations.isEmpty, "\(allocations.prefix(5))")
+    }
+
+    /// Two threads: over 100 steps after warm-up the resident size does not grow. (Each
+    /// parallel region boxes its closure: a 32-byte malloc freed at once; see README.md.)
+    @Test func trainingStepsDoNotGrowMemory() throws {
+        let r = try gen(["bench", "--layers", "2", "--embd", "64", "--context", "32", "--batch", "4", "--steps", "100",
+                         "--warmup", "30", "--dropout", "0.1", "--threads", "2", "--json"])
+        let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        #expect((o["rss_growth"] as! Int) < 1 << 20, "\(r.stdout)")
+    }
+
+    /// gen replaces a slow OpenBLAS kernel by the best one this CPU runs, or runs the one
+    /// GEN_BLAS_CORETYPE forces.
+    @Test func openBLASKernelIsChosen() throws {
+        let best = BLAS.recommendedCore(flags: BLAS.cpuFlags())
+        let r = try gen(["bench", "--steps", "1", "--warmup", "0", "--json"], env: ["OPENBLAS_CORETYPE": "Prescott"])
+        let core = (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any])["blas_core"] as! String
+        if let best, best != "SandyBridge" {
+            #expect(BLAS.decide(loaded: core, flags: BLAS.cpuFlags()) == .keep, "loaded \(core)")
+            #expect(core.lowercased() != "prescott")
+        }
+        let forced = try gen(["bench", "--steps", "1", "--warmup", "0", "--json"], env: ["GEN_BLAS_CORETYPE": "Prescott"])
+        #expect(forced.stdout.contains("\"blas_core\":\"Prescott\""))
+    }
+}
+
+@Suite struct LargeCorpusTests {
+    /// A 200 MB corpus trains without holding it in memory: tokens are streamed into a
+    /// memory-mapped UInt16 file, so the peak resident size stays far below the corpus size.
+    @Test func largeCorpusTrainsInBoundedMemory() throws {
+        let d = tempDir()
+        defer { try? FileManager.default.removeItem(at: d) }
+        let piece = try String(contentsOf: repoRoot.appendingPathComponent("data/kjv.txt"), encoding: .utf8)
+        let path = d.appendingPathComponent("big.txt").path
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let h = FileHandle(forWritingAtPath: path)!
+        let data = Data(piece.utf8)
+        var written = 0
+        while written < 200_000_000 { h.write(data); written += data.count }
+        try h.close()
+        let out = d.appendingPathComponent("m.safetensors").path
+        let r = try gen(["train", path, "--out", out, "--steps", "3", "--eval-batches", "2", "--quiet"] + tinyShape)
+        #expect(r.status == 0, "\(r.stderr)")
+        var usage = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        let peakMB = usage.ru_maxrss / 1024
+        #expect(peakMB < 150, "peak resident size \(peakMB) MB for a \(written / 1_000_000) MB corpus")
+    }
+}

@@ -1,0 +1,88 @@
+import Foundation
+import GenKit
+
+/// The `gen` binary built beside this test bundle.
+let genBinary: String = {
+    let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+    var dir = exe.deletingLastPathComponent()
+    // The test runner may live inside a .xctest bundle folder.
+    for _ in 0..<3 {
+        let candidate = dir.appendingPathComponent("gen").path
+        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return CommandLine.arguments[0].components(separatedBy: "/").dropLast().joined(separator: "/") + "/gen"
+}()
+
+let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+struct RunResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs gen with `args`, feeding `stdin`; waits for it to end.
+@discardableResult
+func gen(_ args: [String], stdin: String? = nil, stdinData: Data? = nil, cwd: URL? = nil, env: [String: String] = [:]) throws -> RunResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: genBinary)
+    p.arguments = args
+    if let cwd { p.currentDirectoryURL = cwd }
+    var e = ProcessInfo.processInfo.environment
+    for (k, v) in env { e[k] = v }
+    p.environment = e
+    let out = Pipe(), err = Pipe(), inp = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = inp
+    try p.run()
+    let data = stdinData ?? stdin.map { Data($0.utf8) } ?? Data()
+    DispatchQueue.global().async {
+        try? inp.fileHandleForWriting.write(contentsOf: data)
+        try? inp.fileHandleForWriting.close()
+    }
+    // Read both pipes concurrently so neither fills up.
+    final class Box: @unchecked Sendable { var data = Data() }
+    let errBox = Box()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    let errData = errBox.data
+    p.waitUntilExit()
+    return RunResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                     stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// A fresh temporary folder.
+func tempDir() -> URL {
+    let u = FileManager.default.temporaryDirectory.appendingPathComponent("gen-test-\(UUID().uuidString)")
+    try! FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+    return u
+}
+
+/// The first `bytes` bytes of the default corpus (cut at a line end), written into `dir`.
+func corpus(in dir: URL, bytes: Int = 60_000, name: String = "corpus.txt") -> String {
+    let text = try! String(contentsOf: repoRoot.appendingPathComponent("data/kjv.txt"), encoding: .utf8)
+    var cut = String(text.utf8.prefix(bytes))!
+    if let nl = cut.lastIndex(of: "\n") { cut = String(cut[...nl]) }
+    let path = dir.appendingPathComponent(name).path
+    try! cut.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+let tinyShape = ["--layers", "2", "--heads", "2", "--embd", "32", "--context", "32", "--batch", "8"]
+
+/// Trains a tiny model into `dir` and returns its path.
+func tinyModel(in dir: URL, steps: Int = 40, extra: [String] = []) throws -> String {
+    let c = corpus(in: dir)
+    let out = dir.appendingPathComponent("tiny.safetensors").path
+    let r = try gen(["train", c, "--out", out, "--steps", String(steps), "--eval-every", "20", "--eval-batches", "4",
+                     "--quiet"] + tinyShape + extra)
+    precondition(r.status == 0, r.stderr)
+    return out
+}
+
+func fileBytes(_ path: String) -> Data { FileManager.default.contents(atPath: path) ?? Data() }
