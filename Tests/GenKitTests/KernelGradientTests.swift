@@ -115,6 +115,20 @@ import GenKit
         #expect(relativeError(two[4], naive) < 1e-5)
     }
 
+    /// The decoding products (one row) against naive loops, small and split over threads.
+    @Test(arguments: [(36, 108), (100, 700)])
+    func vectorProducts(K: Int, N: Int) {
+        var rng = Random(seed: 14)
+        let x = randomArray(K, &rng), w = randomArray(K * N, &rng), b = randomArray(N, &rng), wt = randomArray(N * K, &rng)
+        var y = [Float](repeating: 0, count: N), yt = [Float](repeating: 0, count: N)
+        Matmul.vectorForward(&y, x, w, b, K: K, N: N)
+        Matmul.vectorForwardTransposed(&yt, x, wt, K: K, N: N)
+        var ref = b, reft = [Float](repeating: 0, count: N)
+        for n in 0..<N { for k in 0..<K { ref[n] += x[k] * w[k * N + n]; reft[n] += wt[n * K + k] * x[k] } }
+        #expect(relativeError(y, ref) < 1e-5)
+        #expect(relativeError(yt, reft) < 1e-5)
+    }
+
     @Test func matmulTransposed() {
         let M = 5, K = 9, N = 11
         var rng = Random(seed: 4)

@@ -26,7 +26,8 @@ public struct SafeTensorsFile {
         guard FileManager.default.fileExists(atPath: path) else {
             throw SafeTensorsError("\(path): no such file")
         }
-        guard let data = FileManager.default.contents(atPath: path) else {
+        // Mapped, not read: a model is copied once, from the page cache into its buffer.
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
             throw SafeTensorsError("\(path): cannot be read")
         }
         try self.init(data: data, name: path)

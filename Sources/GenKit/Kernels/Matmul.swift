@@ -110,15 +110,36 @@ public enum Matmul {
     }
 
     /// y (N) = x (K) · weight (K,N) + bias (N): one row, for decoding.
+    /// Each thread owns a block of columns and streams the weight rows once, keeping 64
+    /// columns of y in registers; decoding is bound by reading the weights.
     public static func vectorForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                      _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                                      K: Int, N: Int) {
-        if let bias { y.update(from: bias, count: N) }
-        let beta: Float = bias == nil ? 0 : 1
-        Parallel.forRanges((N + 15) / 16, minimumPerThread: K * N >= 1 << 16 ? 1 : 1 << 30) { r in
-            let c0 = r.lowerBound * 16, c1 = min(N, r.upperBound * 16)
-            cblas_sgemv(CblasRowMajor, CblasTrans, Int32(K), Int32(c1 - c0), 1, weight + c0, Int32(N),
-                        x, 1, beta, y + c0, 1)
+        let blocks = (N + 63) / 64
+        Parallel.forRanges(blocks, minimumPerThread: K * N >= 1 << 15 ? 1 : 1 << 30) { range in
+            var c = range.lowerBound * 64
+            let end = min(N, range.upperBound * 64)
+            while c + 64 <= end {
+                var a0 = F16(), a1 = F16(), a2 = F16(), a3 = F16()
+                if let bias { a0 = load16(bias + c); a1 = load16(bias + c + 16); a2 = load16(bias + c + 32); a3 = load16(bias + c + 48) }
+                var w = weight + c
+                for k in 0..<K {
+                    let xv = F16(repeating: x[k])
+                    a0 = a0.addingProduct(xv, load16(w))
+                    a1 = a1.addingProduct(xv, load16(w + 16))
+                    a2 = a2.addingProduct(xv, load16(w + 32))
+                    a3 = a3.addingProduct(xv, load16(w + 48))
+                    w += N
+                }
+                store16(a0, y + c); store16(a1, y + c + 16); store16(a2, y + c + 32); store16(a3, y + c + 48)
+                c += 64
+            }
+            while c < end {
+                var acc = bias?[c] ?? 0
+                for k in 0..<K { acc += x[k] * weight[k * N + c] }
+                y[c] = acc
+                c += 1
+            }
         }
     }
 

@@ -43,7 +43,7 @@ public final class Activations {
         if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * 4 * C, B * NH * T] }
         // Round each tensor up to 16 floats so every one starts 64-byte aligned.
         let rounded = sizes.map { ($0 + 15) / 16 * 16 }
-        buffer = FloatBuffer(count: rounded.reduce(0, +))
+        buffer = FloatBuffer(count: rounded.reduce(0, +), hugePages: training)
         var at = buffer.pointer
         var i = 0
         func next() -> UnsafeMutablePointer<Float> { defer { at += rounded[i]; i += 1 }; return at }

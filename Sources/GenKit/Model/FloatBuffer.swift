@@ -1,16 +1,31 @@
-/// One allocation of floats (64-byte aligned, zeroed), freed with its owner.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One allocation of floats (page-aligned, zeroed), freed with its owner.
+///
+/// Taken straight from the kernel with mmap: its pages arrive zeroed and are only faulted in
+/// when first touched (so activations sized for the whole context cost nothing where a short
+/// prompt never reaches). Buffers that are touched whole every step ask for transparent huge
+/// pages (fewer TLB misses); others do not, as the kernel must clear a huge page whole.
 public final class FloatBuffer {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
+    let bytes: Int
 
-    public init(count: Int) {
+    public init(count: Int, hugePages: Bool = false) {
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
+        let page = 4096
+        bytes = (max(1, count) * 4 + page - 1) / page * page
+        guard let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              raw != MAP_FAILED else {
+            fatalError("out of memory: cannot map \(bytes) bytes")
+        }
+        if hugePages && bytes >= 4 << 20 { madvise(raw, bytes, MADV_HUGEPAGE) }
         pointer = raw.bindMemory(to: Float.self, capacity: max(1, count))
-        pointer.initialize(repeating: 0, count: max(1, count))
     }
 
-    deinit { pointer.deallocate() }
+    deinit { munmap(pointer, bytes) }
 
     public func zero() { pointer.update(repeating: 0, count: count) }
 
@@ -28,7 +43,7 @@ public final class TokenBuffer {
     public let pointer: UnsafeMutablePointer<Int32>
     public let count: Int
 
-    public init(count: Int) {
+    public init(count: Int, hugePages: Bool = false) {
         self.count = count
         pointer = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, count))
         pointer.initialize(repeating: 0, count: max(1, count))

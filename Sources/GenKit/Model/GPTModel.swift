@@ -11,7 +11,7 @@ public final class GPTModel {
         precondition(config.problem == nil, config.problem ?? "")
         self.config = config
         layout = ParameterLayout(config)
-        parameters = FloatBuffer(count: layout.count)
+        parameters = FloatBuffer(count: layout.count, hugePages: true)
         views = ParameterViews(parameters.pointer, layout)
     }
 

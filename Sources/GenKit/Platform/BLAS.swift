@@ -22,6 +22,21 @@ public enum BLAS {
     public static func setThreads(_ n: Int) {
         Parallel.threads = max(1, n)
         openblas_set_num_threads(1)
+        stopOpenBLASThreads()
+    }
+
+    nonisolated(unsafe) static var openBLASThreadsStopped = false
+
+    /// OpenBLAS starts a pool of threads when it loads, and they spin in sched_yield for a
+    /// while before sleeping, taking a core from gen's own threads. gen never uses them, so it
+    /// ends them (`blas_thread_shutdown_`, looked up at run time as it is not in cblas.h).
+    static func stopOpenBLASThreads() {
+        if openBLASThreadsStopped { return }
+        openBLASThreadsStopped = true
+        typealias Shutdown = @convention(c) () -> Int32
+        if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "blas_thread_shutdown_") {
+            _ = unsafeBitCast(sym, to: Shutdown.self)()
+        }
     }
 
     /// CPU feature flags as Linux lists them in /proc/cpuinfo.

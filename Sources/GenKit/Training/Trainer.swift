@@ -25,9 +25,9 @@ public final class Trainer {
         self.T = context ?? model.config.blockSize
         precondition(T <= model.config.blockSize)
         let n = model.layout.count
-        gradients = FloatBuffer(count: n)
-        m = FloatBuffer(count: n)
-        v = FloatBuffer(count: n)
+        gradients = FloatBuffer(count: n, hugePages: true)
+        m = FloatBuffer(count: n, hugePages: true)
+        v = FloatBuffer(count: n, hugePages: true)
         grads = ParameterViews(gradients.pointer, model.layout)
         activations = Activations(config: model.config, B: settings.batchSize, T: T, training: true,
                                   dropout: settings.dropout > 0)
