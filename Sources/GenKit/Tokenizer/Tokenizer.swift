@@ -46,8 +46,10 @@ public func makeTokenizer(json: String) throws -> Tokenizer {
             scalars.append(u[0])
         }
         return try CharTokenizer(vocabulary: scalars)
+    case "bpe":
+        return try BPETokenizer(json: obj)
     default:
-        throw GenError("unknown tokenizer type \"\(type)\" (this gen knows \"char\")")
+        throw GenError("unknown tokenizer type \"\(type)\" (this gen knows \"char\" and \"bpe\")")
     }
 }
 

@@ -1,0 +1,244 @@
+import Foundation
+
+/// Byte-level BPE as GPT-2 does it: text → UTF-8 → chunks by a split pattern → each chunk's
+/// bytes merged by learned pair ranks, lowest rank first (as tiktoken).
+public final class BPETokenizer: Tokenizer {
+    public let pattern: SplitPattern
+    /// The bytes each id stands for (special tokens: their text).
+    public let tokenBytes: [[UInt8]]
+    /// The id of each single byte.
+    public let byteIDs: [Int32]
+    /// Merges in rank order: (left, right) → result.
+    public let merges: [(left: Int32, right: Int32, result: Int32)]
+    /// Special tokens (e.g. "<|endoftext|>") and their ids.
+    public let special: [String: Int32]
+    /// (left << 32 | right) → (rank << 32 | result)
+    let mergeTable: PairTable
+    var cache: [Substring: [Int32]] = [:]
+
+    public init(pattern: SplitPattern, byteIDs: [Int32], merges: [(left: Int32, right: Int32, result: Int32)],
+                special: [String: Int32] = [:]) throws {
+        guard byteIDs.count == 256 else { throw GenError("a BPE tokenizer needs an id for each of the 256 bytes") }
+        self.pattern = pattern
+        self.byteIDs = byteIDs
+        self.merges = merges
+        self.special = special
+        var size = 0
+        for id in byteIDs { size = max(size, Int(id) + 1) }
+        for m in merges { size = max(size, Int(m.result) + 1) }
+        for (_, id) in special { size = max(size, Int(id) + 1) }
+        var bytes = [[UInt8]?](repeating: nil, count: size)
+        for (b, id) in byteIDs.enumerated() {
+            guard id >= 0, bytes[Int(id)] == nil else { throw GenError("BPE byte ids are not distinct") }
+            bytes[Int(id)] = [UInt8(b)]
+        }
+        let table = PairTable(capacity: merges.count)
+        for (rank, m) in merges.enumerated() {
+            guard m.left >= 0, m.right >= 0, Int(m.left) < size, Int(m.right) < size,
+                  let l = bytes[Int(m.left)], let r = bytes[Int(m.right)] else {
+                throw GenError("BPE merge \(rank) uses a token defined after it")
+            }
+            guard bytes[Int(m.result)] == nil else { throw GenError("BPE merge \(rank) redefines token \(m.result)") }
+            bytes[Int(m.result)] = l + r
+            table.insert(key: UInt64(UInt32(m.left)) << 32 | UInt64(UInt32(m.right)),
+                         value: UInt64(rank) << 32 | UInt64(UInt32(m.result)))
+        }
+        for (s, id) in special {
+            guard bytes[Int(id)] == nil else { throw GenError("special token \(s) reuses id \(id)") }
+            bytes[Int(id)] = Array(s.utf8)
+        }
+        guard let complete = bytes as? [[UInt8]] ?? (bytes.allSatisfy { $0 != nil } ? bytes.map { $0! } : nil) else {
+            let missing = bytes.firstIndex { $0 == nil }!
+            throw GenError("BPE vocabulary has no token for id \(missing)")
+        }
+        tokenBytes = complete
+        mergeTable = table
+    }
+
+    public var vocabSize: Int { tokenBytes.count }
+    public var kind: String { "bpe" }
+
+    public func bytes(of id: Int32) -> [UInt8] {
+        id >= 0 && Int(id) < tokenBytes.count ? tokenBytes[Int(id)] : []
+    }
+
+    public var newlineToken: Int32? { byteIDs[10] }
+
+    public func encode(_ text: String) throws -> [Int32] { encode(text, allowSpecial: false) }
+
+    /// Token ids of `text`. Special tokens are recognised only when `allowSpecial`; otherwise
+    /// their text is encoded as ordinary text.
+    public func encode(_ text: String, allowSpecial: Bool) -> [Int32] {
+        var out: [Int32] = []
+        out.reserveCapacity(text.utf8.count / 3)
+        if allowSpecial && !special.isEmpty {
+            var rest = Substring(text)
+            while let (range, id) = firstSpecial(in: rest) {
+                encodeOrdinary(rest[..<range.lowerBound], into: &out)
+                out.append(id)
+                rest = rest[range.upperBound...]
+            }
+            encodeOrdinary(rest, into: &out)
+        } else {
+            encodeOrdinary(Substring(text), into: &out)
+        }
+        return out
+    }
+
+    func firstSpecial(in s: Substring) -> (Range<Substring.Index>, Int32)? {
+        var best: (Range<Substring.Index>, Int32)?
+        for (t, id) in special {
+            if let r = s.range(of: t), best == nil || r.lowerBound < best!.0.lowerBound { best = (r, id) }
+        }
+        return best
+    }
+
+    /// Appends the ids of ordinary text.
+    public func encodeOrdinary(_ text: Substring, into out: inout [Int32]) {
+        var s = text
+        s.withUTF8 { buf in
+            guard let base = buf.baseAddress else { return }
+            var work = [Int32]()
+            work.reserveCapacity(64)
+            pattern.split(base, buf.count) { lo, hi in
+                encodeChunk(base + lo, hi - lo, into: &out, work: &work)
+            }
+        }
+    }
+
+    /// Merges one chunk: repeatedly the adjacent pair of lowest rank.
+    @inline(__always)
+    func encodeChunk(_ p: UnsafePointer<UInt8>, _ n: Int, into out: inout [Int32], work parts: inout [Int32]) {
+        if n == 1 { out.append(byteIDs[Int(p[0])]); return }
+        if let hit = mergeTable.cached(p, n) { out.append(contentsOf: hit); return }
+        parts.removeAll(keepingCapacity: true)
+        for i in 0..<n { parts.append(byteIDs[Int(p[i])]) }
+        while parts.count > 1 {
+            var bestRank = UInt64.max, bestAt = -1, bestResult: Int32 = 0
+            for i in 0..<(parts.count - 1) {
+                let key = UInt64(UInt32(parts[i])) << 32 | UInt64(UInt32(parts[i + 1]))
+                if let v = mergeTable.find(key), v >> 32 < bestRank {
+                    bestRank = v >> 32
+                    bestAt = i
+                    bestResult = Int32(truncatingIfNeeded: v & 0xFFFF_FFFF)
+                }
+            }
+            if bestAt < 0 { break }
+            parts[bestAt] = bestResult
+            parts.remove(at: bestAt + 1)
+        }
+        out.append(contentsOf: parts)
+        mergeTable.remember(p, n, parts)
+    }
+
+    /// The checkpoint metadata: `{"type":"bpe","pattern":…,"bytes":[id of byte 0…255],
+    /// "merges":[[left,right,result],…] in rank order,"special":{"text":id}}`.
+    public var json: String {
+        var s = "{\"type\":\"bpe\",\"pattern\":\"\(pattern.rawValue)\",\"bytes\":["
+        s += byteIDs.map(String.init).joined(separator: ",")
+        s += "],\"merges\":["
+        s += merges.map { "[\($0.left),\($0.right),\($0.result)]" }.joined(separator: ",")
+        s += "],\"special\":{"
+        s += special.sorted { $0.value < $1.value }.map { "\(jsonString($0.key)):\($0.value)" }.joined(separator: ",")
+        return s + "}}"
+    }
+
+    /// Reads the checkpoint form written by `json`.
+    public convenience init(json obj: [String: Any]) throws {
+        guard let p = obj["pattern"] as? String, let pattern = SplitPattern(rawValue: p) else {
+            throw GenError("the BPE tokenizer names no known pattern (gpt2 or gpt4)")
+        }
+        guard let bytes = obj["bytes"] as? [Int], let merges = obj["merges"] as? [[Int]],
+              merges.allSatisfy({ $0.count == 3 }) else {
+            throw GenError("the BPE tokenizer metadata is malformed")
+        }
+        let special = (obj["special"] as? [String: Int]) ?? [:]
+        try self.init(pattern: pattern, byteIDs: bytes.map { Int32($0) },
+                      merges: merges.map { (Int32($0[0]), Int32($0[1]), Int32($0[2])) },
+                      special: special.mapValues { Int32($0) })
+    }
+}
+
+/// An open-addressing hash table from pair keys to packed (rank, result), plus a cache of
+/// whole chunks (bytes → ids) so repeated words are merged once. Lookups allocate nothing.
+final class PairTable {
+    var keys: [UInt64]
+    var values: [UInt64]
+    let mask: Int
+    static let empty = UInt64.max
+
+    // Chunk cache: hash → slot; chunk bytes and ids in arenas.
+    var cacheSlots: [Int32]
+    let cacheMask: Int
+    var cacheEntries: [(hash: UInt64, byteStart: Int32, byteCount: Int32, idStart: Int32, idCount: Int32)] = []
+    var cacheBytes: [UInt8] = []
+    var cacheIDs: [Int32] = []
+    let cacheLimit = 1 << 18
+
+    init(capacity: Int) {
+        var size = 16
+        while size < capacity * 2 { size <<= 1 }
+        keys = [UInt64](repeating: Self.empty, count: size)
+        values = [UInt64](repeating: 0, count: size)
+        mask = size - 1
+        cacheSlots = [Int32](repeating: -1, count: 1 << 19)
+        cacheMask = (1 << 19) - 1
+    }
+
+    @inline(__always) static func mix(_ k: UInt64) -> Int {
+        var x = k &* 0x9E37_79B9_7F4A_7C15
+        x ^= x >> 29
+        return Int(truncatingIfNeeded: x)
+    }
+
+    func insert(key: UInt64, value: UInt64) {
+        var i = Self.mix(key) & mask
+        while keys[i] != Self.empty && keys[i] != key { i = (i + 1) & mask }
+        keys[i] = key
+        values[i] = value
+    }
+
+    @inline(__always) func find(_ key: UInt64) -> UInt64? {
+        var i = Self.mix(key) & mask
+        while true {
+            let k = keys[i]
+            if k == key { return values[i] }
+            if k == Self.empty { return nil }
+            i = (i + 1) & mask
+        }
+    }
+
+    @inline(__always) static func hashBytes(_ p: UnsafePointer<UInt8>, _ n: Int) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for i in 0..<n { h = (h ^ UInt64(p[i])) &* 0x100_0000_01B3 }
+        return h
+    }
+
+    @inline(__always) func cached(_ p: UnsafePointer<UInt8>, _ n: Int) -> ArraySlice<Int32>? {
+        let h = Self.hashBytes(p, n)
+        var i = Int(truncatingIfNeeded: h) & cacheMask
+        while true {
+            let e = cacheSlots[i]
+            if e < 0 { return nil }
+            let entry = cacheEntries[Int(e)]
+            if entry.hash == h && Int(entry.byteCount) == n {
+                let start = Int(entry.byteStart)
+                var same = true
+                for k in 0..<n where cacheBytes[start + k] != p[k] { same = false; break }
+                if same { return cacheIDs[Int(entry.idStart)..<Int(entry.idStart + entry.idCount)] }
+            }
+            i = (i + 1) & cacheMask
+        }
+    }
+
+    func remember(_ p: UnsafePointer<UInt8>, _ n: Int, _ ids: [Int32]) {
+        guard cacheEntries.count < cacheLimit else { return }
+        let h = Self.hashBytes(p, n)
+        var i = Int(truncatingIfNeeded: h) & cacheMask
+        while cacheSlots[i] >= 0 { i = (i + 1) & cacheMask }
+        cacheSlots[i] = Int32(cacheEntries.count)
+        cacheEntries.append((h, Int32(cacheBytes.count), Int32(n), Int32(cacheIDs.count), Int32(ids.count)))
+        cacheBytes.append(contentsOf: UnsafeBufferPointer(start: p, count: n))
+        cacheIDs.append(contentsOf: ids)
+    }
+}

@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+import GenKit
+
+/// Byte-level BPE against Hugging Face `tokenizers` (fixtures from scripts/bpe_reference.py):
+/// the same ids, token for token, on prose, code, numbers, whitespace runs, contractions,
+/// accents, Greek, Cyrillic, CJK, Arabic, emoji sequences, combining marks and more.
+@Suite struct BPETests {
+    static func fixture(_ pattern: String) throws -> (BPETokenizer, [String], [[Int32]]) {
+        let dir = Bundle.module.path(forResource: "Fixtures", ofType: nil)!
+        let tok = try BPETokenizer.huggingFace(path: dir + "/bpe_\(pattern).tokenizer.json")
+        let data = FileManager.default.contents(atPath: dir + "/bpe_\(pattern).expected.json")!
+        let obj = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        let ids = (obj["ids"] as! [[Int]]).map { $0.map(Int32.init) }
+        return (tok, obj["texts"] as! [String], ids)
+    }
+
+    @Test(arguments: ["gpt2", "gpt4"])
+    func sameIDsAsHuggingFace(pattern: String) throws {
+        let (tok, texts, expected) = try Self.fixture(pattern)
+        #expect(tok.pattern.rawValue == pattern)
+        #expect(tok.vocabSize == 1000)
+        for (text, ids) in zip(texts, expected) {
+            let got = try tok.encode(text)
+            #expect(got == ids, "\(pattern): \(text.debugDescription)")
+            #expect(tok.decode(got) == text)
+        }
+        // Encoding twice (the second time from the chunk cache) gives the same ids.
+        for (text, ids) in zip(texts, expected) { #expect(try tok.encode(text) == ids) }
+    }
+
+    @Test(arguments: SplitPattern.allCases)
+    func roundTripsRandomUTF8(pattern: SplitPattern) throws {
+        let (tok, _, _) = try Self.fixture(pattern.rawValue)
+        var rng = Random(seed: 21)
+        let ranges: [ClosedRange<UInt32>] = [0x20...0x7E, 0x09...0x0D, 0xA0...0x24F, 0x370...0x3FF, 0x400...0x4FF,
+                                             0x600...0x6FF, 0x300...0x36F, 0x4E00...0x9FFF, 0x1F300...0x1FAFF, 0x2000...0x206F]
+        for _ in 0..<300 {
+            var s = String.UnicodeScalarView()
+            for _ in 0..<rng.nextInt(below: 40) {
+                let r = ranges[rng.nextInt(below: ranges.count)]
+                let v = r.lowerBound + UInt32(rng.nextInt(below: Int(r.upperBound - r.lowerBound) + 1))
+                if let u = Unicode.Scalar(v) { s.append(u) }
+            }
+            let text = String(s)
+            #expect(tok.decode(try tok.encode(text)) == text)
+        }
+    }
+
+    @Test func specialTokensOnlyWhereAllowed() throws {
+        let (tok, _, _) = try Self.fixture("gpt2")
+        let eot = tok.special["<|endoftext|>"]!
+        let text = "the end<|endoftext|>the start"
+        #expect(!(try tok.encode(text)).contains(eot))
+        let allowed = tok.encode(text, allowSpecial: true)
+        #expect(allowed.filter { $0 == eot }.count == 1)
+        #expect(tok.decode(allowed) == text)
+    }
+
+    @Test func checkpointFormRoundTrips() throws {
+        let (tok, texts, expected) = try Self.fixture("gpt4")
+        let again = try makeTokenizer(json: tok.json)
+        for (t, ids) in zip(texts, expected) { #expect(try again.encode(t) == ids) }
+        // And through the exported tokenizer.json.
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("gen-bpe-\(UUID()).json").path
+        try tok.huggingFaceJSON.write(toFile: path, atomically: true, encoding: .utf8)
+        let reread = try BPETokenizer.huggingFace(path: path)
+        for (t, ids) in zip(texts, expected) { #expect(try reread.encode(t) == ids) }
+    }
+
+    @Test func splitExamples() {
+        #expect(SplitPattern.gpt2.chunks("Hello world's  end\n\n x") == ["Hello", " world", "'s", " ", " end", "\n\n", " x"])
+        #expect(SplitPattern.gpt4.chunks("Hello WORLD'S 12345\r\n\n  x") == ["Hello", " WORLD", "'S", " ", "123", "45", "\r\n\n", " ", " x"])
+    }
+}
