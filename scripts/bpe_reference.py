@@ -84,8 +84,10 @@ def cmd_fixtures(args):
         ids = [tok.encode(t, add_special_tokens=False).ids for t in TEXTS]
         for t, i in zip(TEXTS, ids):
             assert tok.decode(i) == t, (t, tok.decode(i))
+        # The pre-tokenizer's chunks, as substrings of the text (offsets are in characters).
+        chunks = [[t[a:b] for _, (a, b) in tok.pre_tokenizer.pre_tokenize_str(t)] for t in TEXTS]
         with open(os.path.join(here, f"bpe_{pattern}.expected.json"), "w", encoding="utf-8") as f:
-            json.dump({"pattern": pattern, "texts": TEXTS, "ids": ids}, f, ensure_ascii=False)
+            json.dump({"pattern": pattern, "texts": TEXTS, "ids": ids, "chunks": chunks}, f, ensure_ascii=False)
         print(f"wrote bpe_{pattern}: {tok.get_vocab_size()} tokens, {sum(map(len, ids))} ids")
 
 

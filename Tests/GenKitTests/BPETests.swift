@@ -68,6 +68,17 @@ import GenKit
         for (t, ids) in zip(texts, expected) { #expect(try reread.encode(t) == ids) }
     }
 
+    /// The scanner's chunks equal the `tokenizers` pre-tokenizer's, chunk for chunk.
+    @Test(arguments: SplitPattern.allCases)
+    func sameChunksAsHuggingFace(pattern: SplitPattern) throws {
+        let dir = Bundle.module.path(forResource: "Fixtures", ofType: nil)!
+        let data = FileManager.default.contents(atPath: dir + "/bpe_\(pattern.rawValue).expected.json")!
+        let obj = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        for (text, chunks) in zip(obj["texts"] as! [String], obj["chunks"] as! [[String]]) {
+            #expect(pattern.chunks(text) == chunks, "\(text.debugDescription)")
+        }
+    }
+
     @Test func splitExamples() {
         #expect(SplitPattern.gpt2.chunks("Hello world's  end\n\n x") == ["Hello", " world", "'s", " ", " end", "\n\n", " x"])
         #expect(SplitPattern.gpt4.chunks("Hello WORLD'S 12345\r\n\n  x") == ["Hello", " WORLD", "'S", " ", "123", "45", "\r\n\n", " ", " x"])

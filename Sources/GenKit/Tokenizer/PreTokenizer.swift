@@ -135,7 +135,7 @@ extension UTF8Scanner {
         if c0 == 0x27 {   // '
             if isLower(i + 1, 0x73) || isLower(i + 1, 0x74) || isLower(i + 1, 0x6D) || isLower(i + 1, 0x64) { return i + 2 }
             if (isLower(i + 1, 0x72) && isLower(i + 2, 0x65)) || (isLower(i + 1, 0x76) && isLower(i + 2, 0x65))
-                || (isLower(i + 1, 0x6C) && isLower(i + 2, 0x6D)) { return i + 3 }
+                || (isLower(i + 1, 0x6C) && isLower(i + 2, 0x6C)) { return i + 3 }
         }
         var start = i
         if c0 == 0x20 && i + 1 < n {
