@@ -27,7 +27,7 @@ func runEval(_ args: [String]) throws -> Int32 {
     Parallel.threads = threads
     BLAS.setThreads(threads)
     let ck = try Checkpoint.load(from)
-    guard let tok = ck.tokenizer as? CharTokenizer else { throw GenError("\(from): eval supports character tokenizers only") }
+    let tok = ck.tokenizer
     var path = a.positionals[0]
     var spooled: String?
     defer { if let spooled { unlink(spooled) } }

@@ -10,6 +10,9 @@ let trainingOptions: [OptionSpec] = [
     OptionSpec(name: "heads", value: "n", help: "Attention heads per block.", defaultValue: "4"),
     OptionSpec(name: "embd", value: "n", help: "Embedding width (a multiple of --heads).", defaultValue: "128"),
     OptionSpec(name: "context", value: "n", help: "Context length in tokens.", defaultValue: "64"),
+    OptionSpec(name: "tokenizer", value: "kind", help: "char, bpe (trained on the corpus), or a tokenizer.json to reuse.", defaultValue: "char"),
+    OptionSpec(name: "vocab-size", value: "n", help: "Vocabulary size with --tokenizer bpe.", defaultValue: "1024"),
+    OptionSpec(name: "pattern", value: "name", help: "Pre-tokenization pattern with --tokenizer bpe: gpt2 or gpt4.", defaultValue: "gpt2"),
     OptionSpec(name: "dropout", value: "p", help: "Dropout on the embeddings and residual branches.", defaultValue: "0"),
     OptionSpec(name: "batch", value: "n", help: "Sequences per micro-batch.", defaultValue: "12"),
     OptionSpec(name: "accum", value: "n", help: "Micro-batches per optimizer step.", defaultValue: "1"),
@@ -34,13 +37,14 @@ let trainingOptions: [OptionSpec] = [
     OptionSpec(name: "quiet", value: nil, help: "Print no progress.", defaultValue: nil),
 ]
 
-let shapeOptions: Set<String> = ["layers", "heads", "embd", "context"]
+let shapeOptions: Set<String> = ["layers", "heads", "embd", "context", "tokenizer", "vocab-size", "pattern"]
 
 let trainSpec = CommandSpec(
     name: "train",
-    abstract: "Train a character-level GPT-2 model on text.",
+    abstract: "Train a GPT-2 model on text.",
     discussion: """
-    The vocabulary is every character (Unicode scalar) of the corpus. The first (1 - val-fraction) \
+    With --tokenizer char the vocabulary is every character (Unicode scalar) of the corpus; with \
+    --tokenizer bpe a byte-level BPE of --vocab-size tokens is first learned from it. The first (1 - val-fraction) \
     of the text trains, the rest validates. Progress goes to stderr; Ctrl-C finishes the step, \
     saves and exits 130.
     """,
@@ -62,7 +66,7 @@ let finetuneSpec = CommandSpec(
             case "min-lr": o.defaultValue = "3e-5"
             case "warmup": o.defaultValue = "20"
             case "eval-every": o.defaultValue = "100"
-            case "layers", "heads", "embd", "context": o.hidden = true
+            case "layers", "heads", "embd", "context", "tokenizer", "vocab-size", "pattern": o.hidden = true
             default: break
             }
             return o
@@ -145,19 +149,17 @@ func runTrain(_ args: [String], finetune: Bool) throws -> Int32 {
 
     // Tokenizer and model.
     let model: GPTModel
-    let tokenizer: CharTokenizer
+    let tokenizer: Tokenizer
     var baseMetadata: [String: String] = [:]
     if resume {
         let ck = try Checkpoint.load(out)
-        guard let t = ck.tokenizer as? CharTokenizer else { throw GenError("\(out): training supports character tokenizers only") }
         model = ck.model
-        tokenizer = t
+        tokenizer = ck.tokenizer
         baseMetadata = ck.metadata
     } else if let fromPath {
         let ck = try Checkpoint.load(fromPath)
-        guard let t = ck.tokenizer as? CharTokenizer else { throw GenError("\(fromPath): finetuning supports character tokenizers only") }
         model = ck.model
-        tokenizer = t
+        tokenizer = ck.tokenizer
         baseMetadata = ck.metadata
         baseMetadata["finetuned_from"] = (fromPath as NSString).lastPathComponent
     } else {
@@ -166,7 +168,19 @@ func runTrain(_ args: [String], finetune: Bool) throws -> Int32 {
         if config.nEmbd % config.nHead != 0 {
             throw UsageError(message: "--embd (\(config.nEmbd)) must be a multiple of --heads (\(config.nHead))", command: a.spec)
         }
-        tokenizer = try charVocabulary(of: paths)
+        switch a.string("tokenizer")! {
+        case "char":
+            tokenizer = try charVocabulary(of: paths)
+        case "bpe":
+            guard let pattern = SplitPattern(rawValue: a.string("pattern")!) else {
+                throw UsageError(message: "The value '\(a.string("pattern")!)' is invalid for '--pattern <name>': gpt2 or gpt4", command: a.spec)
+            }
+            let size = try a.int("vocab-size", min: 257)
+            if !quiet { fputs("learning a BPE tokenizer of \(size) tokens\n", stderr) }
+            tokenizer = try BPETrainer.train(paths: paths, vocabSize: size, pattern: pattern)
+        default:
+            tokenizer = try loadTokenizer(a.string("tokenizer")!)
+        }
         var c = config
         c.vocabSize = tokenizer.vocabSize
         if let p = c.problem { throw GenError(p) }

@@ -10,6 +10,9 @@ let commands: [(CommandSpec, ([String]) throws -> Int32)] = [
     (evalSpec, runEval),
     (infoSpec, runInfo),
     (benchSpec, runBench),
+    (tokenizerTrainSpec, runTokenizerTrain),
+    (tokenizeSpec, runTokenize),
+    (detokenizeSpec, runDetokenize),
 ]
 
 let overview = """
@@ -49,11 +52,16 @@ func run(_ argv: [String]) -> Int32 {
             return 0
         case "help":
             guard argv.count > 1 else { print(overview); return 0 }
-            guard let c = commands.first(where: { $0.0.name == argv[1] }) else {
+            let name = argv[1] == "tokenizer" ? "tokenizer train" : argv[1]
+            guard let c = commands.first(where: { $0.0.name == name }) else {
                 throw UsageError(message: "Unknown subcommand '\(argv[1])'" + subcommandHint(argv[1]), command: nil)
             }
             print(c.0.help, terminator: "")
             return 0
+        case "tokenizer" where argv.count > 1 && argv[1] == "train":
+            return try runTokenizerTrain(Array(argv.dropFirst(2)))
+        case "tokenizer":
+            throw UsageError(message: "Missing subcommand: 'gen tokenizer train'", command: tokenizerTrainSpec)
         default:
             guard let c = commands.first(where: { $0.0.name == first }) else {
                 throw UsageError(message: (first.hasPrefix("-") ? "Unknown option '\(first)'" : "Unknown subcommand '\(first)'") + subcommandHint(first), command: nil)

@@ -406,3 +406,56 @@ import GenKit
         #expect(peakMB < 150, "peak resident size \(peakMB) MB for a \(written / 1_000_000) MB corpus")
     }
 }
+
+@Suite struct BPECommandLineTests {
+    @Test func tokenizerTrainTokenizeDetokenize() throws {
+        let d = tempDir()
+        let c = corpus(in: d, bytes: 200_000)
+        let tok = d.appendingPathComponent("tok.json").path
+        var r = try gen(["tokenizer", "train", c, "--vocab-size", "600", "--special", "<|endoftext|>", "--out", tok])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stderr.contains("600 tokens"))
+        let loaded = try BPETokenizer.huggingFace(path: tok)
+        #expect(loaded.vocabSize == 600)
+        // Refuses to overwrite.
+        r = try gen(["tokenizer", "train", c, "--vocab-size", "600", "--out", tok])
+        #expect(r.status == 1 && r.stderr.contains("already exists"))
+        // A pipeline: text -> ids -> text.
+        let text = "In the beginning God created the heaven and the earth.\nAnd the earth was without form, and void.\n"
+        let ids = try gen(["tokenize", "--from", tok], stdin: text)
+        #expect(ids.status == 0 && ids.stdout.split(separator: "\n").count == 2)
+        #expect(ids.stdout.split(separator: "\n")[0].split(separator: " ").allSatisfy { Int($0) != nil })
+        let back = try gen(["detokenize", "--from", tok], stdin: ids.stdout)
+        #expect(back.stdout == text)
+        let count = try gen(["tokenize", "--from", tok, "--count"], stdin: text)
+        #expect(Int(count.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) == (try loaded.encode(text)).count)
+        let special = try gen(["tokenize", "--from", tok, "--allow-special"], stdin: "a<|endoftext|>b\n")
+        #expect(special.stdout.split(separator: " ").contains("599"))
+        let bad = try gen(["detokenize", "--from", tok], stdin: "1 2 x\n")
+        #expect(bad.status == 1 && bad.stderr.contains("'x' is not a token id"))
+        #expect(try gen(["tokenizer", "train", c, "--pattern", "gpt5"]).status == 64)
+    }
+
+    @Test func trainSampleEvalWithBPE() throws {
+        let d = tempDir()
+        let c = corpus(in: d, bytes: 200_000)
+        let m = d.appendingPathComponent("bpe.safetensors").path
+        var r = try gen(["train", c, "--tokenizer", "bpe", "--vocab-size", "400", "--out", m, "--steps", "20", "--quiet"] + tinyShape)
+        #expect(r.status == 0, "\(r.stderr)")
+        let f = try SafeTensorsFile(path: m)
+        #expect(f.entries["wte.weight"]?.shape == [400, 32])
+        #expect(f.metadata["tokenizer"]!.hasPrefix("{\"type\":\"bpe\",\"pattern\":\"gpt2\""))
+        r = try gen(["sample", "--from", m, "--prompt", "And God", "--max-tokens", "20", "--seed", "3"])
+        #expect(r.status == 0 && r.stdout.hasPrefix("And God"))
+        let e = try gen(["eval", "--from", m, c, "--json"])
+        let o = try JSONSerialization.jsonObject(with: Data(e.stdout.utf8)) as! [String: Any]
+        #expect((o["bits_per_byte"] as! Double) > 0 && (o["tokens"] as! Int) < (o["bytes"] as! Int))
+        // A tokenizer file can be reused.
+        let tok = d.appendingPathComponent("tok.json").path
+        #expect(try gen(["tokenizer", "train", c, "--vocab-size", "300", "--pattern", "gpt4", "--out", tok, "--quiet"]).status == 0)
+        let m2 = d.appendingPathComponent("bpe2.safetensors").path
+        r = try gen(["train", c, "--tokenizer", tok, "--out", m2, "--steps", "2", "--quiet"] + tinyShape)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try gen(["info", m2]).stdout.contains("bpe, 300 tokens"))
+    }
+}

@@ -84,3 +84,71 @@ import GenKit
         #expect(SplitPattern.gpt4.chunks("Hello WORLD'S 12345\r\n\n  x") == ["Hello", " WORLD", "'S", " ", "123", "45", "\r\n\n", " ", " x"])
     }
 }
+
+@Suite struct BPETrainerTests {
+    static let corpus: String = {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("data/kjv.txt")
+        return url.path
+    }()
+
+    @Test(arguments: SplitPattern.allCases)
+    func trainsExactlyTheVocabularyAsked(pattern: SplitPattern) throws {
+        let tok = try BPETrainer.train(paths: [Self.corpus], vocabSize: 700, pattern: pattern, special: ["<|endoftext|>"])
+        #expect(tok.vocabSize == 700)
+        #expect(tok.merges.count == 700 - 256 - 1)
+        #expect(tok.special["<|endoftext|>"] == 699)
+        // Deterministic.
+        let again = try BPETrainer.train(paths: [Self.corpus], vocabSize: 700, pattern: pattern, special: ["<|endoftext|>"])
+        #expect(again.merges.map { [$0.left, $0.right] } == tok.merges.map { [$0.left, $0.right] })
+        // It compresses, and round-trips.
+        let text = try String(contentsOfFile: Self.corpus, encoding: .utf8)
+        let ids = try tok.encode(text)
+        #expect(Double(text.utf8.count) / Double(ids.count) > 2.5)
+        #expect(tok.decode(ids) == text)
+        // The first merge is the most frequent pair of the corpus.
+        var counts: [[UInt8]: Int] = [:]
+        for chunk in pattern.chunks(text) {
+            let b = Array(chunk.utf8)
+            for i in 0..<max(0, b.count - 1) { counts[[b[i], b[i + 1]], default: 0] += 1 }
+        }
+        let best = counts.max { $0.value < $1.value || ($0.value == $1.value && ($0.key[0], $0.key[1]) > ($1.key[0], $1.key[1])) }!
+        #expect([tok.merges[0].left, tok.merges[0].right] == best.key.map { Int32($0) })
+    }
+
+    @Test func refusesAVocabularyTheCorpusCannotFill() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-bpe-\(UUID())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let path = dir.appendingPathComponent("small.txt").path
+        try "abab abab".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: GenError.self) { try BPETrainer.train(paths: [path], vocabSize: 400, pattern: .gpt2) }
+        #expect(throws: GenError.self) { try BPETrainer.train(paths: [path], vocabSize: 100, pattern: .gpt2) }
+    }
+
+    @Test func parallelEncodingEqualsSerial() throws {
+        let tok = try BPETrainer.train(paths: [Self.corpus], vocabSize: 512, pattern: .gpt4)
+        var bytes = Array(try String(contentsOfFile: Self.corpus, encoding: .utf8).utf8)
+        let serial = tok.encode(String(decoding: bytes, as: UTF8.self), allowSpecial: false)
+        let n = bytes.count
+        for threads in [2, 3, 7] {
+            let saved = Parallel.threads
+            Parallel.threads = threads
+            let parallel = bytes.withUnsafeMutableBufferPointer { tok.encodeParallel(bytes: $0.baseAddress!, count: n, threads: threads) }
+            Parallel.threads = saved
+            #expect(parallel == serial, "\(threads) threads")
+        }
+    }
+
+    /// A token may end inside a character: the stream holds the bytes back until it is whole.
+    @Test func streamingHoldsBackSplitCharacters() {
+        var s = Utf8Stream()
+        let bytes = Array("é👍🏽x".utf8)
+        var out = ""
+        for b in bytes { out += s.push([b]) }
+        out += s.finish()
+        #expect(out == "é👍🏽x")
+        var t = Utf8Stream()
+        #expect(t.push([0xC3]) == "")
+        #expect(t.push([0xA9, 0x41]) == "éA")
+    }
+}

@@ -171,6 +171,20 @@ public struct SafeTensorsWriter {
     /// and on disk.
     public static func write(_ items: [Item], metadata: [String: String], to path: String) throws {
         let header = header(items, metadata: metadata)
+        var len = UInt64(header.count).littleEndian
+        let prefix = withUnsafeBytes(of: &len) { Array($0) } + header
+        try prefix.withUnsafeBytes { p in
+            try writeAtomically(to: path, [p] + items.map { $0.bytes })
+        }
+    }
+
+    /// Writes raw bytes to `path` atomically.
+    public static func writeRaw(_ bytes: UnsafeRawBufferPointer, to path: String) throws {
+        try writeAtomically(to: path, [bytes])
+    }
+
+    /// Writes the pieces in order to a temporary file beside `path`, fsyncs it and renames it.
+    static func writeAtomically(to path: String, _ pieces: [UnsafeRawBufferPointer]) throws {
         let dir = (path as NSString).deletingLastPathComponent
         let base = (path as NSString).lastPathComponent
         let tmp = (dir.isEmpty ? "." : dir) + "/.\(base).tmp-\(getpid())"
@@ -186,10 +200,7 @@ public struct SafeTensorsWriter {
                 if w <= 0 { ok = false } else { done += w }
             }
         }
-        var len = UInt64(header.count).littleEndian
-        withUnsafeBytes(of: &len) { put($0.baseAddress!, 8) }
-        header.withUnsafeBytes { put($0.baseAddress!, $0.count) }
-        for item in items where item.bytes.count > 0 { put(item.bytes.baseAddress!, item.bytes.count) }
+        for piece in pieces where piece.count > 0 { put(piece.baseAddress!, piece.count) }
         let err = errno
         if ok && fsync(fd) != 0 { ok = false }
         close(fd)

@@ -14,7 +14,8 @@ public final class BPETokenizer: Tokenizer {
     public let special: [String: Int32]
     /// (left << 32 | right) → (rank << 32 | result)
     let mergeTable: PairTable
-    var cache: [Substring: [Int32]] = [:]
+    /// Chunks already merged, for the serial path.
+    let cache = ChunkCache()
 
     public init(pattern: SplitPattern, byteIDs: [Int32], merges: [(left: Int32, right: Int32, result: Int32)],
                 special: [String: Int32] = [:]) throws {
@@ -98,19 +99,61 @@ public final class BPETokenizer: Tokenizer {
         var s = text
         s.withUTF8 { buf in
             guard let base = buf.baseAddress else { return }
-            var work = [Int32]()
-            work.reserveCapacity(64)
-            pattern.split(base, buf.count) { lo, hi in
-                encodeChunk(base + lo, hi - lo, into: &out, work: &work)
-            }
+            encode(bytes: base, count: buf.count, cache: cache) { out.append(contentsOf: $0) }
         }
     }
 
-    /// Merges one chunk: repeatedly the adjacent pair of lowest rank.
+    /// Encodes valid UTF-8 p[0..<n] as ordinary text, handing each chunk's ids to `emit`.
+    public func encode(bytes p: UnsafePointer<UInt8>, count n: Int, cache: ChunkCache,
+                       _ emit: (ArraySlice<Int32>) -> Void) {
+        var work = [Int32]()
+        work.reserveCapacity(64)
+        var one = [Int32](repeating: 0, count: 1)
+        pattern.split(p, n) { lo, hi in
+            if hi - lo == 1 { one[0] = byteIDs[Int(p[lo])]; emit(one[...]); return }
+            if let hit = cache.lookup(p + lo, hi - lo) { emit(hit); return }
+            mergeChunk(p + lo, hi - lo, &work)
+            cache.remember(p + lo, hi - lo, work)
+            emit(work[...])
+        }
+    }
+
+    /// Encodes a large UTF-8 text on `threads` threads, each from a safe boundary (a newline
+    /// after an ASCII letter, where both patterns always split); the ids are identical to the
+    /// serial path's.
+    public func encodeParallel(bytes p: UnsafePointer<UInt8>, count n: Int, threads: Int) -> [Int32] {
+        var cuts = [0]
+        for k in 1..<max(1, threads) {
+            let c = Self.safeCut(p, n, near: n * k / threads)
+            if c > cuts.last! && c < n { cuts.append(c) }
+        }
+        cuts.append(n)
+        var parts = [[Int32]](repeating: [], count: cuts.count - 1)
+        parts.withUnsafeMutableBufferPointer { out in
+            Parallel.forRanges(cuts.count - 1) { range in
+                for k in range {
+                    let cache = ChunkCache()
+                    var ids: [Int32] = []
+                    ids.reserveCapacity((cuts[k + 1] - cuts[k]) / 3)
+                    encode(bytes: p + cuts[k], count: cuts[k + 1] - cuts[k], cache: cache) { ids.append(contentsOf: $0) }
+                    out[k] = ids
+                }
+            }
+        }
+        return parts.flatMap { $0 }
+    }
+
+    /// The first position at or after `near` where both split patterns always start a chunk:
+    /// a newline right after an ASCII letter (or the end of the text).
+    public static func safeCut(_ p: UnsafePointer<UInt8>, _ n: Int, near: Int) -> Int {
+        var c = max(1, near)
+        while c < n && !(p[c] == 0x0A && (p[c - 1] | 0x20) >= 0x61 && (p[c - 1] | 0x20) <= 0x7A) { c += 1 }
+        return min(c, n)
+    }
+
+    /// Merges one chunk's bytes into `parts`: repeatedly the adjacent pair of lowest rank.
     @inline(__always)
-    func encodeChunk(_ p: UnsafePointer<UInt8>, _ n: Int, into out: inout [Int32], work parts: inout [Int32]) {
-        if n == 1 { out.append(byteIDs[Int(p[0])]); return }
-        if let hit = mergeTable.cached(p, n) { out.append(contentsOf: hit); return }
+    func mergeChunk(_ p: UnsafePointer<UInt8>, _ n: Int, _ parts: inout [Int32]) {
         parts.removeAll(keepingCapacity: true)
         for i in 0..<n { parts.append(byteIDs[Int(p[i])]) }
         while parts.count > 1 {
@@ -127,8 +170,6 @@ public final class BPETokenizer: Tokenizer {
             parts[bestAt] = bestResult
             parts.remove(at: bestAt + 1)
         }
-        out.append(contentsOf: parts)
-        mergeTable.remember(p, n, parts)
     }
 
     /// The checkpoint metadata: `{"type":"bpe","pattern":…,"bytes":[id of byte 0…255],
@@ -159,21 +200,12 @@ public final class BPETokenizer: Tokenizer {
     }
 }
 
-/// An open-addressing hash table from pair keys to packed (rank, result), plus a cache of
-/// whole chunks (bytes → ids) so repeated words are merged once. Lookups allocate nothing.
+/// An open-addressing hash table from pair keys to packed (rank, result). Lookups allocate nothing.
 final class PairTable {
     var keys: [UInt64]
     var values: [UInt64]
     let mask: Int
     static let empty = UInt64.max
-
-    // Chunk cache: hash → slot; chunk bytes and ids in arenas.
-    var cacheSlots: [Int32]
-    let cacheMask: Int
-    var cacheEntries: [(hash: UInt64, byteStart: Int32, byteCount: Int32, idStart: Int32, idCount: Int32)] = []
-    var cacheBytes: [UInt8] = []
-    var cacheIDs: [Int32] = []
-    let cacheLimit = 1 << 18
 
     init(capacity: Int) {
         var size = 16
@@ -181,8 +213,6 @@ final class PairTable {
         keys = [UInt64](repeating: Self.empty, count: size)
         values = [UInt64](repeating: 0, count: size)
         mask = size - 1
-        cacheSlots = [Int32](repeating: -1, count: 1 << 19)
-        cacheMask = (1 << 19) - 1
     }
 
     @inline(__always) static func mix(_ k: UInt64) -> Int {
@@ -213,32 +243,45 @@ final class PairTable {
         for i in 0..<n { h = (h ^ UInt64(p[i])) &* 0x100_0000_01B3 }
         return h
     }
+}
 
-    @inline(__always) func cached(_ p: UnsafePointer<UInt8>, _ n: Int) -> ArraySlice<Int32>? {
-        let h = Self.hashBytes(p, n)
-        var i = Int(truncatingIfNeeded: h) & cacheMask
+/// Chunks already merged (bytes → ids), so repeated words are merged once: an open-addressing
+/// table over byte and id arenas, bounded in entries. One per encoding thread.
+public final class ChunkCache {
+    var slots = [Int32](repeating: -1, count: 1 << 19)
+    let mask = (1 << 19) - 1
+    var entries: [(hash: UInt64, byteStart: Int32, byteCount: Int32, idStart: Int32, idCount: Int32)] = []
+    var bytes: [UInt8] = []
+    var ids: [Int32] = []
+    let limit = 1 << 18
+
+    public init() {}
+
+    @inline(__always) func lookup(_ p: UnsafePointer<UInt8>, _ n: Int) -> ArraySlice<Int32>? {
+        let h = PairTable.hashBytes(p, n)
+        var i = Int(truncatingIfNeeded: h) & mask
         while true {
-            let e = cacheSlots[i]
+            let e = slots[i]
             if e < 0 { return nil }
-            let entry = cacheEntries[Int(e)]
+            let entry = entries[Int(e)]
             if entry.hash == h && Int(entry.byteCount) == n {
                 let start = Int(entry.byteStart)
                 var same = true
-                for k in 0..<n where cacheBytes[start + k] != p[k] { same = false; break }
-                if same { return cacheIDs[Int(entry.idStart)..<Int(entry.idStart + entry.idCount)] }
+                for k in 0..<n where bytes[start + k] != p[k] { same = false; break }
+                if same { return ids[Int(entry.idStart)..<Int(entry.idStart + entry.idCount)] }
             }
-            i = (i + 1) & cacheMask
+            i = (i + 1) & mask
         }
     }
 
-    func remember(_ p: UnsafePointer<UInt8>, _ n: Int, _ ids: [Int32]) {
-        guard cacheEntries.count < cacheLimit else { return }
-        let h = Self.hashBytes(p, n)
-        var i = Int(truncatingIfNeeded: h) & cacheMask
-        while cacheSlots[i] >= 0 { i = (i + 1) & cacheMask }
-        cacheSlots[i] = Int32(cacheEntries.count)
-        cacheEntries.append((h, Int32(cacheBytes.count), Int32(n), Int32(cacheIDs.count), Int32(ids.count)))
-        cacheBytes.append(contentsOf: UnsafeBufferPointer(start: p, count: n))
-        cacheIDs.append(contentsOf: ids)
+    func remember(_ p: UnsafePointer<UInt8>, _ n: Int, _ chunkIDs: [Int32]) {
+        guard entries.count < limit else { return }
+        let h = PairTable.hashBytes(p, n)
+        var i = Int(truncatingIfNeeded: h) & mask
+        while slots[i] >= 0 { i = (i + 1) & mask }
+        slots[i] = Int32(entries.count)
+        entries.append((h, Int32(bytes.count), Int32(n), Int32(ids.count), Int32(chunkIDs.count)))
+        bytes.append(contentsOf: UnsafeBufferPointer(start: p, count: n))
+        ids.append(contentsOf: chunkIDs)
     }
 }

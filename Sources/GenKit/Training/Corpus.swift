@@ -82,6 +82,25 @@ public enum Corpus {
         return n
     }
 
+    /// A file mapped into memory, checked to be non-empty valid UTF-8.
+    public static func mapValidated(_ path: String) throws -> Data {
+        var isDir = ObjCBool(false)
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw GenError("cannot read \(path): No such file or directory")
+        }
+        if isDir.boolValue { throw GenError("\(path) is a directory, not a text file") }
+        guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
+            throw GenError("cannot read \(path)")
+        }
+        if data.isEmpty { throw GenError("\(path) is empty") }
+        try data.withUnsafeBytes { raw in
+            let p = raw.bindMemory(to: UInt8.self).baseAddress!
+            let done = try decode(p, raw.count, atEOF: true, path: path, offset: 0) { _ in }
+            if done < raw.count { throw GenError("\(path) is not valid UTF-8: a character is cut off at byte \(done)") }
+        }
+        return data
+    }
+
     /// Copies standard input to a temporary file (so it can be read twice) and returns its path.
     public static func spoolStandardInput(into directory: String) throws -> String {
         let path = directory + "/.gen-stdin-\(getpid())"
@@ -113,10 +132,11 @@ public final class TokenData {
                    : Int32(bitPattern: base!.load(fromByteOffset: i * 4, as: UInt32.self))
     }
 
-    /// Encodes `paths` with a character tokenizer into a cache file in `directory`.
-    /// Unknown characters are an error listing the first few, unless `skipUnknown`
-    /// (then `skipped` reports how many were dropped).
-    public init(encoding paths: [String], with tok: CharTokenizer, cacheDirectory directory: String,
+    /// Encodes `paths` with `tok` into a cache file in `directory`, then maps it.
+    /// With a character tokenizer, unknown characters are an error listing the first few,
+    /// unless `skipUnknown` (then `skipped` reports how many were dropped). A BPE tokenizer
+    /// encodes any text; large files are encoded on all threads, 64 MB at a time.
+    public init(encoding paths: [String], with tok: Tokenizer, cacheDirectory directory: String,
                 skipUnknown: Bool = false, skipped: inout Int) throws {
         width = tok.vocabSize <= 65536 ? 2 : 4
         let path = directory + "/.gen-tokens-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -127,21 +147,12 @@ public final class TokenData {
         var out = [UInt8](repeating: 0, count: 1 << 20)
         var filled = 0
         var n = 0, bytes = 0
-        var unknown: [UInt32] = []
-        var skippedCount = 0
         let w = width
         func flush() throws {
             if filled > 0 && fwrite(out, 1, filled, f) != filled { throw GenError("cannot write the token cache in \(directory): disk full?") }
             filled = 0
         }
-        try Corpus.scan(paths) { v in
-            bytes += v < 0x80 ? 1 : v < 0x800 ? 2 : v < 0x10000 ? 3 : 4
-            let id = tok.id(of: v)
-            if id < 0 {
-                if skipUnknown { skippedCount += 1; return }
-                if !unknown.contains(v) { unknown.append(v) }
-                return
-            }
+        @inline(__always) func put(_ id: Int32) throws {
             if filled + 4 > out.count { try flush() }
             if w == 2 {
                 out[filled] = UInt8(id & 0xFF); out[filled + 1] = UInt8(id >> 8)
@@ -151,13 +162,46 @@ public final class TokenData {
             filled += w
             n += 1
         }
-        if !unknown.isEmpty {
-            let names = unknown.prefix(5).map { describe(Unicode.Scalar($0)!) }.joined(separator: ", ")
-            throw GenError("the corpus has characters the model does not know: \(names)\(unknown.count > 5 ? " and \(unknown.count - 5) more" : ""); pass --skip-unknown to drop them")
+        if let bpe = tok as? BPETokenizer {
+            for p in paths {
+                let data = try Corpus.mapValidated(p)
+                bytes += data.count
+                try data.withUnsafeBytes { raw in
+                    let base = raw.bindMemory(to: UInt8.self).baseAddress!
+                    var start = 0
+                    while start < raw.count {
+                        var end = min(raw.count, start + (64 << 20))
+                        end = BPETokenizer.safeCut(base, raw.count, near: end)
+                        let ids = bpe.encodeParallel(bytes: base + start, count: end - start, threads: Parallel.threads)
+                        for id in ids { try put(id) }
+                        start = end
+                    }
+                }
+            }
+            skipped = 0
+        } else if let chars = tok as? CharTokenizer {
+            var unknown: [UInt32] = []
+            var skippedCount = 0
+            try Corpus.scan(paths) { v in
+                bytes += v < 0x80 ? 1 : v < 0x800 ? 2 : v < 0x10000 ? 3 : 4
+                let id = chars.id(of: v)
+                if id < 0 {
+                    if skipUnknown { skippedCount += 1; return }
+                    if !unknown.contains(v) { unknown.append(v) }
+                    return
+                }
+                try put(id)
+            }
+            if !unknown.isEmpty {
+                let names = unknown.prefix(5).map { describe(Unicode.Scalar($0)!) }.joined(separator: ", ")
+                throw GenError("the corpus has characters the model does not know: \(names)\(unknown.count > 5 ? " and \(unknown.count - 5) more" : ""); pass --skip-unknown to drop them")
+            }
+            skipped = skippedCount
+        } else {
+            throw GenError("unsupported tokenizer \(tok.kind)")
         }
         try flush()
         fflush(f)
-        skipped = skippedCount
         count = n
         sourceBytes = bytes
         mappedBytes = n * w
