@@ -79,6 +79,24 @@ import GenKit
         }
     }
 
+    /// GPT-2's own files (vocab.json + merges.txt), written here from the fixture, give the same ids.
+    @Test func readsGPT2VocabAndMerges() throws {
+        let dir = Bundle.module.path(forResource: "Fixtures", ofType: nil)!
+        let data = FileManager.default.contents(atPath: dir + "/bpe_gpt2.tokenizer.json")!
+        let obj = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        let model = obj["model"] as! [String: Any]
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("gen-gpt2-\(UUID())")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        let vocab = try JSONSerialization.data(withJSONObject: model["vocab"]!)
+        FileManager.default.createFile(atPath: tmp.path + "/vocab.json", contents: vocab)
+        let merges = (model["merges"] as! [[String]]).map { $0.joined(separator: " ") }
+        try ("#version: 0.2\n" + merges.joined(separator: "\n") + "\n").write(toFile: tmp.path + "/merges.txt", atomically: true, encoding: .utf8)
+        let tok = try BPETokenizer.gpt2Files(vocab: tmp.path + "/vocab.json", merges: tmp.path + "/merges.txt")
+        let (_, texts, expected) = try Self.fixture("gpt2")
+        for (t, ids) in zip(texts, expected) { #expect(try tok.encode(t) == ids) }
+        #expect(tok.special["<|endoftext|>"] == 0)
+    }
+
     @Test func splitExamples() {
         #expect(SplitPattern.gpt2.chunks("Hello world's  end\n\n x") == ["Hello", " world", "'s", " ", " end", "\n\n", " x"])
         #expect(SplitPattern.gpt4.chunks("Hello WORLD'S 12345\r\n\n  x") == ["Hello", " WORLD", "'S", " ", "123", "45", "\r\n\n", " ", " x"])
