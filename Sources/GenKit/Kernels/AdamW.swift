@@ -11,7 +11,21 @@ public enum AdamW {
         let stepSize = lr / bc1
         let bc2Sqrt = bc2.squareRoot()
         let decay = 1 - lr * weightDecay
-        Parallel.forRanges(n, minimumPerThread: 8192) { range in
+        Parallel.forRanges(n, minimumPerThread: 8192, Update(param: param, grad: grad, m: m, v: v, beta1: beta1, beta2: beta2, eps: eps, stepSize: stepSize, bc2Sqrt: bc2Sqrt, decay: decay))
+    }
+
+    struct Update: RangeKernel {
+        let param: UnsafeMutablePointer<Float>
+        let grad: UnsafePointer<Float>
+        let m: UnsafeMutablePointer<Float>
+        let v: UnsafeMutablePointer<Float>
+        let beta1: Float
+        let beta2: Float
+        let eps: Float
+        let stepSize: Float
+        let bc2Sqrt: Float
+        let decay: Float
+        func run(_ range: Range<Int>) {
             let b1 = F16(repeating: beta1), b2 = F16(repeating: beta2)
             let ob1 = F16(repeating: 1 - beta1), ob2 = F16(repeating: 1 - beta2)
             var i = range.lowerBound
@@ -58,7 +72,13 @@ public enum AdamW {
 
     /// x (N) *= s
     public static func scale(_ x: UnsafeMutablePointer<Float>, count n: Int, by s: Float) {
-        Parallel.forRanges(n, minimumPerThread: 16384) { range in
+        Parallel.forRanges(n, minimumPerThread: 16384, Scale(x: x, s: s))
+    }
+
+    struct Scale: RangeKernel {
+        let x: UnsafeMutablePointer<Float>
+        let s: Float
+        func run(_ range: Range<Int>) {
             let sv = F16(repeating: s)
             var i = range.lowerBound
             while i + 16 <= range.upperBound { store16(load16(x + i) * sv, x + i); i += 16 }

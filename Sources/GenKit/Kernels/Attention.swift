@@ -7,7 +7,20 @@ public enum Attention {
         let hs = C / NH
         let scale = 1 / Float(hs).squareRoot()
         let C3 = 3 * C
-        Parallel.forRanges(B * NH) { pairs in
+        Parallel.forRanges(B * NH, Forward(out: out, att: att, qkv: qkv, T: T, C: C, NH: NH, hs: hs, scale: scale, C3: C3))
+    }
+
+    struct Forward: RangeKernel {
+        let out: UnsafeMutablePointer<Float>
+        let att: UnsafeMutablePointer<Float>
+        let qkv: UnsafePointer<Float>
+        let T: Int
+        let C: Int
+        let NH: Int
+        let hs: Int
+        let scale: Float
+        let C3: Int
+        func run(_ pairs: Range<Int>) {
             for bh in pairs {
                 let b = bh / NH, h = bh % NH
                 let base = qkv + b * T * C3 + h * hs
@@ -32,7 +45,22 @@ public enum Attention {
         let hs = C / NH
         let scale = 1 / Float(hs).squareRoot()
         let C3 = 3 * C
-        Parallel.forRanges(B * NH) { pairs in
+        Parallel.forRanges(B * NH, Backward(dqkv: dqkv, dout: dout, qkv: qkv, att: att, scratch: scratch, T: T, C: C, NH: NH, hs: hs, scale: scale, C3: C3))
+    }
+
+    struct Backward: RangeKernel {
+        let dqkv: UnsafeMutablePointer<Float>
+        let dout: UnsafePointer<Float>
+        let qkv: UnsafePointer<Float>
+        let att: UnsafePointer<Float>
+        let scratch: UnsafeMutablePointer<Float>
+        let T: Int
+        let C: Int
+        let NH: Int
+        let hs: Int
+        let scale: Float
+        let C3: Int
+        func run(_ pairs: Range<Int>) {
             for bh in pairs {
                 let b = bh / NH, h = bh % NH
                 let base = qkv + b * T * C3 + h * hs
@@ -70,7 +98,20 @@ public enum Attention {
                                   scores: UnsafeMutablePointer<Float>, n: Int, C: Int, NH: Int) {
         let hs = C / NH
         let scale = 1 / Float(hs).squareRoot()
-        Parallel.forRanges(NH, minimumPerThread: n >= 128 ? 1 : NH) { heads in
+        Parallel.forRanges(NH, minimumPerThread: n >= 128 ? 1 : NH, ForwardOne(out: out, q: q, kCache: kCache, vCache: vCache, scores: scores, n: n, C: C, hs: hs, scale: scale))
+    }
+
+    struct ForwardOne: RangeKernel {
+        let out: UnsafeMutablePointer<Float>
+        let q: UnsafePointer<Float>
+        let kCache: UnsafePointer<Float>
+        let vCache: UnsafePointer<Float>
+        let scores: UnsafeMutablePointer<Float>
+        let n: Int
+        let C: Int
+        let hs: Int
+        let scale: Float
+        func run(_ heads: Range<Int>) {
             for h in heads {
                 let row = scores + h * n
                 let qh = q + h * hs

@@ -5,7 +5,12 @@ public enum GELU {
 
     /// inp (N) -> out (N); out may be inp.
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, count n: Int) {
-        Parallel.forRanges(n, minimumPerThread: 4096) { range in
+        Parallel.forRanges(n, minimumPerThread: 4096, Forward(out: out, inp: inp))
+    }
+
+    struct Forward: RangeKernel {
+        let out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>
+        func run(_ range: Range<Int>) {
             var i = range.lowerBound
             let end = range.upperBound
             while i + 16 <= end {
@@ -28,7 +33,12 @@ public enum GELU {
     /// dinp (N) = dout (N) * gelu'(inp (N)); dinp may be dout.
     public static func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
                                 inp: UnsafePointer<Float>, count n: Int) {
-        Parallel.forRanges(n, minimumPerThread: 4096) { range in
+        Parallel.forRanges(n, minimumPerThread: 4096, Backward(dinp: dinp, dout: dout, inp: inp))
+    }
+
+    struct Backward: RangeKernel {
+        let dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>
+        func run(_ range: Range<Int>) {
             var i = range.lowerBound
             let end = range.upperBound
             while i + 16 <= end {
@@ -58,7 +68,12 @@ public enum Residual {
     /// a (N), b (N) -> out (N) = a + b
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>,
                                _ b: UnsafePointer<Float>, count n: Int) {
-        Parallel.forRanges(n, minimumPerThread: 16384) { range in
+        Parallel.forRanges(n, minimumPerThread: 16384, Add(out: out, a: a, b: b))
+    }
+
+    struct Add: RangeKernel {
+        let out: UnsafeMutablePointer<Float>, a: UnsafePointer<Float>, b: UnsafePointer<Float>
+        func run(_ range: Range<Int>) {
             var i = range.lowerBound
             while i + 16 <= range.upperBound { store16(load16(a + i) + load16(b + i), out + i); i += 16 }
             while i < range.upperBound { out[i] = a[i] + b[i]; i += 1 }
@@ -69,11 +84,7 @@ public enum Residual {
 
     /// y (N) += x (N)
     public static func accumulate(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count n: Int) {
-        Parallel.forRanges(n, minimumPerThread: 16384) { range in
-            var i = range.lowerBound
-            while i + 16 <= range.upperBound { store16(load16(y + i) + load16(x + i), y + i); i += 16 }
-            while i < range.upperBound { y[i] += x[i]; i += 1 }
-        }
+        Parallel.forRanges(n, minimumPerThread: 16384, Add(out: y, a: y, b: x))
     }
 }
 
@@ -81,7 +92,12 @@ public enum Dropout {
     /// Inverted dropout in place: x (N) *= mask (N), where mask holds 0 or 1/(1-p).
     /// The mask is drawn by the caller's generator so that runs are reproducible.
     public static func apply(_ x: UnsafeMutablePointer<Float>, mask: UnsafePointer<Float>, count n: Int) {
-        Parallel.forRanges(n, minimumPerThread: 16384) { range in
+        Parallel.forRanges(n, minimumPerThread: 16384, Apply(x: x, mask: mask))
+    }
+
+    struct Apply: RangeKernel {
+        let x: UnsafeMutablePointer<Float>, mask: UnsafePointer<Float>
+        func run(_ range: Range<Int>) {
             var i = range.lowerBound
             while i + 16 <= range.upperBound { store16(load16(x + i) * load16(mask + i), x + i); i += 16 }
             while i < range.upperBound { x[i] *= mask[i]; i += 1 }

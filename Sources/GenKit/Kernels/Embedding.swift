@@ -4,7 +4,18 @@ public enum Embedding {
     public static func forward(_ out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>,
                                wte: UnsafePointer<Float>, wpe: UnsafePointer<Float>,
                                B: Int, T: Int, C: Int, positionOffset: Int = 0) {
-        Parallel.forRanges(B * T, minimumPerThread: 64) { rows in
+        Parallel.forRanges(B * T, minimumPerThread: 64, Forward(out: out, tokens: tokens, wte: wte, wpe: wpe, T: T, C: C, positionOffset: positionOffset))
+    }
+
+    struct Forward: RangeKernel {
+        let out: UnsafeMutablePointer<Float>
+        let tokens: UnsafePointer<Int32>
+        let wte: UnsafePointer<Float>
+        let wpe: UnsafePointer<Float>
+        let T: Int
+        let C: Int
+        let positionOffset: Int
+        func run(_ rows: Range<Int>) {
             for r in rows {
                 let t = r % T
                 let tok = Int(tokens[r])
@@ -21,16 +32,35 @@ public enum Embedding {
                                 dout: UnsafePointer<Float>, tokens: UnsafePointer<Int32>,
                                 B: Int, T: Int, C: Int, V: Int) {
         // Positions: each thread owns a range of t.
-        Parallel.forRanges(T, minimumPerThread: 8) { ts in
-            for t in ts {
-                for b in 0..<B { axpy(1, dout + (b * T + t) * C, dwpe + t * C, C) }
-            }
-        }
+        Parallel.forRanges(T, minimumPerThread: 8, PositionGradient(dwpe: dwpe, dout: dout, B: B, T: T, C: C))
         // Tokens repeat, so each thread owns a range of token ids and scans all positions.
-        Parallel.forRanges(V, minimumPerThread: 16) { ids in
+        Parallel.forRanges(V, minimumPerThread: 16, TokenGradient(dwte: dwte, dout: dout, tokens: tokens, B: B, T: T, C: C))
+    }
+
+    struct TokenGradient: RangeKernel {
+        let dwte: UnsafeMutablePointer<Float>
+        let dout: UnsafePointer<Float>
+        let tokens: UnsafePointer<Int32>
+        let B: Int
+        let T: Int
+        let C: Int
+        func run(_ ids: Range<Int>) {
             for r in 0..<(B * T) {
                 let tok = Int(tokens[r])
                 if ids.contains(tok) { axpy(1, dout + r * C, dwte + tok * C, C) }
+            }
+        }
+    }
+
+    struct PositionGradient: RangeKernel {
+        let dwpe: UnsafeMutablePointer<Float>
+        let dout: UnsafePointer<Float>
+        let B: Int
+        let T: Int
+        let C: Int
+        func run(_ ts: Range<Int>) {
+            for t in ts {
+                for b in 0..<B { axpy(1, dout + (b * T + t) * C, dwpe + t * C, C) }
             }
         }
     }

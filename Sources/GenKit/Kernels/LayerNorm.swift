@@ -5,7 +5,19 @@ public enum LayerNorm {
                                rstd: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                                weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
                                M: Int, C: Int, eps: Float = 1e-5) {
-        Parallel.forRanges(M, minimumPerThread: 16) { rows in
+        Parallel.forRanges(M, minimumPerThread: 16, Forward(out: out, mean: mean, rstd: rstd, inp: inp, weight: weight, bias: bias, C: C, eps: eps))
+    }
+
+    struct Forward: RangeKernel {
+        let out: UnsafeMutablePointer<Float>
+        let mean: UnsafeMutablePointer<Float>
+        let rstd: UnsafeMutablePointer<Float>
+        let inp: UnsafePointer<Float>
+        let weight: UnsafePointer<Float>
+        let bias: UnsafePointer<Float>
+        let C: Int
+        let eps: Float
+        func run(_ rows: Range<Int>) {
             for r in rows {
                 let x = inp + r * C, o = out + r * C
                 let m = rowSum(x, C) / Float(C)
@@ -31,7 +43,58 @@ public enum LayerNorm {
                                 inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                 mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, M: Int, C: Int) {
         // Pass 1, over rows: the input gradient.
-        Parallel.forRanges(M, minimumPerThread: 16) { rows in
+        Parallel.forRanges(M, minimumPerThread: 16, InputGradient(dinp: dinp, dout: dout, inp: inp, weight: weight, mean: mean, rstd: rstd, C: C))
+        // Pass 2, over column blocks (each thread owns its slice of dweight and dbias).
+        let blocks = (C + 15) / 16
+        Parallel.forRanges(blocks, minimumPerThread: 4, ParameterGradient(dweight: dweight, dbias: dbias, dout: dout, inp: inp, mean: mean, rstd: rstd, M: M, C: C))
+    }
+
+    struct ParameterGradient: RangeKernel {
+        let dweight: UnsafeMutablePointer<Float>
+        let dbias: UnsafeMutablePointer<Float>
+        let dout: UnsafePointer<Float>
+        let inp: UnsafePointer<Float>
+        let mean: UnsafePointer<Float>
+        let rstd: UnsafePointer<Float>
+        let M: Int
+        let C: Int
+        func run(_ range: Range<Int>) {
+            let c0 = range.lowerBound * 16, c1 = min(C, range.upperBound * 16)
+            var c = c0
+            while c + 16 <= c1 {
+                var gw = F16(), gb = F16()
+                for r in 0..<M {
+                    let d = load16(dout + r * C + c)
+                    gb += d
+                    gw = gw.addingProduct(d, (load16(inp + r * C + c) - F16(repeating: mean[r])) * F16(repeating: rstd[r]))
+                }
+                store16(load16(dweight + c) + gw, dweight + c)
+                store16(load16(dbias + c) + gb, dbias + c)
+                c += 16
+            }
+            while c < c1 {
+                var gw: Float = 0, gb: Float = 0
+                for r in 0..<M {
+                    let d = dout[r * C + c]
+                    gb += d
+                    gw += d * (inp[r * C + c] - mean[r]) * rstd[r]
+                }
+                dweight[c] += gw
+                dbias[c] += gb
+                c += 1
+            }
+        }
+    }
+
+    struct InputGradient: RangeKernel {
+        let dinp: UnsafeMutablePointer<Float>
+        let dout: UnsafePointer<Float>
+        let inp: UnsafePointer<Float>
+        let weight: UnsafePointer<Float>
+        let mean: UnsafePointer<Float>
+        let rstd: UnsafePointer<Float>
+        let C: Int
+        func run(_ rows: Range<Int>) {
             for r in rows {
                 let x = inp + r * C, d = dout + r * C, di = dinp + r * C
                 let m = mean[r], s = rstd[r]
@@ -66,34 +129,6 @@ public enum LayerNorm {
                     di[c] += (d[c] * weight[c] - dnMean - n * dnNormMean) * s
                     c += 1
                 }
-            }
-        }
-        // Pass 2, over column blocks (each thread owns its slice of dweight and dbias).
-        let blocks = (C + 15) / 16
-        Parallel.forRanges(blocks, minimumPerThread: 4) { range in
-            let c0 = range.lowerBound * 16, c1 = min(C, range.upperBound * 16)
-            var c = c0
-            while c + 16 <= c1 {
-                var gw = F16(), gb = F16()
-                for r in 0..<M {
-                    let d = load16(dout + r * C + c)
-                    gb += d
-                    gw = gw.addingProduct(d, (load16(inp + r * C + c) - F16(repeating: mean[r])) * F16(repeating: rstd[r]))
-                }
-                store16(load16(dweight + c) + gw, dweight + c)
-                store16(load16(dbias + c) + gb, dbias + c)
-                c += 16
-            }
-            while c < c1 {
-                var gw: Float = 0, gb: Float = 0
-                for r in 0..<M {
-                    let d = dout[r * C + c]
-                    gb += d
-                    gw += d * (inp[r * C + c] - mean[r]) * rstd[r]
-                }
-                dweight[c] += gw
-                dbias[c] += gb
-                c += 1
             }
         }
     }

@@ -6,6 +6,9 @@ import COpenBLAS
 /// gen owns the cores: OpenBLAS runs single-threaded and each of gen's threads multiplies its
 /// own block of rows or columns. (OpenBLAS's own pool spins in sched_yield between calls and
 /// then competes with gen's other kernels for the cores.)
+@inline(__always)
+func blasTranspose(_ t: Bool) -> CBLAS_TRANSPOSE { t ? CblasTrans : CblasNoTrans }
+
 public enum Matmul {
     /// C (M,N) = alpha · op(A) · op(B) + beta · C, split over gen's threads by rows of C, or by
     /// columns when the rows are few. Row-major; lda/ldb/ldc are the row strides.
@@ -13,7 +16,7 @@ public enum Matmul {
     static func gemm(_ transA: Bool, _ transB: Bool, M: Int, N: Int, K: Int,
                      _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
                      beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int) {
-        let ta = transA ? CblasTrans : CblasNoTrans, tb = transB ? CblasTrans : CblasNoTrans
+        let ta = blasTranspose(transA), tb = blasTranspose(transB)
         let work = M * N * K
         if Parallel.threads <= 1 || work < 1 << 17 {
             cblas_sgemm(CblasRowMajor, ta, tb, Int32(M), Int32(N), Int32(K), 1, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
@@ -21,20 +24,51 @@ public enum Matmul {
         }
         if M >= N {
             // Rows of C: rows of op(A).
-            Parallel.forRanges(M) { r in
-                let a = transA ? A + r.lowerBound : A + r.lowerBound * lda
-                cblas_sgemm(CblasRowMajor, ta, tb, Int32(r.count), Int32(N), Int32(K), 1, a, Int32(lda),
-                            B, Int32(ldb), beta, C + r.lowerBound * ldc, Int32(ldc))
-            }
+            Parallel.forRanges(M, RowBlocks(transA: transA, transB: transB, N: N, K: K, A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc))
         } else {
             // Columns of C: columns of op(B), in blocks of 16 for the kernel's sake.
             let blocks = (N + 15) / 16
-            Parallel.forRanges(blocks) { r in
-                let c0 = r.lowerBound * 16, c1 = min(N, r.upperBound * 16)
-                let b = transB ? B + c0 * ldb : B + c0
-                cblas_sgemm(CblasRowMajor, ta, tb, Int32(M), Int32(c1 - c0), Int32(K), 1, A, Int32(lda),
-                            b, Int32(ldb), beta, C + c0, Int32(ldc))
-            }
+            Parallel.forRanges(blocks, ColumnBlocks(transA: transA, transB: transB, M: M, N: N, K: K, A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc))
+        }
+    }
+
+    struct ColumnBlocks: RangeKernel {
+        let transA: Bool
+        let transB: Bool
+        let M: Int
+        let N: Int
+        let K: Int
+        let A: UnsafePointer<Float>
+        let lda: Int
+        let B: UnsafePointer<Float>
+        let ldb: Int
+        let beta: Float
+        let C: UnsafeMutablePointer<Float>
+        let ldc: Int
+        func run(_ r: Range<Int>) {
+            let c0 = r.lowerBound * 16, c1 = min(N, r.upperBound * 16)
+            let b = transB ? B + c0 * ldb : B + c0
+            cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(M), Int32(c1 - c0), Int32(K), 1, A, Int32(lda),
+                        b, Int32(ldb), beta, C + c0, Int32(ldc))
+        }
+    }
+
+    struct RowBlocks: RangeKernel {
+        let transA: Bool
+        let transB: Bool
+        let N: Int
+        let K: Int
+        let A: UnsafePointer<Float>
+        let lda: Int
+        let B: UnsafePointer<Float>
+        let ldb: Int
+        let beta: Float
+        let C: UnsafeMutablePointer<Float>
+        let ldc: Int
+        func run(_ r: Range<Int>) {
+            let a = transA ? A + r.lowerBound : A + r.lowerBound * lda
+            cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(r.count), Int32(N), Int32(K), 1, a, Int32(lda),
+                        B, Int32(ldb), beta, C + r.lowerBound * ldc, Int32(ldc))
         }
     }
 
@@ -45,12 +79,19 @@ public enum Matmul {
                                M: Int, K: Int, N: Int) {
         var beta: Float = 0
         if let bias {
-            Parallel.forRanges(M, minimumPerThread: 64) { rows in
-                for r in rows { (out + r * N).update(from: bias, count: N) }
-            }
+            Parallel.forRanges(M, minimumPerThread: 64, FillBias(out: out, bias: bias, N: N))
             beta = 1
         }
         gemm(false, false, M: M, N: N, K: K, inp, lda: K, weight, ldb: N, beta: beta, out, ldc: N)
+    }
+
+    struct FillBias: RangeKernel {
+        let out: UnsafeMutablePointer<Float>
+        let bias: UnsafePointer<Float>
+        let N: Int
+        func run(_ rows: Range<Int>) {
+            for r in rows { (out + r * N).update(from: bias, count: N) }
+        }
     }
 
     /// Backward of `forward`.
@@ -73,7 +114,15 @@ public enum Matmul {
     public static func columnSums(into acc: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, M: Int, N: Int) {
         // Split the columns across threads so each owns its slice of `acc`.
         let blocks = (N + 15) / 16
-        Parallel.forRanges(blocks, minimumPerThread: 8) { range in
+        Parallel.forRanges(blocks, minimumPerThread: 8, ColumnSums(acc: acc, x: x, M: M, N: N))
+    }
+
+    struct ColumnSums: RangeKernel {
+        let acc: UnsafeMutablePointer<Float>
+        let x: UnsafePointer<Float>
+        let M: Int
+        let N: Int
+        func run(_ range: Range<Int>) {
             let c0 = range.lowerBound * 16, c1 = min(N, range.upperBound * 16)
             var c = c0
             while c + 16 <= c1 {
@@ -116,7 +165,17 @@ public enum Matmul {
                                      _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                                      K: Int, N: Int) {
         let blocks = (N + 63) / 64
-        Parallel.forRanges(blocks, minimumPerThread: K * N >= 1 << 15 ? 1 : 1 << 30) { range in
+        Parallel.forRanges(blocks, minimumPerThread: K * N >= 1 << 15 ? 1 : 1 << 30, VectorBlocks(y: y, x: x, weight: weight, bias: bias, K: K, N: N))
+    }
+
+    struct VectorBlocks: RangeKernel {
+        let y: UnsafeMutablePointer<Float>
+        let x: UnsafePointer<Float>
+        let weight: UnsafePointer<Float>
+        let bias: UnsafePointer<Float>?
+        let K: Int
+        let N: Int
+        func run(_ range: Range<Int>) {
             var c = range.lowerBound * 64
             let end = min(N, range.upperBound * 64)
             while c + 64 <= end {
@@ -146,7 +205,15 @@ public enum Matmul {
     /// y (N) = weight (N,K) · x (K): one row through the tied output head, for decoding.
     public static func vectorForwardTransposed(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                                _ weight: UnsafePointer<Float>, K: Int, N: Int) {
-        Parallel.forRanges(N, minimumPerThread: K * N >= 1 << 16 ? 16 : 1 << 30) { r in
+        Parallel.forRanges(N, minimumPerThread: K * N >= 1 << 16 ? 16 : 1 << 30, VectorRows(y: y, x: x, weight: weight, K: K))
+    }
+
+    struct VectorRows: RangeKernel {
+        let y: UnsafeMutablePointer<Float>
+        let x: UnsafePointer<Float>
+        let weight: UnsafePointer<Float>
+        let K: Int
+        func run(_ r: Range<Int>) {
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(r.count), Int32(K), 1, weight + r.lowerBound * K, Int32(K),
                         x, 1, 0, y + r.lowerBound, 1)
         }

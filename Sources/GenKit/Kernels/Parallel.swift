@@ -9,8 +9,9 @@ import Glibc
 /// One owner of the cores per operation: OpenBLAS runs single-threaded and every parallel
 /// region (including the blocks of a matrix product) runs on gen's pool. The pool's threads
 /// are started once and then wait for work, so a parallel region allocates nothing and costs
-/// about a microsecond to start (a DispatchQueue.concurrentPerform region costs several and
-/// its worker threads come and go, allocating as they do).
+/// about a microsecond to start (a DispatchQueue.concurrentPerform region costs several, boxes
+/// its closure, and its worker threads come and go, allocating as they do). Kernels in the
+/// training step are `RangeKernel` values, not closures, so a region allocates nothing.
 public enum Parallel {
     /// Threads used by gen's kernels.
     nonisolated(unsafe) public static var threads: Int = Parallel.cores
@@ -20,24 +21,60 @@ public enum Parallel {
 
     nonisolated(unsafe) static var pool: ThreadPool?
 
-    /// Calls `body` on `min(threads, count / minimumPerThread)` disjoint contiguous ranges
-    /// covering `0..<count`, in parallel, and returns when all are done.
+    /// Runs `kernel` on `min(threads, count / minimumPerThread)` disjoint contiguous ranges
+    /// covering `0..<count`, in parallel, and returns when all are done. The kernel is a value
+    /// passed by address to the pool's threads: nothing is allocated.
     @inline(__always)
-    public static func forRanges(_ count: Int, minimumPerThread: Int = 1, _ body: (Range<Int>) -> Void) {
+    public static func forRanges<K: RangeKernel>(_ count: Int, minimumPerThread: Int = 1, _ kernel: K) {
         let n = min(threads, max(1, count / max(1, minimumPerThread)))
         if n <= 1 || count <= 1 {
-            body(0..<count)
+            kernel.run(0..<count)
             return
         }
+        let split = Split(kernel: kernel, count: count, parts: n)
+        withUnsafePointer(to: split) { p in
+            currentPool().run(parts: n, context: UnsafeRawPointer(p)) { raw, part in
+                raw.assumingMemoryBound(to: Split<K>.self).pointee.run(part)
+            }
+        }
+    }
+
+    /// The same for a closure, for work outside the training step: a closure handed to other
+    /// threads is boxed on the heap (withoutActuallyEscaping), one small allocation per call.
+    public static func forRanges(_ count: Int, minimumPerThread: Int = 1, _ body: (Range<Int>) -> Void) {
+        withoutActuallyEscaping(body) { escapable in
+            forRanges(count, minimumPerThread: minimumPerThread, ClosureKernel(body: escapable))
+        }
+    }
+
+    static func currentPool() -> ThreadPool {
         if pool == nil || pool!.size != threads {
             pool?.stop()
             pool = ThreadPool(size: threads)
         }
-        pool!.run(parts: n) { part in
-            let lo = count * part / n
-            let hi = count * (part + 1) / n
-            if lo < hi { body(lo..<hi) }
-        }
+        return pool!
+    }
+}
+
+/// Work split over threads by `Parallel.forRanges`: `run` is called with disjoint ranges.
+public protocol RangeKernel {
+    func run(_ range: Range<Int>)
+}
+
+struct ClosureKernel: RangeKernel {
+    let body: (Range<Int>) -> Void
+    func run(_ range: Range<Int>) { body(range) }
+}
+
+struct Split<K: RangeKernel> {
+    let kernel: K
+    let count: Int
+    let parts: Int
+
+    @inline(__always) func run(_ part: Int) {
+        let lo = count * part / parts
+        let hi = count * (part + 1) / parts
+        if lo < hi { kernel.run(lo..<hi) }
     }
 }
 
@@ -50,8 +87,10 @@ final class ThreadPool: @unchecked Sendable {
     private let sleepers = Atomic<Int>(0)
     private let busy = Atomic<Bool>(false)
     private let stopping = Atomic<Bool>(false)
-    /// The running region's body, stored only while `run` waits for the workers to finish it.
-    private var task: ((Int) -> Void)?
+    /// The running region: a context pointer and a function without captures, so that
+    /// starting a region allocates nothing.
+    private var context: UnsafeRawPointer?
+    private var invoke: ((UnsafeRawPointer, Int) -> Void)?
     private var parts = 0
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
@@ -74,27 +113,25 @@ final class ThreadPool: @unchecked Sendable {
 
     /// Runs body(0..<parts) with part 0 on the calling thread. A region started while another
     /// runs (another caller thread, or nesting) runs serially on its caller instead.
-    func run(parts: Int, _ body: (Int) -> Void) {
+    func run(parts: Int, context: UnsafeRawPointer, _ invoke: @escaping (UnsafeRawPointer, Int) -> Void) {
         guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
-            for p in 0..<parts { body(p) }
+            for p in 0..<parts { invoke(context, p) }
             return
         }
-        // withoutActuallyEscaping boxes the closure: one 32-byte malloc and free per region
-        // (see the TODO in README.md).
-        withoutActuallyEscaping(body) { escapable in
-            task = escapable
-            self.parts = parts
-            remaining.store(size - 1, ordering: .sequentiallyConsistent)
-            generation.add(1, ordering: .sequentiallyConsistent)
-            if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
-                pthread_mutex_lock(mutex)
-                pthread_cond_broadcast(cond)
-                pthread_mutex_unlock(mutex)
-            }
-            escapable(0)
-            while remaining.load(ordering: .acquiring) > 0 { spinPause() }
-            task = nil
+        self.context = context
+        self.invoke = invoke
+        self.parts = parts
+        remaining.store(size - 1, ordering: .sequentiallyConsistent)
+        generation.add(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            pthread_mutex_lock(mutex)
+            pthread_cond_broadcast(cond)
+            pthread_mutex_unlock(mutex)
         }
+        invoke(context, 0)
+        while remaining.load(ordering: .acquiring) > 0 { spinPause() }
+        self.invoke = nil
+        self.context = nil
         busy.store(false, ordering: .releasing)
     }
 
@@ -121,7 +158,7 @@ final class ThreadPool: @unchecked Sendable {
             }
             seen = generation.load(ordering: .acquiring)
             if stopping.load(ordering: .acquiring) { return }
-            if index < parts { task!(index) }
+            if index < parts { invoke!(context!, index) }
             remaining.subtract(1, ordering: .releasing)
         }
     }

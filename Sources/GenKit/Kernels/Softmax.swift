@@ -33,7 +33,15 @@ public enum CrossEntropy {
     /// A negative target marks a position without a loss (its loss is 0).
     public static func forward(losses: UnsafeMutablePointer<Float>, logits: UnsafeMutablePointer<Float>,
                                targets: UnsafePointer<Int32>, M: Int, V: Int) {
-        Parallel.forRanges(M, minimumPerThread: 16) { rows in
+        Parallel.forRanges(M, minimumPerThread: 16, Forward(losses: losses, logits: logits, targets: targets, V: V))
+    }
+
+    struct Forward: RangeKernel {
+        let losses: UnsafeMutablePointer<Float>
+        let logits: UnsafeMutablePointer<Float>
+        let targets: UnsafePointer<Int32>
+        let V: Int
+        func run(_ rows: Range<Int>) {
             for r in rows {
                 let x = logits + r * V
                 let tgt = Int(targets[r])
@@ -47,7 +55,15 @@ public enum CrossEntropy {
     /// probabilities (M,V) -> dlogits (M,V) in place = (p - onehot(target)) * scale
     public static func backward(probabilities: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
                                 scale: Float, M: Int, V: Int) {
-        Parallel.forRanges(M, minimumPerThread: 16) { rows in
+        Parallel.forRanges(M, minimumPerThread: 16, Backward(probabilities: probabilities, targets: targets, scale: scale, V: V))
+    }
+
+    struct Backward: RangeKernel {
+        let probabilities: UnsafeMutablePointer<Float>
+        let targets: UnsafePointer<Int32>
+        let scale: Float
+        let V: Int
+        func run(_ rows: Range<Int>) {
             let sv = F16(repeating: scale)
             for r in rows {
                 let p = probabilities + r * V
