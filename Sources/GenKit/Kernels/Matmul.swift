@@ -22,53 +22,33 @@ public enum Matmul {
             cblas_sgemm(CblasRowMajor, ta, tb, Int32(M), Int32(N), Int32(K), 1, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
             return
         }
-        if M >= N {
-            // Rows of C: rows of op(A).
-            Parallel.forRanges(M, RowBlocks(transA: transA, transB: transB, N: N, K: K, A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc))
-        } else {
-            // Columns of C: columns of op(B), in blocks of 16 for the kernel's sake.
-            let blocks = (N + 15) / 16
-            Parallel.forRanges(blocks, ColumnBlocks(transA: transA, transB: transB, M: M, N: N, K: K, A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc))
-        }
+        // Split C by rows (rows of op(A)), or by columns (of op(B), in blocks of 16) when the
+        // rows are few.
+        let blocks = Blocks(byRows: M >= N, transA: transA, transB: transB, M: M, N: N, K: K,
+                            A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc)
+        Parallel.forRanges(blocks.byRows ? M : (N + 15) / 16, blocks)
     }
 
-    struct ColumnBlocks: RangeKernel {
-        let transA: Bool
-        let transB: Bool
-        let M: Int
-        let N: Int
-        let K: Int
-        let A: UnsafePointer<Float>
-        let lda: Int
-        let B: UnsafePointer<Float>
-        let ldb: Int
+    struct Blocks: RangeKernel {
+        let byRows: Bool
+        let transA: Bool, transB: Bool
+        let M: Int, N: Int, K: Int
+        let A: UnsafePointer<Float>, lda: Int
+        let B: UnsafePointer<Float>, ldb: Int
         let beta: Float
-        let C: UnsafeMutablePointer<Float>
-        let ldc: Int
-        func run(_ r: Range<Int>) {
-            let c0 = r.lowerBound * 16, c1 = min(N, r.upperBound * 16)
-            let b = transB ? B + c0 * ldb : B + c0
-            cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(M), Int32(c1 - c0), Int32(K), 1, A, Int32(lda),
-                        b, Int32(ldb), beta, C + c0, Int32(ldc))
-        }
-    }
+        let C: UnsafeMutablePointer<Float>, ldc: Int
 
-    struct RowBlocks: RangeKernel {
-        let transA: Bool
-        let transB: Bool
-        let N: Int
-        let K: Int
-        let A: UnsafePointer<Float>
-        let lda: Int
-        let B: UnsafePointer<Float>
-        let ldb: Int
-        let beta: Float
-        let C: UnsafeMutablePointer<Float>
-        let ldc: Int
         func run(_ r: Range<Int>) {
-            let a = transA ? A + r.lowerBound : A + r.lowerBound * lda
-            cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(r.count), Int32(N), Int32(K), 1, a, Int32(lda),
-                        B, Int32(ldb), beta, C + r.lowerBound * ldc, Int32(ldc))
+            if byRows {
+                let a = transA ? A + r.lowerBound : A + r.lowerBound * lda
+                cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(r.count), Int32(N), Int32(K),
+                            1, a, Int32(lda), B, Int32(ldb), beta, C + r.lowerBound * ldc, Int32(ldc))
+            } else {
+                let c0 = r.lowerBound * 16, c1 = min(N, r.upperBound * 16)
+                let b = transB ? B + c0 * ldb : B + c0
+                cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(M), Int32(c1 - c0), Int32(K),
+                            1, A, Int32(lda), b, Int32(ldb), beta, C + c0, Int32(ldc))
+            }
         }
     }
 

@@ -19,14 +19,21 @@ public enum Parallel {
     /// The number of cores this process may use.
     public static var cores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
 
-    nonisolated(unsafe) static var pool: ThreadPool?
+    /// Pools by size, created on first use and kept: a pool may be running a region on one
+    /// thread while another thread asks for a different size (tests change `threads`).
+    nonisolated(unsafe) static var pools: [ThreadPool?] = Array(repeating: nil, count: 257)
+    static let poolsLock: UnsafeMutablePointer<pthread_mutex_t> = {
+        let m = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        pthread_mutex_init(m, nil)
+        return m
+    }()
 
     /// Runs `kernel` on `min(threads, count / minimumPerThread)` disjoint contiguous ranges
     /// covering `0..<count`, in parallel, and returns when all are done. The kernel is a value
     /// passed by address to the pool's threads: nothing is allocated.
     @inline(__always)
     public static func forRanges<K: RangeKernel>(_ count: Int, minimumPerThread: Int = 1, _ kernel: K) {
-        let n = min(threads, max(1, count / max(1, minimumPerThread)))
+        let n = min(threads, 256, max(1, count / max(1, minimumPerThread)))
         if n <= 1 || count <= 1 {
             kernel.run(0..<count)
             return
@@ -48,11 +55,13 @@ public enum Parallel {
     }
 
     static func currentPool() -> ThreadPool {
-        if pool == nil || pool!.size != threads {
-            pool?.stop()
-            pool = ThreadPool(size: threads)
-        }
-        return pool!
+        let size = min(threads, pools.count - 1)
+        pthread_mutex_lock(poolsLock)
+        defer { pthread_mutex_unlock(poolsLock) }
+        if let p = pools[size] { return p }
+        let p = ThreadPool(size: size)
+        pools[size] = p
+        return p
     }
 }
 
@@ -86,7 +95,6 @@ final class ThreadPool: @unchecked Sendable {
     private let remaining = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
     private let busy = Atomic<Bool>(false)
-    private let stopping = Atomic<Bool>(false)
     /// The running region: a context pointer and a function without captures, so that
     /// starting a region allocates nothing.
     private var context: UnsafeRawPointer?
@@ -135,14 +143,6 @@ final class ThreadPool: @unchecked Sendable {
         busy.store(false, ordering: .releasing)
     }
 
-    func stop() {
-        stopping.store(true, ordering: .sequentiallyConsistent)
-        generation.add(1, ordering: .sequentiallyConsistent)
-        pthread_mutex_lock(mutex)
-        pthread_cond_broadcast(cond)
-        pthread_mutex_unlock(mutex)
-    }
-
     private func work(_ index: Int) {
         var seen = 0
         while true {
@@ -157,7 +157,6 @@ final class ThreadPool: @unchecked Sendable {
                 pthread_mutex_unlock(mutex)
             }
             seen = generation.load(ordering: .acquiring)
-            if stopping.load(ordering: .acquiring) { return }
             if index < parts { invoke!(context!, index) }
             remaining.subtract(1, ordering: .releasing)
         }
