@@ -253,8 +253,8 @@ func runTrain(_ args: [String], finetune: Bool) throws -> Int32 {
     }
 
     var lastLoss: Float = .nan
-    var lastVal: Float? = baseMetadata["val_loss"].flatMap(Float.init)
-    if !resume && !finetune { lastVal = nil }
+    // A resumed run carries its last validation loss; a new or finetuning run starts without.
+    var lastVal: Float? = resume ? baseMetadata["val_loss"].flatMap(Float.init) : nil
     func save() throws {
         var meta = baseMetadata
         for k in ["format", "format_version", "config", "tokenizer"] { meta[k] = nil }

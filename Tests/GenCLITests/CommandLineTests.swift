@@ -51,15 +51,15 @@ import GenKit
         var r = try train(d.appendingPathComponent("missing.txt").path)
         #expect(r.status == 1 && r.stderr.contains("missing.txt: No such file"), "\(r.stderr)")
         let empty = d.appendingPathComponent("empty.txt").path
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        _ = FileManager.default.createFile(atPath: empty, contents: Data())
         r = try train(empty)
         #expect(r.status == 1 && r.stderr == "Error: \(empty) is empty\n")
         let binary = d.appendingPathComponent("binary.bin").path
-        FileManager.default.createFile(atPath: binary, contents: Data([0x7F, 0x45, 0x4C, 0x46, 0x02, 0x01, 0x01, 0x00, 0x00]))
+        _ = FileManager.default.createFile(atPath: binary, contents: Data([0x7F, 0x45, 0x4C, 0x46, 0x02, 0x01, 0x01, 0x00, 0x00]))
         r = try train(binary)
         #expect(r.status == 1 && r.stderr.contains("NUL byte at byte 7"), "\(r.stderr)")
         let latin1 = d.appendingPathComponent("latin1.txt").path
-        FileManager.default.createFile(atPath: latin1, contents: Data("caf".utf8) + Data([0xE9]) + Data(" au lait\n".utf8))
+        _ = FileManager.default.createFile(atPath: latin1, contents: Data("caf".utf8) + Data([0xE9]) + Data(" au lait\n".utf8))
         r = try train(latin1)
         #expect(r.status == 1 && r.stderr.contains("is not valid UTF-8") && r.stderr.contains("byte 4"), "\(r.stderr)")
         let short = d.appendingPathComponent("short.txt").path
@@ -204,7 +204,7 @@ import GenKit
         let good = fileBytes(m)
         func check(_ name: String, _ data: Data, _ message: String) throws {
             let path = d.appendingPathComponent(name).path
-            FileManager.default.createFile(atPath: path, contents: data)
+            _ = FileManager.default.createFile(atPath: path, contents: data)
             for args in [["info", path], ["sample", "--from", path, "--max-tokens", "3"]] {
                 let r = try gen(args)
                 #expect(r.status == 1, "\(name)")
@@ -392,7 +392,7 @@ import GenKit
         defer { try? FileManager.default.removeItem(at: d) }
         let piece = try String(contentsOf: repoRoot.appendingPathComponent("data/kjv.txt"), encoding: .utf8)
         let path = d.appendingPathComponent("big.txt").path
-        FileManager.default.createFile(atPath: path, contents: nil)
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
         let h = FileHandle(forWritingAtPath: path)!
         let data = Data(piece.utf8)
         var written = 0

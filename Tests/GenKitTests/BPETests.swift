@@ -88,7 +88,7 @@ import GenKit
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("gen-gpt2-\(UUID())")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
         let vocab = try JSONSerialization.data(withJSONObject: model["vocab"]!)
-        FileManager.default.createFile(atPath: tmp.path + "/vocab.json", contents: vocab)
+        _ = FileManager.default.createFile(atPath: tmp.path + "/vocab.json", contents: vocab)
         let merges = (model["merges"] as! [[String]]).map { $0.joined(separator: " ") }
         try ("#version: 0.2\n" + merges.joined(separator: "\n") + "\n").write(toFile: tmp.path + "/merges.txt", atomically: true, encoding: .utf8)
         let tok = try BPETokenizer.gpt2Files(vocab: tmp.path + "/vocab.json", merges: tmp.path + "/merges.txt")
