@@ -184,6 +184,7 @@ func runTrain(_ args: [String], finetune: Bool) throws -> Int32 {
         var c = config
         c.vocabSize = tokenizer.vocabSize
         if let p = c.problem { throw GenError(p) }
+        try checkMemory(c, s)
         model = GPTModel(config: c)
         model.initialize(seed: seed)
     }
@@ -204,6 +205,7 @@ func runTrain(_ args: [String], finetune: Bool) throws -> Int32 {
         throw GenError("the validation split has \(nVal) tokens, fewer than the context + 1 (\(T + 1)); raise --val-fraction, or pass --val-fraction 0")
     }
 
+    try checkMemory(config, s)
     let trainer = Trainer(model: model, settings: s, seed: seed)
     var dataRandom = Random(seed: seed &+ 1)
     if resume {
@@ -331,6 +333,16 @@ func runTrain(_ args: [String], finetune: Bool) throws -> Int32 {
         fputs("saved \(out): step \(trainer.step), train loss \(String(format: "%.4f", lastLoss))\(v), \(formatDuration(Date().timeIntervalSince(started)))\n", stderr)
     }
     return 0
+}
+
+/// Refuses a run that cannot fit in memory, rather than be killed for it later.
+func checkMemory(_ config: GPTConfig, _ s: TrainingSettings) throws {
+    let need = 4 * 4 * ParameterLayout(config).count
+        + Activations.bytes(config: config, B: s.batchSize, T: config.blockSize, training: true, dropout: s.dropout > 0)
+    let have = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+    if need > have * 8 / 10 {
+        throw GenError(String(format: "this run needs %.1f GB of memory (weights, gradients, AdamW state and activations) but the machine has %.1f GB; use a smaller --batch, --context or model", Double(need) / 1e9, Double(have) / 1e9))
+    }
 }
 
 /// Progress on stderr: one live line on a terminal, plain lines otherwise.

@@ -71,6 +71,19 @@ import GenKit
         #expect(r.stderr.split(separator: "\n").count == 1)
     }
 
+    @Test func refusesARunThatCannotFit() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let out = d.appendingPathComponent("m.safetensors").path
+        var r = try gen(["train", c, "--out", out, "--batch", "4000", "--context", "1024", "--embd", "512", "--heads", "8"])
+        #expect(r.status == 1 && r.stderr.contains("GB of memory") && r.stderr.contains("use a smaller"), "\(r.stderr)")
+        r = try gen(["train", c, "--out", out, "--embd", "40000", "--heads", "8", "--layers", "20"])
+        #expect(r.status == 1 && r.stderr.contains("the model is too large"), "\(r.stderr)")
+        r = try gen(["train", c, "--out", out, "--embd", "30", "--heads", "4"])
+        #expect(r.status == 64 && r.stderr.contains("must be a multiple of --heads"), "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: out))
+    }
+
     @Test func refusesToOverwrite() throws {
         let d = tempDir()
         let c = corpus(in: d)

@@ -28,10 +28,8 @@ public final class Activations {
     let dfch: UnsafeMutablePointer<Float>!     // (M,4C)
     let attScratch: UnsafeMutablePointer<Float>!   // (B*NH*T)
 
-    public init(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false) {
-        self.B = B
-        self.T = T
-        self.config = config
+    /// Floats of each tensor, in allocation order.
+    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool) -> [Int] {
         let L = config.nLayer, C = config.nEmbd, V = config.vocabSize, NH = config.nHead
         let M = B * T
         var sizes: [Int] = [
@@ -42,7 +40,19 @@ public final class Activations {
         if dropout { sizes += [M * C, L * M * C, L * M * C] }
         if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * 4 * C, B * NH * T] }
         // Round each tensor up to 16 floats so every one starts 64-byte aligned.
-        let rounded = sizes.map { ($0 + 15) / 16 * 16 }
+        return sizes.map { ($0 + 15) / 16 * 16 }
+    }
+
+    /// Bytes an `Activations` of this shape would hold.
+    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false) -> Int {
+        sizes(config: config, B: B, T: T, training: training, dropout: dropout).reduce(0, +) * 4
+    }
+
+    public init(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false) {
+        self.B = B
+        self.T = T
+        self.config = config
+        let rounded = Self.sizes(config: config, B: B, T: T, training: training, dropout: dropout)
         buffer = FloatBuffer(count: rounded.reduce(0, +), hugePages: training)
         var at = buffer.pointer
         var i = 0

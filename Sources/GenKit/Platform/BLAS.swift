@@ -93,7 +93,7 @@ public enum BLAS {
     /// - Returns: nil when the kernel is right, else a one-line warning to print (the restart
     ///   failed or did not help); the process then goes on, slowly.
     public static func ensureFastKernel() -> String? {
-        let env = ProcessInfo_env()
+        let env = environmentVariables()
         let decision = decide(loaded: coreName, flags: cpuFlags(), forced: env["GEN_BLAS_CORETYPE"])
         guard case .restart(let core) = decision else { return nil }
         if env["GEN_BLAS_RESTARTED"] != nil {
@@ -109,7 +109,7 @@ public enum BLAS {
     }
 }
 
-func ProcessInfo_env() -> [String: String] {
+func environmentVariables() -> [String: String] {
     var result: [String: String] = [:]
     var p = environ
     while let entry = p.pointee {
