@@ -13,7 +13,7 @@ let trainingOptions: [OptionSpec] = [
     OptionSpec(name: "tokenizer", value: "kind", help: "char, bpe (trained on the corpus), or a tokenizer.json to reuse.", defaultValue: "char"),
     OptionSpec(name: "vocab-size", value: "n", help: "Vocabulary size with --tokenizer bpe.", defaultValue: "1024"),
     OptionSpec(name: "pattern", value: "name", help: "Pre-tokenization pattern with --tokenizer bpe: gpt2 or gpt4.", defaultValue: "gpt2"),
-    OptionSpec(name: "dropout", value: "p", help: "Dropout on the embeddings and residual branches.", defaultValue: "0"),
+    OptionSpec(name: "dropout", value: "p", help: "Dropout on the embeddings, attention weights and residual branches.", defaultValue: "0"),
     OptionSpec(name: "batch", value: "n", help: "Sequences per micro-batch.", defaultValue: "12"),
     OptionSpec(name: "accum", value: "n", help: "Micro-batches per optimizer step.", defaultValue: "1"),
     OptionSpec(name: "steps", value: "n", help: "Optimizer steps in all (the learning rate reaches --min-lr at the last).", defaultValue: "2000"),

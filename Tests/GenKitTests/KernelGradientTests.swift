@@ -185,6 +185,28 @@ import GenKit
         #expect(relativeError(dqkv, num) < tolerance)
     }
 
+    /// Attention with a dropout mask on its weights.
+    @Test func attentionWithDropoutMask() {
+        let B = 2, T = 6, C = 8, NH = 2
+        var rng = Random(seed: 15)
+        var qkv = randomArray(B * T * 3 * C, &rng)
+        let r = randomArray(B * T * C, &rng)
+        let mask: [Float] = (0..<(B * NH * T * T)).map { _ in rng.nextFloat() < 0.3 ? 0 : 1 / 0.7 }
+        func run(_ qkv: [Float]) -> (out: [Float], att: [Float]) {
+            var out = [Float](repeating: 0, count: B * T * C), att = [Float](repeating: 0, count: B * NH * T * T)
+            Attention.forward(&out, att: &att, qkv: qkv, mask: mask, B: B, T: T, C: C, NH: NH)
+            return (out, att)
+        }
+        let f = run(qkv)
+        var plain = [Float](repeating: 0, count: B * T * C), att = [Float](repeating: 0, count: B * NH * T * T)
+        Attention.forward(&plain, att: &att, qkv: qkv, B: B, T: T, C: C, NH: NH)
+        #expect(relativeError(f.out, plain) > 1e-3)   // the mask changes the output
+        var dqkv = [Float](repeating: 0, count: qkv.count), scratch = [Float](repeating: 0, count: B * NH * T)
+        Attention.backward(dqkv: &dqkv, dout: r, qkv: qkv, att: f.att, mask: mask, scratch: &scratch, B: B, T: T, C: C, NH: NH)
+        let num = (0..<qkv.count).map { i in Float(numericGradient(&qkv, i, h: 1e-2) { weightedSum(run($0).out, r) }) }
+        #expect(relativeError(dqkv, num) < tolerance)
+    }
+
     @Test func crossEntropy() {
         let M = 6, V = 37
         var rng = Random(seed: 6)

@@ -69,8 +69,10 @@ import GenKit
         }
     }
 
-    /// The whole model's loss gradient against central differences, for a tiny config.
-    @Test func modelGradientMatchesFiniteDifferences() throws {
+    /// The whole model's loss gradient against central differences, for a tiny config, without
+    /// and with dropout (masks drawn once, then held fixed for the differences).
+    @Test(arguments: [Float(0), 0.2])
+    func modelGradientMatchesFiniteDifferences(dropout: Float) throws {
         let config = GPTConfig(nLayer: 2, nHead: 2, nEmbd: 8, blockSize: 6, vocabSize: 11)
         let model = GPTModel(config: config)
         model.initialize(seed: 3)
@@ -79,6 +81,7 @@ import GenKit
         for i in 0..<model.parameterCount { model.parameters.pointer[i] += Float(rng.nextNormal() * 0.3) }
         var settings = TrainingSettings()
         settings.batchSize = 2
+        settings.dropout = dropout
         let trainer = Trainer(model: model, settings: settings, context: 6)
         for i in 0..<12 {
             trainer.inputs.pointer[i] = Int32(rng.nextInt(below: 11))

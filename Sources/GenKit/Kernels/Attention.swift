@@ -1,19 +1,23 @@
 /// Causal multi-head self-attention on a fused qkv tensor. Each query row attends to keys
 /// 0...t only: the masked upper half is never computed.
 public enum Attention {
-    /// qkv (B,T,3C) -> out (B,T,C), att (B,NH,T,T) softmax probabilities (only entries t2 <= t are written)
+    /// qkv (B,T,3C), mask (B,NH,T,T) or nil -> out (B,T,C), att (B,NH,T,T) softmax probabilities
+    /// (only entries t2 <= t are written). With a dropout mask (0 or 1/(1-p)) the output uses
+    /// the probabilities times the mask; `att` keeps them unmasked.
     public static func forward(_ out: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>,
-                               qkv: UnsafePointer<Float>, B: Int, T: Int, C: Int, NH: Int) {
+                               qkv: UnsafePointer<Float>, mask: UnsafePointer<Float>? = nil,
+                               B: Int, T: Int, C: Int, NH: Int) {
         let hs = C / NH
         let scale = 1 / Float(hs).squareRoot()
         let C3 = 3 * C
-        Parallel.forRanges(B * NH, Forward(out: out, att: att, qkv: qkv, T: T, C: C, NH: NH, hs: hs, scale: scale, C3: C3))
+        Parallel.forRanges(B * NH, Forward(out: out, att: att, qkv: qkv, mask: mask, T: T, C: C, NH: NH, hs: hs, scale: scale, C3: C3))
     }
 
     struct Forward: RangeKernel {
         let out: UnsafeMutablePointer<Float>
         let att: UnsafeMutablePointer<Float>
         let qkv: UnsafePointer<Float>
+        let mask: UnsafePointer<Float>?
         let T: Int
         let C: Int
         let NH: Int
@@ -31,21 +35,26 @@ public enum Attention {
                     softmaxRow(row, t + 1)
                     let o = out + (b * T + t) * C + h * hs
                     o.update(repeating: 0, count: hs)
-                    for t2 in 0...t { axpy(row[t2], base + t2 * C3 + 2 * C, o, hs) }
+                    if let mask {
+                        let m = mask + (bh * T + t) * T
+                        for t2 in 0...t where m[t2] != 0 { axpy(row[t2] * m[t2], base + t2 * C3 + 2 * C, o, hs) }
+                    } else {
+                        for t2 in 0...t { axpy(row[t2], base + t2 * C3 + 2 * C, o, hs) }
+                    }
                 }
             }
         }
     }
 
-    /// dout (B,T,C), qkv (B,T,3C), att (B,NH,T,T) -> dqkv (B,T,3C) overwritten.
+    /// dout (B,T,C), qkv (B,T,3C), att (B,NH,T,T), mask (B,NH,T,T) or nil -> dqkv (B,T,3C) overwritten.
     /// scratch holds B*NH*T floats.
     public static func backward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
-                                qkv: UnsafePointer<Float>, att: UnsafePointer<Float>,
+                                qkv: UnsafePointer<Float>, att: UnsafePointer<Float>, mask: UnsafePointer<Float>? = nil,
                                 scratch: UnsafeMutablePointer<Float>, B: Int, T: Int, C: Int, NH: Int) {
         let hs = C / NH
         let scale = 1 / Float(hs).squareRoot()
         let C3 = 3 * C
-        Parallel.forRanges(B * NH, Backward(dqkv: dqkv, dout: dout, qkv: qkv, att: att, scratch: scratch, T: T, C: C, NH: NH, hs: hs, scale: scale, C3: C3))
+        Parallel.forRanges(B * NH, Backward(dqkv: dqkv, dout: dout, qkv: qkv, att: att, mask: mask, scratch: scratch, T: T, C: C, NH: NH, hs: hs, scale: scale, C3: C3))
     }
 
     struct Backward: RangeKernel {
@@ -53,6 +62,7 @@ public enum Attention {
         let dout: UnsafePointer<Float>
         let qkv: UnsafePointer<Float>
         let att: UnsafePointer<Float>
+        let mask: UnsafePointer<Float>?
         let scratch: UnsafeMutablePointer<Float>
         let T: Int
         let C: Int
@@ -73,11 +83,23 @@ public enum Attention {
                     let row = att + (bh * T + t) * T
                     let dy = dout + (b * T + t) * C + h * hs
                     var sum: Float = 0
-                    for t2 in 0...t {
-                        let d = dot(dy, base + t2 * C3 + 2 * C, hs)
-                        dp[t2] = d
-                        sum += d * row[t2]
-                        axpy(row[t2], dy, dbase + t2 * C3 + 2 * C, hs)   // dv
+                    if let mask {
+                        // y = Σ (p·m) v: dp = m · (dy·v), dv += p·m · dy.
+                        let m = mask + (bh * T + t) * T
+                        for t2 in 0...t {
+                            if m[t2] == 0 { dp[t2] = 0; continue }
+                            let d = m[t2] * dot(dy, base + t2 * C3 + 2 * C, hs)
+                            dp[t2] = d
+                            sum += d * row[t2]
+                            axpy(row[t2] * m[t2], dy, dbase + t2 * C3 + 2 * C, hs)   // dv
+                        }
+                    } else {
+                        for t2 in 0...t {
+                            let d = dot(dy, base + t2 * C3 + 2 * C, hs)
+                            dp[t2] = d
+                            sum += d * row[t2]
+                            axpy(row[t2], dy, dbase + t2 * C3 + 2 * C, hs)   // dv
+                        }
                     }
                     let q = base + t * C3
                     let dq = dbase + t * C3

@@ -22,6 +22,7 @@ public final class Activations {
     let losses: UnsafeMutablePointer<Float>    // (M)
     // Dropout masks (0 or 1/(1-p)), present when dropout > 0.
     let embMask, attprojMask, fcprojMask: UnsafeMutablePointer<Float>?   // (M,C), (L,M,C), (L,M,C)
+    let attMask: UnsafeMutablePointer<Float>?                            // (L,B,NH,T,T)
     // Backward scratch, present when training.
     let dres, dx, datty, dlnf: UnsafeMutablePointer<Float>!   // (M,C)
     let dqkv: UnsafeMutablePointer<Float>!     // (M,3C)
@@ -37,7 +38,7 @@ public final class Activations {
             L * M * C, L * M * C, L * M * C, L * M, L * M, L * M * 4 * C, L * M * 4 * C,
             L * M * C, L * M * C, M * C, M, M, M * V, M,
         ]
-        if dropout { sizes += [M * C, L * M * C, L * M * C] }
+        if dropout { sizes += [M * C, L * M * C, L * M * C, L * B * NH * T * T] }
         if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * 4 * C, B * NH * T] }
         // Round each tensor up to 16 floats so every one starts 64-byte aligned.
         return sizes.map { ($0 + 15) / 16 * 16 }
@@ -62,9 +63,9 @@ public final class Activations {
         fch = next(); fchGelu = next(); fcproj = next(); res3 = next(); lnf = next(); lnfMean = next()
         lnfRstd = next(); logits = next(); losses = next()
         if dropout {
-            embMask = next(); attprojMask = next(); fcprojMask = next()
+            embMask = next(); attprojMask = next(); fcprojMask = next(); attMask = next()
         } else {
-            embMask = nil; attprojMask = nil; fcprojMask = nil
+            embMask = nil; attprojMask = nil; fcprojMask = nil; attMask = nil
         }
         if training {
             dres = next(); dx = next(); datty = next(); dlnf = next(); dqkv = next(); dfch = next(); attScratch = next()

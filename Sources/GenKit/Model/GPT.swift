@@ -32,7 +32,7 @@ public enum GPT {
 
             LayerNorm.forward(ln1, mean: ln1Mean, rstd: ln1Rstd, input, weight: w.ln1w, bias: w.ln1b, M: M, C: C)
             Matmul.forward(qkv, ln1, w.qkvw, w.qkvb, M: M, K: C, N: 3 * C)
-            Attention.forward(atty, att: att, qkv: qkv, B: B, T: T, C: C, NH: NH)
+            Attention.forward(atty, att: att, qkv: qkv, mask: acts.attMask.map { $0 + l * attStride }, B: B, T: T, C: C, NH: NH)
             Matmul.forward(attproj, atty, w.attprojw, w.attprojb, M: M, K: C, N: C)
             if let mask = acts.attprojMask { Dropout.apply(attproj, mask: mask + l * Mmax * C, count: M * C) }
             Residual.forward(res2, input, attproj, count: M * C)
@@ -108,6 +108,7 @@ public enum GPT {
             Matmul.backward(dinp: acts.datty, dweight: dw.attprojw, dbias: dw.attprojb, dout: dbranch,
                             inp: atty, weight: w.attprojw, M: M, K: C, N: C)
             Attention.backward(dqkv: acts.dqkv, dout: acts.datty, qkv: qkv, att: att,
+                               mask: acts.attMask.map { UnsafePointer($0 + l * attStride) },
                                scratch: acts.attScratch, B: B, T: T, C: C, NH: NH)
             Matmul.backward(dinp: acts.dx, dweight: dw.qkvw, dbias: dw.qkvb, dout: acts.dqkv,
                             inp: ln1, weight: w.qkvw, M: M, K: C, N: 3 * C)

@@ -112,10 +112,18 @@ public final class Trainer {
         func fill(_ mask: UnsafeMutablePointer<Float>, _ n: Int) {
             for i in 0..<n { mask[i] = dropoutRandom.nextFloat() < p ? 0 : keep }
         }
+        let NH = model.config.nHead, B = settings.batchSize
+        let attStride = activations.B * NH * activations.T * activations.T
         fill(activations.embMask!, M * C)
         for l in 0..<L {
             fill(activations.attprojMask! + l * activations.B * activations.T * C, M * C)
             fill(activations.fcprojMask! + l * activations.B * activations.T * C, M * C)
+            // Attention weights: only the causal entries t2 <= t of each row are read.
+            let att = activations.attMask! + l * attStride
+            for row in 0..<(B * NH * T) {
+                let t = row % T
+                fill(att + row * T, t + 1)
+            }
         }
     }
 }
