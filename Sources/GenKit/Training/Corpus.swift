@@ -143,7 +143,10 @@ public final class TokenData {
         guard let f = fopen(path, "w+b") else {
             throw GenError("cannot write the token cache in \(directory): \(String(cString: strerror(errno)))")
         }
-        defer { fclose(f); unlink(path) }
+        // Unlinked at once: the open file lives on until closed, and nothing is left behind
+        // even if gen is killed while encoding.
+        unlink(path)
+        defer { fclose(f) }
         var out = [UInt8](repeating: 0, count: 1 << 20)
         var filled = 0
         var n = 0, bytes = 0
