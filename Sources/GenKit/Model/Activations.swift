@@ -77,6 +77,31 @@ public final class Activations {
     /// Bytes held.
     public var bytes: Int { buffer.count * 4 }
 
+    /// One block's activations: its slices of the per-layer tensors.
+    struct Layer {
+        let input: UnsafeMutablePointer<Float>                 // (M,C): the block's input (residual)
+        let ln1, ln1Mean, ln1Rstd: UnsafeMutablePointer<Float>
+        let qkv, atty, att, attproj, res2: UnsafeMutablePointer<Float>
+        let ln2, ln2Mean, ln2Rstd: UnsafeMutablePointer<Float>
+        let fch, fchGelu, fcproj, res3: UnsafeMutablePointer<Float>
+        let attMask, attprojMask, fcprojMask: UnsafeMutablePointer<Float>?
+    }
+
+    func layer(_ l: Int) -> Layer {
+        let C = config.nEmbd, Mmax = B * T
+        let attStride = B * config.nHead * T * T
+        return Layer(input: l == 0 ? encoded : res3 + (l - 1) * Mmax * C,
+                     ln1: ln1 + l * Mmax * C, ln1Mean: ln1Mean + l * Mmax, ln1Rstd: ln1Rstd + l * Mmax,
+                     qkv: qkv + l * Mmax * 3 * C, atty: atty + l * Mmax * C, att: att + l * attStride,
+                     attproj: attproj + l * Mmax * C, res2: res2 + l * Mmax * C,
+                     ln2: ln2 + l * Mmax * C, ln2Mean: ln2Mean + l * Mmax, ln2Rstd: ln2Rstd + l * Mmax,
+                     fch: fch + l * Mmax * 4 * C, fchGelu: fchGelu + l * Mmax * 4 * C,
+                     fcproj: fcproj + l * Mmax * C, res3: res3 + l * Mmax * C,
+                     attMask: attMask.map { $0 + l * attStride },
+                     attprojMask: attprojMask.map { $0 + l * Mmax * C },
+                     fcprojMask: fcprojMask.map { $0 + l * Mmax * C })
+    }
+
     /// Row r of layer l's output of the attention projection's key/value part, for filling a cache.
     func qkvRow(layer l: Int, row r: Int) -> UnsafeMutablePointer<Float> {
         qkv + l * B * T * 3 * config.nEmbd + r * 3 * config.nEmbd
