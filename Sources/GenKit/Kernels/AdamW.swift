@@ -17,14 +17,8 @@ public enum AdamW {
     struct Update: RangeKernel {
         let param: UnsafeMutablePointer<Float>
         let grad: UnsafePointer<Float>
-        let m: UnsafeMutablePointer<Float>
-        let v: UnsafeMutablePointer<Float>
-        let beta1: Float
-        let beta2: Float
-        let eps: Float
-        let stepSize: Float
-        let bc2Sqrt: Float
-        let decay: Float
+        let m, v: UnsafeMutablePointer<Float>
+        let beta1, beta2, eps, stepSize, bc2Sqrt, decay: Float
         func run(_ range: Range<Int>) {
             let b1 = F16(repeating: beta1), b2 = F16(repeating: beta2)
             let ob1 = F16(repeating: 1 - beta1), ob2 = F16(repeating: 1 - beta2)

@@ -14,14 +14,10 @@ public enum Attention {
     }
 
     struct Forward: RangeKernel {
-        let out: UnsafeMutablePointer<Float>
-        let att: UnsafeMutablePointer<Float>
+        let out, att: UnsafeMutablePointer<Float>
         let qkv: UnsafePointer<Float>
         let mask: UnsafePointer<Float>?
-        let T: Int
-        let C: Int
-        let NH: Int
-        let hs: Int
+        let T, C, NH, hs: Int
         let scale: Float
         let C3: Int
         func run(_ pairs: Range<Int>) {
@@ -59,15 +55,10 @@ public enum Attention {
 
     struct Backward: RangeKernel {
         let dqkv: UnsafeMutablePointer<Float>
-        let dout: UnsafePointer<Float>
-        let qkv: UnsafePointer<Float>
-        let att: UnsafePointer<Float>
+        let dout, qkv, att: UnsafePointer<Float>
         let mask: UnsafePointer<Float>?
         let scratch: UnsafeMutablePointer<Float>
-        let T: Int
-        let C: Int
-        let NH: Int
-        let hs: Int
+        let T, C, NH, hs: Int
         let scale: Float
         let C3: Int
         func run(_ pairs: Range<Int>) {
@@ -125,13 +116,9 @@ public enum Attention {
 
     struct ForwardOne: RangeKernel {
         let out: UnsafeMutablePointer<Float>
-        let q: UnsafePointer<Float>
-        let kCache: UnsafePointer<Float>
-        let vCache: UnsafePointer<Float>
+        let q, kCache, vCache: UnsafePointer<Float>
         let scores: UnsafeMutablePointer<Float>
-        let n: Int
-        let C: Int
-        let hs: Int
+        let n, C, hs: Int
         let scale: Float
         func run(_ heads: Range<Int>) {
             for h in heads {

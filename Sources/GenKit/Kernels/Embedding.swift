@@ -10,11 +10,8 @@ public enum Embedding {
     struct Forward: RangeKernel {
         let out: UnsafeMutablePointer<Float>
         let tokens: UnsafePointer<Int32>
-        let wte: UnsafePointer<Float>
-        let wpe: UnsafePointer<Float>
-        let T: Int
-        let C: Int
-        let positionOffset: Int
+        let wte, wpe: UnsafePointer<Float>
+        let T, C, positionOffset: Int
         func run(_ rows: Range<Int>) {
             for r in rows {
                 let t = r % T
@@ -41,9 +38,7 @@ public enum Embedding {
         let dwte: UnsafeMutablePointer<Float>
         let dout: UnsafePointer<Float>
         let tokens: UnsafePointer<Int32>
-        let B: Int
-        let T: Int
-        let C: Int
+        let B, T, C: Int
         func run(_ ids: Range<Int>) {
             for r in 0..<(B * T) {
                 let tok = Int(tokens[r])
@@ -55,9 +50,7 @@ public enum Embedding {
     struct PositionGradient: RangeKernel {
         let dwpe: UnsafeMutablePointer<Float>
         let dout: UnsafePointer<Float>
-        let B: Int
-        let T: Int
-        let C: Int
+        let B, T, C: Int
         func run(_ ts: Range<Int>) {
             for t in ts {
                 for b in 0..<B { axpy(1, dout + (b * T + t) * C, dwpe + t * C, C) }

@@ -9,12 +9,8 @@ public enum LayerNorm {
     }
 
     struct Forward: RangeKernel {
-        let out: UnsafeMutablePointer<Float>
-        let mean: UnsafeMutablePointer<Float>
-        let rstd: UnsafeMutablePointer<Float>
-        let inp: UnsafePointer<Float>
-        let weight: UnsafePointer<Float>
-        let bias: UnsafePointer<Float>
+        let out, mean, rstd: UnsafeMutablePointer<Float>
+        let inp, weight, bias: UnsafePointer<Float>
         let C: Int
         let eps: Float
         func run(_ rows: Range<Int>) {
@@ -50,14 +46,9 @@ public enum LayerNorm {
     }
 
     struct ParameterGradient: RangeKernel {
-        let dweight: UnsafeMutablePointer<Float>
-        let dbias: UnsafeMutablePointer<Float>
-        let dout: UnsafePointer<Float>
-        let inp: UnsafePointer<Float>
-        let mean: UnsafePointer<Float>
-        let rstd: UnsafePointer<Float>
-        let M: Int
-        let C: Int
+        let dweight, dbias: UnsafeMutablePointer<Float>
+        let dout, inp, mean, rstd: UnsafePointer<Float>
+        let M, C: Int
         func run(_ range: Range<Int>) {
             let c0 = range.lowerBound * 16, c1 = min(C, range.upperBound * 16)
             var c = c0
@@ -88,11 +79,7 @@ public enum LayerNorm {
 
     struct InputGradient: RangeKernel {
         let dinp: UnsafeMutablePointer<Float>
-        let dout: UnsafePointer<Float>
-        let inp: UnsafePointer<Float>
-        let weight: UnsafePointer<Float>
-        let mean: UnsafePointer<Float>
-        let rstd: UnsafePointer<Float>
+        let dout, inp, weight, mean, rstd: UnsafePointer<Float>
         let C: Int
         func run(_ rows: Range<Int>) {
             for r in rows {

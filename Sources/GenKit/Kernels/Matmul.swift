@@ -100,8 +100,7 @@ public enum Matmul {
     struct ColumnSums: RangeKernel {
         let acc: UnsafeMutablePointer<Float>
         let x: UnsafePointer<Float>
-        let M: Int
-        let N: Int
+        let M, N: Int
         func run(_ range: Range<Int>) {
             let c0 = range.lowerBound * 16, c1 = min(N, range.upperBound * 16)
             var c = c0
@@ -150,11 +149,9 @@ public enum Matmul {
 
     struct VectorBlocks: RangeKernel {
         let y: UnsafeMutablePointer<Float>
-        let x: UnsafePointer<Float>
-        let weight: UnsafePointer<Float>
+        let x, weight: UnsafePointer<Float>
         let bias: UnsafePointer<Float>?
-        let K: Int
-        let N: Int
+        let K, N: Int
         func run(_ range: Range<Int>) {
             var c = range.lowerBound * 64
             let end = min(N, range.upperBound * 64)
@@ -190,8 +187,7 @@ public enum Matmul {
 
     struct VectorRows: RangeKernel {
         let y: UnsafeMutablePointer<Float>
-        let x: UnsafePointer<Float>
-        let weight: UnsafePointer<Float>
+        let x, weight: UnsafePointer<Float>
         let K: Int
         func run(_ r: Range<Int>) {
             cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(r.count), Int32(K), 1, weight + r.lowerBound * K, Int32(K),

@@ -77,8 +77,7 @@ struct ClosureKernel: RangeKernel {
 
 struct Split<K: RangeKernel> {
     let kernel: K
-    let count: Int
-    let parts: Int
+    let count, parts: Int
 
     @inline(__always) func run(_ part: Int) {
         let lo = count * part / parts

@@ -37,8 +37,7 @@ public enum CrossEntropy {
     }
 
     struct Forward: RangeKernel {
-        let losses: UnsafeMutablePointer<Float>
-        let logits: UnsafeMutablePointer<Float>
+        let losses, logits: UnsafeMutablePointer<Float>
         let targets: UnsafePointer<Int32>
         let V: Int
         func run(_ rows: Range<Int>) {
