@@ -41,7 +41,7 @@ public final class Decoder {
         precondition(n >= 1 && n <= config.blockSize)
         let C = config.nEmbd, V = config.vocabSize
         tokenBuffer.pointer.update(from: tokens.baseAddress!, count: n)
-        GPT.forward(model.views, config, prefill, tokens: tokenBuffer.pointer, targets: nil, B: 1, t: n)
+        GPT.forward(model.views, config, prefill, tokens: tokenBuffer.pointer, targets: nil, B: 1, t: n, lastOnly: true)
         let T = config.blockSize
         for l in 0..<config.nLayer {
             for r in 0..<n {
@@ -50,7 +50,7 @@ public final class Decoder {
                 (vCache + (l * T + r) * C).update(from: row + 2 * C, count: C)
             }
         }
-        logits.update(from: prefill.logits + (n - 1) * V, count: V)
+        logits.update(from: prefill.logits, count: V)
         length = n
     }
 

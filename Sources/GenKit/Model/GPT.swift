@@ -3,12 +3,14 @@
 public enum GPT {
     /// tokens (B,t), targets (B,t) or nil -> activations filled; returns the mean loss over
     /// positions with a target (NaN without targets). Leaves logits (or, with targets,
-    /// probabilities) in `acts.logits`.
+    /// probabilities) in `acts.logits`. With `lastOnly` (B = 1, no targets) only the last
+    /// position's logits are computed, into `acts.logits[0..<V]` (for filling a decoder).
     @discardableResult
     public static func forward(_ p: ParameterViews, _ config: GPTConfig, _ acts: Activations,
                                tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?,
-                               B: Int, t T: Int) -> Float {
+                               B: Int, t T: Int, lastOnly: Bool = false) -> Float {
         precondition(B <= acts.B && T <= acts.T && T <= config.blockSize)
+        precondition(!lastOnly || (B == 1 && targets == nil))
         let L = config.nLayer, C = config.nEmbd, V = config.vocabSize, NH = config.nHead
         let M = B * T
 
@@ -30,6 +32,12 @@ public enum GPT {
             Residual.forward(a.res3, a.res2, a.fcproj, count: M * C)
         }
         let last = acts.layer(L - 1).res3
+        if lastOnly {
+            LayerNorm.forward(acts.lnf, mean: acts.lnfMean, rstd: acts.lnfRstd, last + (M - 1) * C,
+                              weight: p.lnfw, bias: p.lnfb, M: 1, C: C)
+            Matmul.vectorForwardTransposed(acts.logits, acts.lnf, p.wte, K: C, N: V)
+            return .nan
+        }
         LayerNorm.forward(acts.lnf, mean: acts.lnfMean, rstd: acts.lnfRstd, last, weight: p.lnfw, bias: p.lnfb, M: M, C: C)
         Matmul.forwardTransposed(acts.logits, acts.lnf, p.wte, M: M, K: C, N: V)
         guard let targets else { return .nan }
