@@ -19,12 +19,15 @@ let tokenizerTrainSpec = CommandSpec(
         OptionSpec(name: "quiet", value: nil, help: "Print no progress.", defaultValue: nil),
     ])
 
+/// `--from` of the tokenize and detokenize commands.
+let tokenizerFromOption = OptionSpec(name: "from", value: "file", help: "A model (.safetensors) or a tokenizer.json.", defaultValue: nil)
+
 let tokenizeSpec = CommandSpec(
     name: "tokenize",
     abstract: "Turn text on standard input into token ids.",
     discussion: "Each input line becomes one output line of space-separated ids (the newline itself is not encoded).",
     options: [
-        OptionSpec(name: "from", value: "file", help: "A model (.safetensors) or a tokenizer.json.", defaultValue: nil),
+        tokenizerFromOption,
         OptionSpec(name: "count", value: nil, help: "Print only the number of tokens of the whole input.", defaultValue: nil),
         OptionSpec(name: "stats", value: nil, help: "With --count: also print bytes, tokens and encoding time as JSON on stderr.", defaultValue: nil),
         OptionSpec(name: "allow-special", value: nil, help: "Encode special-token text (e.g. <|endoftext|>) as the special token.", defaultValue: nil),
@@ -34,7 +37,7 @@ let detokenizeSpec = CommandSpec(
     name: "detokenize",
     abstract: "Turn token ids on standard input back into text.",
     discussion: "Each input line of space-separated ids becomes one line of text.",
-    options: [OptionSpec(name: "from", value: "file", help: "A model (.safetensors) or a tokenizer.json.", defaultValue: nil)])
+    options: [tokenizerFromOption])
 
 /// The tokenizer of a model file or a tokenizer.json (Hugging Face's or gen's own form).
 func loadTokenizer(_ path: String) throws -> Tokenizer {

@@ -19,14 +19,7 @@ public enum BPETrainer {
         // 1. Unique chunks and their counts.
         let counter = ChunkCounter()
         for path in paths {
-            guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
-                throw GenError("cannot read \(path)")
-            }
-            if data.isEmpty { throw GenError("\(path) is empty") }
-            if String(data: data, encoding: .utf8) == nil {
-                try Corpus.scan([path]) { _ in }   // throws with the offending byte offset
-                throw GenError("\(path) is not valid UTF-8")
-            }
+            let data = try Corpus.mapValidated(path)
             data.withUnsafeBytes { raw in
                 let p = raw.bindMemory(to: UInt8.self).baseAddress!
                 pattern.split(p, raw.count) { lo, hi in counter.add(p + lo, hi - lo) }
