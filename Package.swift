@@ -1,9 +1,12 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Kernels are SIMD code: they need optimisation and the build machine's vector unit
-// (gen is built from source on the machine that runs it, like `-march=native` in llama.cpp).
-let fast: [SwiftSetting] = [
+// Kernels are SIMD code: they need the build machine's vector unit (gen is built from source on
+// the machine that runs it, like `-march=native` in llama.cpp) and run without bounds checks.
+// Only the kernel target is built unchecked: the code that parses files and arguments keeps its
+// preconditions and bounds checks.
+let native: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-march=native"])]
+let unchecked: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo", "-Xcc", "-march=native"], .when(configuration: .release)),
     .unsafeFlags(["-Xcc", "-march=native"], .when(configuration: .debug)),
 ]
@@ -22,24 +25,29 @@ let package = Package(
         ),
         .systemLibrary(name: "CSystem", path: "Sources/CSystem"),
         .target(
-            name: "GenKit",
+            name: "GenKernels",
             dependencies: ["COpenBLAS", "CSystem"],
-            swiftSettings: fast
+            swiftSettings: unchecked
+        ),
+        .target(
+            name: "GenKit",
+            dependencies: ["GenKernels", "CSystem"],
+            swiftSettings: native
         ),
         .executableTarget(
             name: "gen",
             dependencies: ["GenKit", "CSystem"],
-            swiftSettings: fast
+            swiftSettings: native
         ),
         .testTarget(
             name: "GenKitTests",
-            dependencies: ["GenKit"],
+            dependencies: ["GenKit", "GenKernels"],
             resources: [.copy("Fixtures")],
-            swiftSettings: fast
+            swiftSettings: native
         ),
         .testTarget(
             name: "GenCLITests",
-            dependencies: ["GenKit", "gen"]
+            dependencies: ["GenKit", "GenKernels", "gen"]
         ),
     ],
     swiftLanguageModes: [.v5]

@@ -1,34 +1,53 @@
 import Foundation
 import GenKit
 
-/// One option of a command: `--name <value>` or a flag `--name`.
+/// One option of a command: `--name <value>` (also `--name=value`), or a flag `--name`.
 struct OptionSpec {
     var name: String
-    var value: String?          // placeholder, nil for a flag
+    /// A one-letter form, `-x <value>`.
+    var short: Character? = nil
+    /// Other long names accepted for it (llama.cpp's and nanoGPT's, where they do not clash).
+    var aliases: [String] = []
+    /// The value's placeholder; nil for a flag.
+    var value: String?
     var help: String
-    var defaultValue: String?
+    var defaultValue: String? = nil
     var repeated = false
     var hidden = false
+    /// Must be given (it has no default).
+    var required = false
+
+    var display: String {
+        let long = "--\(name)" + (value.map { " <\($0)>" } ?? "")
+        return short.map { "-\($0), " + long } ?? long
+    }
 }
 
-/// A command's interface, from which both parsing and help are made (swift-argument-parser's
-/// conventions, written by hand since gen depends on no package).
+/// A positional argument.
+struct ArgumentSpec {
+    var name: String
+    var help: String
+    var repeated = false
+    var optional = false
+
+    var display: String { "<\(name)>" + (repeated ? " ..." : "") }
+}
+
+/// A command's interface, from which parsing, checking and help are all made
+/// (swift-argument-parser's conventions, written by hand since gen depends on no package).
 struct CommandSpec {
     var name: String
     var abstract: String
     var discussion: String = ""
-    var arguments: [(name: String, help: String, optional: Bool, repeated: Bool)] = []
+    var arguments: [ArgumentSpec] = []
     var options: [OptionSpec]
 
     var usage: String {
         var parts = ["gen", name]
-        for a in arguments {
-            let s = "<\(a.name)>" + (a.repeated ? " ..." : "")
-            parts.append(a.optional ? "[\(s)]" : s)
-        }
+        for a in arguments { parts.append(a.optional ? "[\(a.display)]" : a.display) }
         for o in options where !o.hidden {
-            if o.defaultValue == nil && o.value != nil && o.name == "from" { parts.append("--from <\(o.value!)>"); continue }
-            parts.append(o.value.map { "[--\(o.name) <\($0)>]" + (o.repeated ? " ..." : "") } ?? "[--\(o.name)]")
+            let s = "--\(o.name)" + (o.value.map { " <\($0)>" } ?? "")
+            parts.append(o.required ? s : "[\(s)]" + (o.repeated ? " ..." : ""))
         }
         return parts.joined(separator: " ")
     }
@@ -43,10 +62,10 @@ struct CommandSpec {
         }
         s += "\nOPTIONS:\n"
         for o in options where !o.hidden {
-            let left = "--\(o.name)" + (o.value.map { " <\($0)>" } ?? "")
             var text = o.help
             if let d = o.defaultValue { text += " (default: \(d))" }
-            s += Self.row(left, text)
+            if !o.aliases.isEmpty { text += " (also: " + o.aliases.map { "--" + $0 }.joined(separator: ", ") + ")" }
+            s += Self.row(o.display, text)
         }
         s += Self.row("-h, --help", "Show help information.")
         return s
@@ -58,12 +77,8 @@ struct CommandSpec {
         if head.count + 2 > pad { return head + "\n" + String(repeating: " ", count: pad) + text + "\n" }
         return head + String(repeating: " ", count: pad - head.count) + text + "\n"
     }
-}
 
-/// A mistake in how gen was called: exit 64 with the message, the usage line and a hint.
-struct UsageError: Error {
-    var message: String
-    var command: CommandSpec?
+    func option(named name: String) -> OptionSpec? { options.first { $0.name == name } }
 }
 
 /// Asked for help: print it and exit 0.
@@ -71,12 +86,14 @@ struct HelpRequest: Error {
     var command: CommandSpec
 }
 
-/// The parsed command line of one command.
+/// The checked command line of one command: every option known, every required option and
+/// positional present; values are turned into types by the accessors, which throw a usage
+/// error naming the flag.
 struct ParsedArguments {
     let spec: CommandSpec
-    var values: [String: [String]] = [:]
-    var flags: Set<String> = []
-    var positionals: [String] = []
+    private var values: [String: [String]] = [:]
+    private var flags: Set<String> = []
+    private(set) var positionals: [String] = []
 
     init(_ args: [String], spec: CommandSpec) throws {
         self.spec = spec
@@ -91,40 +108,56 @@ struct ParsedArguments {
             }
             if a == "--" { onlyPositionals = true; continue }
             if a == "-h" || a == "--help" { throw HelpRequest(command: spec) }
-            guard a.hasPrefix("--") else {
-                throw UsageError(message: "Unknown option '\(a)'" + Self.hint(a, spec), command: spec)
-            }
-            var name = String(a.dropFirst(2))
+            var name: String
             var inline: String?
-            if let eq = name.firstIndex(of: "=") {
-                inline = String(name[name.index(after: eq)...])
-                name = String(name[..<eq])
+            let o: OptionSpec
+            if a.hasPrefix("--") {
+                name = String(a.dropFirst(2))
+                if let eq = name.firstIndex(of: "=") {
+                    inline = String(name[name.index(after: eq)...])
+                    name = String(name[..<eq])
+                }
+                guard let found = spec.options.first(where: { $0.name == name || $0.aliases.contains(name) }) else {
+                    throw GenError.usage("Unknown option '--\(name)'" + Self.hint("--" + name, spec))
+                }
+                o = found
+            } else {
+                guard a.count == 2, let found = spec.options.first(where: { $0.short == a.last }) else {
+                    throw GenError.usage("Unknown option '\(a)'" + Self.hint(a, spec))
+                }
+                o = found
             }
-            guard let o = spec.options.first(where: { $0.name == name }) else {
-                throw UsageError(message: "Unknown option '--\(name)'" + Self.hint("--" + name, spec), command: spec)
-            }
+            name = o.name
             if o.value == nil {
-                if inline != nil { throw UsageError(message: "Option '--\(name)' takes no value", command: spec) }
+                if inline != nil { throw GenError.usage("Option '--\(name)' takes no value") }
                 flags.insert(name)
                 continue
             }
             let v: String
             if let inline { v = inline } else {
-                guard i < args.count else {
-                    throw UsageError(message: "Missing value for '--\(name) <\(o.value!)>'", command: spec)
-                }
+                guard i < args.count else { throw GenError.usage("Missing value for '--\(name) <\(o.value!)>'") }
                 v = args[i]
                 i += 1
             }
-            if !o.repeated, values[name] != nil {
-                throw UsageError(message: "Option '--\(name)' given more than once", command: spec)
-            }
+            if !o.repeated, values[name] != nil { throw GenError.usage("Option '--\(name)' given more than once") }
             values[name, default: []].append(v)
         }
+        for o in spec.options where o.required && values[o.name] == nil {
+            throw GenError.usage("Missing expected argument '--\(o.name) <\(o.value ?? "value")>'")
+        }
+        var at = 0
+        for a in spec.arguments {
+            if at >= positionals.count {
+                if a.optional { break }
+                throw GenError.usage("Missing expected argument '\(a.display)'")
+            }
+            at += a.repeated ? positionals.count - at : 1
+        }
+        if at < positionals.count { throw GenError.usage("Unexpected argument '\(positionals[at])'") }
     }
 
     static func hint(_ given: String, _ spec: CommandSpec) -> String {
-        let names = spec.options.map { "--" + $0.name } + ["--help"]
+        let names = spec.options.flatMap { o in (["--" + o.name] + o.aliases.map { "--" + $0 }) } + ["--help"]
         var best: (String, Int)?
         for n in names {
             let d = editDistance(given, n)
@@ -138,37 +171,37 @@ struct ParsedArguments {
     func has(_ name: String) -> Bool { flags.contains(name) || values[name] != nil }
 
     func string(_ name: String) -> String? {
-        values[name]?.last ?? spec.options.first(where: { $0.name == name })?.defaultValue
+        values[name]?.last ?? spec.option(named: name)?.defaultValue
     }
 
     func strings(_ name: String) -> [String] { values[name] ?? [] }
 
-    func int(_ name: String, min lo: Int? = nil) throws -> Int {
+    private func invalid(_ name: String, _ s: String, _ why: String) -> GenError {
+        GenError.usage("The value '\(s)' is invalid for '--\(name) <\(spec.option(named: name)?.value ?? "value")>': \(why)")
+    }
+
+    func int(_ name: String, min lo: Int? = nil, max hi: Int? = nil) throws -> Int {
         let s = string(name)!
-        guard let v = Int(s) else {
-            throw UsageError(message: "The value '\(s)' is invalid for '--\(name) <\(optionValue(name))>': not an integer", command: spec)
-        }
-        if let lo, v < lo {
-            throw UsageError(message: "The value '\(s)' is invalid for '--\(name) <\(optionValue(name))>': must be at least \(lo)", command: spec)
-        }
+        guard let v = Int(s) else { throw invalid(name, s, "not an integer") }
+        if let lo, v < lo { throw invalid(name, s, "must be at least \(lo)") }
+        if let hi, v > hi { throw invalid(name, s, "must be at most \(hi)") }
         return v
     }
 
     func float(_ name: String, min lo: Float? = nil, max hi: Float? = nil) throws -> Float {
         let s = string(name)!
-        guard let v = Float(s), v.isFinite else {
-            throw UsageError(message: "The value '\(s)' is invalid for '--\(name) <\(optionValue(name))>': not a number", command: spec)
-        }
-        if let lo, v < lo {
-            throw UsageError(message: "The value '\(s)' is invalid for '--\(name) <\(optionValue(name))>': must be at least \(lo)", command: spec)
-        }
-        if let hi, v > hi {
-            throw UsageError(message: "The value '\(s)' is invalid for '--\(name) <\(optionValue(name))>': must be at most \(hi)", command: spec)
-        }
+        guard let v = Float(s), v.isFinite else { throw invalid(name, s, "not a number") }
+        if let lo, v < lo { throw invalid(name, s, "must be at least \(lo)") }
+        if let hi, v > hi { throw invalid(name, s, "must be at most \(hi)") }
         return v
     }
 
-    func optionValue(_ name: String) -> String { spec.options.first { $0.name == name }?.value ?? "value" }
+    /// One of `choices`.
+    func choice(_ name: String, _ choices: [String]) throws -> String {
+        let s = string(name)!
+        guard choices.contains(s) else { throw invalid(name, s, choices.joined(separator: " or ")) }
+        return s
+    }
 }
 
 func editDistance(_ a: String, _ b: String) -> Int {

@@ -1,36 +1,54 @@
 import Foundation
 import GenKit
 
-let infoSpec = CommandSpec(
-    name: "info",
-    abstract: "Describe a model file: shape, tokenizer, training facts.",
-    arguments: [("file", "A model file written by gen.", false, false)],
-    options: [OptionSpec(name: "json", value: nil, help: "Print the description as one JSON object.", defaultValue: nil)])
+/// `gen info`: a model file's shape, tokenizer and training facts.
+struct InfoOptions {
+    static let spec = CommandSpec(
+        name: "info",
+        abstract: "Describe a model file: shape, tokenizer, training facts.",
+        arguments: [ArgumentSpec(name: "file", help: "A model file written by gen.")],
+        options: [OptionSpec(name: "json", value: nil, help: "Print the description as one JSON object.")])
 
-func runInfo(_ args: [String]) throws -> Int32 {
-    let a = try ParsedArguments(args, spec: infoSpec)
-    guard a.positionals.count == 1 else {
-        throw UsageError(message: a.positionals.isEmpty ? "Missing expected argument '<file>'" : "Unexpected argument '\(a.positionals[1])'", command: a.spec)
+    /// Training facts in the metadata, and whether each is a number in JSON.
+    static let facts: [(key: String, numeric: Bool)] = [
+        ("step", true), ("train_loss", true), ("val_loss", true), ("corpus", false), ("date", false),
+        ("seed", true), ("finetuned_from", false), ("generator", false),
+    ]
+
+    var path: String
+    var json: Bool
+
+    init(_ a: ParsedArguments) throws {
+        path = a.positionals[0]
+        json = a.has("json")
     }
-    let path = a.positionals[0]
-    let ck = try Checkpoint.load(path)
-    let c = ck.model.config
-    let facts = ["step", "train_loss", "val_loss", "corpus", "date", "seed", "finetuned_from", "generator"]
-    if a.has("json") {
-        var fields = [
-            "\"file\":\(jsonString(path))",
-            "\"config\":\(ck.metadata["config"]!)",
-            "\"parameters\":\(ck.model.parameterCount)",
-            "\"tokenizer\":{\"type\":\(jsonString(ck.tokenizer.kind)),\"vocab_size\":\(ck.tokenizer.vocabSize)}",
-        ]
-        for k in facts { if let v = ck.metadata[k] { fields.append("\(jsonString(k)):\(jsonString(v))") } }
-        print("{" + fields.joined(separator: ",") + "}")
-    } else {
-        print("\(path): gen model, format version \(ck.metadata["format_version"] ?? "?")")
-        print("  shape       \(c.nLayer) layers, \(c.nHead) heads, \(c.nEmbd) channels, context \(c.blockSize)")
-        print("  parameters  \(ck.model.parameterCount)")
-        print("  tokenizer   \(ck.tokenizer.kind), \(ck.tokenizer.vocabSize) tokens")
-        for k in facts { if let v = ck.metadata[k] { print("  " + k.replacingOccurrences(of: "_", with: " ").padding(toLength: 12, withPad: " ", startingAt: 0) + v) } }
+
+    func run() throws -> Int32 {
+        let ck = try Checkpoint.load(path)
+        let c = ck.model.config
+        if json {
+            var fields = [
+                "\"file\":\(jsonString(path))",
+                "\"config\":{\"n_layer\":\(c.nLayer),\"n_head\":\(c.nHead),\"n_embd\":\(c.nEmbd),\"block_size\":\(c.blockSize),\"vocab_size\":\(c.vocabSize)}",
+                "\"parameters\":\(ck.model.parameterCount)",
+                "\"tokenizer\":{\"type\":\(jsonString(ck.tokenizer.kind)),\"vocab_size\":\(ck.tokenizer.vocabSize)}",
+            ]
+            for (k, numeric) in Self.facts {
+                guard let v = ck.metadata[k] else { continue }
+                let number = numeric ? Double(v).flatMap { $0.isFinite ? v : nil } : nil
+                fields.append("\(jsonString(k)):\(number ?? jsonString(v))")
+            }
+            try Output.line("{" + fields.joined(separator: ",") + "}")
+        } else {
+            var s = "\(path): gen model, format version \(ck.metadata["format_version"] ?? "?")\n"
+            s += "  shape       \(c.nLayer) layers, \(c.nHead) heads, \(c.nEmbd) channels, context \(c.blockSize)\n"
+            s += "  parameters  \(ck.model.parameterCount)\n"
+            s += "  tokenizer   \(ck.tokenizer.kind), \(ck.tokenizer.vocabSize) tokens\n"
+            for (k, _) in Self.facts {
+                if let v = ck.metadata[k] { s += "  " + k.replacingOccurrences(of: "_", with: " ").padding(toLength: 12, withPad: " ", startingAt: 0) + v + "\n" }
+            }
+            try Output.write(s)
+        }
+        return 0
     }
-    return 0
 }

@@ -1,135 +1,129 @@
 import Foundation
 import GenKit
 
-let sampleSpec = CommandSpec(
-    name: "sample",
-    abstract: "Generate text from a model.",
-    discussion: """
-    The prompt is --prompt, else standard input when it is not a terminal. An empty prompt starts \
-    from the newline token when the vocabulary has one, else from a random token (chosen with \
-    --seed). Text streams to stdout as it is made: the prompt, then the completion. With \
-    --each-line every input line is its own prompt and stdout gets one line per prompt holding \
-    only its completion, with a newline inside it written as \\n and a backslash as \\\\. When \
-    prompt and output outgrow the context, each token is predicted from the last <context> tokens.
-    """,
-    options: [
-        OptionSpec(name: "from", value: "file", help: "The model file.", defaultValue: nil),
-        OptionSpec(name: "prompt", value: "text", help: "Text to continue.", defaultValue: nil),
-        OptionSpec(name: "max-tokens", value: "n", help: "Tokens to generate per sample.", defaultValue: "500"),
-        OptionSpec(name: "temperature", value: "t", help: "Sampling temperature; 0 always picks the most likely token.", defaultValue: "0.8"),
-        OptionSpec(name: "top-k", value: "k", help: "Sample among the k most likely tokens only (0: all).", defaultValue: "0"),
-        OptionSpec(name: "top-p", value: "p", help: "Sample among the most likely tokens whose probabilities reach p.", defaultValue: "1.0"),
-        OptionSpec(name: "min-p", value: "p", help: "Drop tokens less likely than p times the most likely one.", defaultValue: "0"),
-        OptionSpec(name: "repeat-penalty", value: "x", help: "Penalise the last 64 tokens' logits by this factor (1: off).", defaultValue: "1.0"),
-        OptionSpec(name: "stop", value: "text", help: "End a sample before this text (repeatable).", defaultValue: nil, repeated: true),
-        OptionSpec(name: "count", value: "n", help: "Samples to generate.", defaultValue: "1"),
-        OptionSpec(name: "seed", value: "n", help: "Seed for reproducible samples (default: random).", defaultValue: nil),
-        OptionSpec(name: "threads", value: "n", help: "Threads to use.", defaultValue: "\(Parallel.cores)"),
-        OptionSpec(name: "each-line", value: nil, help: "Treat each line of standard input as a prompt; write one completion per line.", defaultValue: nil),
-        OptionSpec(name: "json", value: nil, help: "Write one JSON object per sample: prompt, completion, tokens, tokens_per_s.", defaultValue: nil),
-    ])
+/// `gen sample`: options decoded once; generation is a `Generator`.
+struct SampleOptions {
+    static let spec = CommandSpec(
+        name: "sample",
+        abstract: "Generate text from a model.",
+        discussion: """
+        The prompt is --prompt, else --prompt-file, else standard input when it is not a terminal. An \
+        empty prompt starts from the newline token when the vocabulary has one, else from a random \
+        token (chosen with --seed). Text streams to stdout as it is made: the prompt, then the \
+        completion. With --each-line every input line is its own prompt and stdout gets one line per \
+        prompt holding only its completion, with a newline inside it written as \\n and a backslash \
+        as \\\\. When prompt and output outgrow the context, each token is predicted from the last \
+        <context> tokens.
+        """,
+        options: [
+            fromOption,
+            OptionSpec(name: "prompt", short: "p", value: "text", help: "Text to continue."),
+            OptionSpec(name: "prompt-file", short: "f", value: "file", help: "Read the prompt from this file."),
+            OptionSpec(name: "max-tokens", short: "n", value: "n", help: "Tokens to generate per sample.", defaultValue: "500"),
+            OptionSpec(name: "temperature", aliases: ["temp"], value: "t", help: "Sampling temperature; 0 always picks the most likely token.", defaultValue: "0.8"),
+            OptionSpec(name: "top-k", value: "k", help: "Sample among the k most likely tokens only (0: all).", defaultValue: "0"),
+            OptionSpec(name: "top-p", value: "p", help: "Sample among the most likely tokens whose probabilities reach p.", defaultValue: "1.0"),
+            OptionSpec(name: "min-p", value: "p", help: "Drop tokens less likely than p times the most likely one.", defaultValue: "0"),
+            OptionSpec(name: "repeat-penalty", value: "x", help: "Penalise the last 64 tokens' logits by this factor (1: off).", defaultValue: "1.0"),
+            OptionSpec(name: "stop", value: "text", help: "End a sample before this text (repeatable).", repeated: true),
+            OptionSpec(name: "count", value: "n", help: "Samples to generate.", defaultValue: "1"),
+            OptionSpec(name: "seed", short: "s", value: "n", help: "Seed for reproducible samples (default: random)."),
+            threadsOption,
+            OptionSpec(name: "each-line", value: nil, help: "Treat each line of standard input as a prompt; write one completion per line."),
+            OptionSpec(name: "json", value: nil, help: "Write one JSON object per sample: prompt, completion, tokens, tokens_per_s."),
+        ])
 
-/// Writes to stdout unbuffered enough to stream.
-func emit(_ s: String) {
-    guard !s.isEmpty else { return }
-    fputs(s, stdout)
-    fflush(stdout)
-}
+    var from: String
+    var prompt: String?
+    var promptFile: String?
+    var parameters = SamplingParameters()
+    var maxTokens: Int
+    var count: Int
+    var seed: UInt64
+    var threads: Int
+    var eachLine: Bool
+    var json: Bool
+    var stops: [String]
 
-func runSample(_ args: [String]) throws -> Int32 {
-    let a = try ParsedArguments(args, spec: sampleSpec)
-    guard let from = a.string("from") else { throw UsageError(message: "Missing expected argument '--from <file>'", command: a.spec) }
-    if !a.positionals.isEmpty { throw UsageError(message: "Unexpected argument '\(a.positionals[0])'", command: a.spec) }
-    var params = SamplingParameters()
-    params.temperature = try a.float("temperature", min: 0)
-    params.topK = try a.int("top-k", min: 0)
-    params.topP = try a.float("top-p", min: 0, max: 1)
-    params.minP = try a.float("min-p", min: 0, max: 1)
-    params.repeatPenalty = try a.float("repeat-penalty", min: 0.01)
-    let maxTokens = try a.int("max-tokens", min: 0)
-    let count = try a.int("count", min: 1)
-    let threads = try a.int("threads", min: 1)
-    let seed: UInt64 = a.has("seed") ? UInt64(try a.int("seed", min: 0)) : UInt64.random(in: 0...UInt64(Int64.max))
-    let eachLine = a.has("each-line")
-    let json = a.has("json")
-    let stops = a.strings("stop")
-    Parallel.threads = threads
-    BLAS.setThreads(threads)
-
-    let ck = try Checkpoint.load(from)
-    let tok = ck.tokenizer
-    let decoder = Decoder(model: ck.model)
-    let sampler = Sampler(vocabSize: tok.vocabSize, parameters: params, seed: seed)
-    let V = tok.vocabSize
-    let T = ck.model.config.blockSize
-    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: V)
-    defer { scratch.deallocate() }
-
-    /// Generates one completion of `prompt`; `write` receives text as it is made.
-    func generate(_ prompt: String, write: (String) -> Void) throws -> (text: String, tokens: Int, seconds: Double) {
-        var ids = try tok.encode(prompt)
-        if ids.isEmpty {
-            ids = [tok.newlineToken ?? Int32(sampler.random.nextInt(below: V))]
+    init(_ a: ParsedArguments) throws {
+        from = a.string("from")!
+        prompt = a.string("prompt")
+        promptFile = a.string("prompt-file")
+        parameters.temperature = try a.float("temperature", min: 0)
+        parameters.topK = try a.int("top-k", min: 0)
+        parameters.topP = try a.float("top-p", min: 0, max: 1)
+        parameters.minP = try a.float("min-p", min: 0, max: 1)
+        parameters.repeatPenalty = try a.float("repeat-penalty", min: 0.01)
+        maxTokens = try a.int("max-tokens", min: 0)
+        count = try a.int("count", min: 1)
+        seed = a.has("seed") ? UInt64(try a.int("seed", min: 0)) : UInt64.random(in: 0...UInt64(Int64.max))
+        threads = try threadCount(a)
+        eachLine = a.has("each-line")
+        json = a.has("json")
+        stops = a.strings("stop")
+        if prompt != nil && promptFile != nil { throw GenError.usage("--prompt and --prompt-file cannot be used together") }
+        if eachLine && (prompt != nil || promptFile != nil) {
+            throw GenError.usage("--each-line reads prompts from standard input; it cannot be used with --prompt or --prompt-file")
         }
-        let start = Date()
-        ids.suffix(T).withUnsafeBufferPointer { decoder.fill($0) }
-        var stream = Utf8Stream()
-        var stop = StopMatcher(stops)
-        var text = ""
-        var made = 0
-        while made < maxTokens && !stop.stopped {
-            scratch.update(from: decoder.logits, count: V)
-            let next = sampler.sample(scratch, recent: ids[...])
-            ids.append(next)
-            made += 1
-            let piece = stop.push(stream.push(tok.bytes(of: next)))
-            text += piece
-            write(piece)
-            if stop.stopped || made == maxTokens { break }
-            ids.withUnsafeBufferPointer { decoder.advance(token: next, history: $0) }
-        }
-        let tail = stop.push(stream.finish()) + stop.finish()
-        text += tail
-        write(tail)
-        return (text, made, Date().timeIntervalSince(start))
     }
 
-    func jsonLine(_ prompt: String, _ r: (text: String, tokens: Int, seconds: Double)) -> String {
-        "{\"prompt\":\(jsonString(prompt)),\"completion\":\(jsonString(r.text)),\"tokens\":\(r.tokens),\"tokens_per_s\":\(String(format: "%.1f", Double(r.tokens) / max(r.seconds, 1e-9)))}\n"
-    }
-
-    if eachLine {
-        if a.has("prompt") { throw UsageError(message: "--each-line reads prompts from standard input; it cannot be used with --prompt", command: a.spec) }
-        while let line = readLine(strippingNewline: true) {
-            for _ in 0..<count {
-                let r = try generate(line) { _ in }
-                if json {
-                    emit(jsonLine(line, r))
-                } else {
-                    emit(r.text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n") + "\n")
+    func run() throws -> Int32 {
+        let ck = try Checkpoint.load(from)
+        let generator = Generator(model: ck.model, tokenizer: ck.tokenizer, parameters: parameters, seed: seed, threads: threads)
+        func jsonLine(_ prompt: String, _ c: Generator.Completion) -> String {
+            "{\"prompt\":\(jsonString(prompt)),\"completion\":\(jsonString(c.text)),\"tokens\":\(c.tokens),\"tokens_per_s\":\(String(format: "%.1f", c.tokensPerSecond))}\n"
+        }
+        if eachLine {
+            while let line = readLine(strippingNewline: true) {
+                for _ in 0..<count {
+                    let c = try generator.generate(line, maxTokens: maxTokens, stops: stops)
+                    try Output.write(json ? jsonLine(line, c)
+                                          : c.text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n") + "\n")
                 }
             }
+            return 0
         }
+        let prompt = try readPrompt()
+        _ = try ck.tokenizer.encode(prompt)   // refuse unknown characters before printing anything
+        for i in 0..<count {
+            if json {
+                try Output.write(jsonLine(prompt, try generator.generate(prompt, maxTokens: maxTokens, stops: stops)))
+            } else {
+                if i > 0 { try Output.write("\n---\n") }
+                try Output.write(prompt)
+                var failure: Error?
+                try generator.generate(prompt, maxTokens: maxTokens, stops: stops) { text in
+                    if failure == nil { do { try Output.write(text) } catch { failure = error } }
+                }
+                if let failure { throw failure }
+            }
+        }
+        if !json { try Output.write("\n") }
         return 0
     }
 
-    var prompt = a.string("prompt") ?? ""
-    if !a.has("prompt") && isatty(0) == 0 {
-        var data = Data()
-        while let chunk = try FileHandle.standardInput.read(upToCount: 1 << 16), !chunk.isEmpty { data.append(chunk) }
-        guard let s = String(data: data, encoding: .utf8) else { throw GenError("the prompt on standard input is not valid UTF-8") }
-        prompt = s
-    }
-    _ = try tok.encode(prompt)   // refuse unknown characters before printing anything
-    for i in 0..<count {
-        if json {
-            emit(jsonLine(prompt, try generate(prompt) { _ in }))
+    /// --prompt, --prompt-file, else standard input when it is not a terminal, else empty.
+    func readPrompt() throws -> String {
+        if let prompt { return prompt }
+        let data: Data
+        let name: String
+        if let promptFile {
+            var isDir = ObjCBool(false)
+            guard FileManager.default.fileExists(atPath: promptFile, isDirectory: &isDir), !isDir.boolValue,
+                  let d = FileManager.default.contents(atPath: promptFile) else {
+                throw GenError("cannot read the prompt file \(promptFile)")
+            }
+            data = d
+            name = promptFile
+        } else if isatty(0) == 0 {
+            var d = Data()
+            while let chunk = try? FileHandle.standardInput.read(upToCount: 1 << 16), !chunk.isEmpty { d.append(chunk) }
+            data = d
+            name = "the prompt on standard input"
         } else {
-            if i > 0 { emit("\n---\n") }
-            emit(prompt)
-            _ = try generate(prompt) { emit($0) }
+            return ""
         }
+        guard let s = String(data: data, encoding: .utf8) else { throw GenError("\(name) is not valid UTF-8") }
+        return s
     }
-    if !json { emit("\n") }
-    return 0
 }

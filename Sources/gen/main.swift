@@ -3,17 +3,43 @@ import GenKit
 
 let genVersion = "0.1.0"
 
-let commands: [(CommandSpec, ([String]) throws -> Int32)] = [
-    (trainSpec, { try runTrain($0, finetune: false) }),
-    (finetuneSpec, { try runTrain($0, finetune: true) }),
-    (sampleSpec, runSample),
-    (evalSpec, runEval),
-    (infoSpec, runInfo),
-    (benchSpec, runBench),
-    (tokenizerTrainSpec, runTokenizerTrain),
-    (tokenizeSpec, runTokenize),
-    (detokenizeSpec, runDetokenize),
+/// A subcommand: its interface and what runs it, from options already checked against it.
+struct Command {
+    var spec: CommandSpec
+    var run: (ParsedArguments) throws -> Int32
+}
+
+let commands: [Command] = [
+    Command(spec: TrainOptions.trainSpec) { try TrainOptions($0, finetune: false).run() },
+    Command(spec: TrainOptions.finetuneSpec) { try TrainOptions($0, finetune: true).run() },
+    Command(spec: SampleOptions.spec) { try SampleOptions($0).run() },
+    Command(spec: EvalOptions.spec) { try EvalOptions($0).run() },
+    Command(spec: InfoOptions.spec) { try InfoOptions($0).run() },
+    Command(spec: BenchOptions.spec) { try BenchOptions($0).run() },
+    Command(spec: TokenizerTrainOptions.spec) { try TokenizerTrainOptions($0).run() },
+    Command(spec: TokenizeOptions.spec) { try TokenizeOptions($0).run() },
+    Command(spec: TokenizeOptions.detokenizeSpec) { try TokenizeOptions.runDetokenize($0) },
 ]
+
+/// Commands whose names have two words (`tokenizer train`) are grouped under the first.
+let groups: [String: String] = ["tokenizer": "Train byte-level BPE tokenizers."]
+
+func groupHelp(_ group: String) -> String {
+    let subs = commands.filter { $0.spec.name.hasPrefix(group + " ") }
+    return """
+    OVERVIEW: \(groups[group]!)
+
+    USAGE: gen \(group) <subcommand>
+
+    OPTIONS:
+      -h, --help              Show help information.
+
+    SUBCOMMANDS:
+    \(subs.map { CommandSpec.row(String($0.spec.name.dropFirst(group.count + 1)), $0.spec.abstract) }.joined())
+      See 'gen help \(group) <subcommand>' for detailed help.
+
+    """
+}
 
 let overview = """
 OVERVIEW: Train, finetune and sample small GPT-2 models on your own text, on the CPU.
@@ -25,13 +51,87 @@ OPTIONS:
   -h, --help              Show help information.
 
 SUBCOMMANDS:
-\(commands.map { CommandSpec.row($0.0.name, $0.0.abstract) }.joined())\(CommandSpec.row("help", "Show help for a subcommand."))
+\(commands.filter { !$0.spec.name.contains(" ") }.map { CommandSpec.row($0.spec.name, $0.spec.abstract) }.joined())\(groups.keys.sorted().map { CommandSpec.row($0, groups[$0]!) }.joined())\(CommandSpec.row("help", "Show help for a subcommand."))
   See 'gen help <subcommand>' for detailed help.
+
 """
 
-func usageFailure(_ e: UsageError) -> Int32 {
-    var s = "Error: \(e.message)\n"
-    if let c = e.command {
+/// The command named by the first words of `argv`, and the words after its name.
+func findCommand(_ argv: [String]) throws -> (Command, [String])? {
+    guard let first = argv.first else { return nil }
+    if groups[first] != nil {
+        guard argv.count > 1, !argv[1].hasPrefix("-") else { return nil }
+        guard let c = commands.first(where: { $0.spec.name == first + " " + argv[1] }) else {
+            throw GenError.usage("Unknown subcommand '\(first) \(argv[1])'")
+        }
+        return (c, Array(argv.dropFirst(2)))
+    }
+    guard let c = commands.first(where: { $0.spec.name == first }) else {
+        throw GenError.usage((first.hasPrefix("-") ? "Unknown option '\(first)'" : "Unknown subcommand '\(first)'") + subcommandHint(first))
+    }
+    return (c, Array(argv.dropFirst()))
+}
+
+func subcommandHint(_ given: String) -> String {
+    let names = commands.map { $0.spec.name }.filter { !$0.contains(" ") } + groups.keys + ["help"]
+    if let best = names.min(by: { editDistance(given, $0) < editDistance(given, $1) }), editDistance(given, best) <= 2 {
+        return "\nDid you mean '\(best)'?"
+    }
+    return ""
+}
+
+/// Runs the command line; every error becomes its message and an exit code here: 64 for a
+/// usage problem (with the usage line), 1 for anything else.
+func run(_ argv: [String]) -> Int32 {
+    var current: CommandSpec?
+    do {
+        switch argv.first {
+        case nil, "-h", "--help":
+            try Output.write(overview)
+            return 0
+        case "--version":
+            try Output.line(genVersion)
+            return 0
+        case "help":
+            let rest = Array(argv.dropFirst())
+            if rest.isEmpty { try Output.write(overview); return 0 }
+            if let group = rest.first, groups[group] != nil, rest.count == 1 { try Output.write(groupHelp(group)); return 0 }
+            guard let (c, _) = try findCommand(rest) else { try Output.write(overview); return 0 }
+            try Output.write(c.spec.help)
+            return 0
+        default:
+            if let group = argv.first, groups[group] != nil, argv.count == 1 || argv[1].hasPrefix("-") {
+                if argv.count > 1 && (argv[1] == "-h" || argv[1] == "--help") { try Output.write(groupHelp(group)); return 0 }
+                throw GenError.usage("Missing subcommand: 'gen \(group) <subcommand>'\nSee 'gen help \(group)'.")
+            }
+            guard let (c, rest) = try findCommand(argv) else { try Output.write(overview); return 0 }
+            current = c.spec
+            let parsed = try ParsedArguments(rest, spec: c.spec)
+            let status = try c.run(parsed)
+            try Output.finish()
+            return status
+        }
+    } catch let h as HelpRequest {
+        do { try Output.write(h.command.help) } catch { return fail(error, command: nil) }
+        return 0
+    } catch {
+        return fail(error, command: current)
+    }
+}
+
+/// Prints `error` as one line (with the usage line for a usage problem) and returns the exit code.
+func fail(_ error: Error, command: CommandSpec?) -> Int32 {
+    guard let e = error as? GenError else {
+        note("Error: \(error.localizedDescription)")
+        return 1
+    }
+    let message = e.setting.map { "--\($0): \(e.message)" } ?? e.message
+    guard e.kind == .usage else {
+        note("Error: \(message)")
+        return 1
+    }
+    var s = "Error: \(message)\n"
+    if let c = command {
         s += "Usage: \(c.usage)\n  See 'gen help \(c.name)' for more information.\n"
     } else {
         s += "Usage: gen <subcommand>\n  See 'gen --help' for more information.\n"
@@ -40,58 +140,6 @@ func usageFailure(_ e: UsageError) -> Int32 {
     return 64
 }
 
-func run(_ argv: [String]) -> Int32 {
-    guard let first = argv.first else { print(overview); return 0 }
-    do {
-        switch first {
-        case "-h", "--help":
-            print(overview)
-            return 0
-        case "--version":
-            print(genVersion)
-            return 0
-        case "help":
-            guard argv.count > 1 else { print(overview); return 0 }
-            let name = argv[1] == "tokenizer" ? "tokenizer train" : argv[1]
-            guard let c = commands.first(where: { $0.0.name == name }) else {
-                throw UsageError(message: "Unknown subcommand '\(argv[1])'" + subcommandHint(argv[1]), command: nil)
-            }
-            print(c.0.help, terminator: "")
-            return 0
-        case "tokenizer" where argv.count > 1 && argv[1] == "train":
-            return try runTokenizerTrain(Array(argv.dropFirst(2)))
-        case "tokenizer":
-            throw UsageError(message: "Missing subcommand: 'gen tokenizer train'", command: tokenizerTrainSpec)
-        default:
-            guard let c = commands.first(where: { $0.0.name == first }) else {
-                throw UsageError(message: (first.hasPrefix("-") ? "Unknown option '\(first)'" : "Unknown subcommand '\(first)'") + subcommandHint(first), command: nil)
-            }
-            return try c.1(Array(argv.dropFirst()))
-        }
-    } catch let e as UsageError {
-        return usageFailure(e)
-    } catch let h as HelpRequest {
-        print(h.command.help, terminator: "")
-        return 0
-    } catch let e as GenError {
-        fputs("Error: \(e.description)\n", stderr)
-        return 1
-    } catch {
-        fputs("Error: \(error)\n", stderr)
-        return 1
-    }
-}
-
-func subcommandHint(_ given: String) -> String {
-    let names = commands.map { $0.0.name } + ["help"]
-    if let best = names.min(by: { editDistance(given, $0) < editDistance(given, $1) }), editDistance(given, best) <= 2 {
-        return "\nDid you mean '\(best)'?"
-    }
-    return ""
-}
-
-if let warning = BLAS.ensureFastKernel() { fputs(warning + "\n", stderr) }
+if let warning = Machine.ensureFastMatrixKernel() { note(warning) }
 setvbuf(stdout, nil, _IOFBF, 1 << 16)
-let status = run(Array(CommandLine.arguments.dropFirst()))
-fflush(stdout)
-exit(status)
+exit(run(Array(CommandLine.arguments.dropFirst())))

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import GenKit
+import GenKernels
 
 /// Byte-level BPE against Hugging Face `tokenizers` (fixtures from scripts/bpe_reference.py):
 /// the same ids, token for token, on prose, code, numbers, whitespace runs, contractions,
@@ -149,10 +150,7 @@ import GenKit
         let serial = tok.encode(String(decoding: bytes, as: UTF8.self), allowSpecial: false)
         let n = bytes.count
         for threads in [2, 3, 7] {
-            let saved = Parallel.threads
-            Parallel.threads = threads
             let parallel = bytes.withUnsafeMutableBufferPointer { tok.encodeParallel(bytes: $0.baseAddress!, count: n, threads: threads) }
-            Parallel.threads = saved
             #expect(parallel == serial, "\(threads) threads")
         }
     }

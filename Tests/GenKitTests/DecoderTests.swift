@@ -1,5 +1,6 @@
 import Testing
 import GenKit
+import GenKernels
 
 /// KV-cache decoding against the full forward pass.
 @Suite struct DecoderTests {

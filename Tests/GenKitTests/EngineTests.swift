@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import GenKit
+import GenKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,10 +18,10 @@ import Glibc
         settings.learningRate = 1e-2
         settings.warmup = 5
         let trainer = Trainer(model: model, settings: settings)
-        for i in 0..<32 { trainer.inputs.pointer[i] = Int32(i % 20); trainer.targets.pointer[i] = Int32((i * 7) % 20) }
-        let first = trainer.step { _, _ in }.loss
+        for i in 0..<32 { trainer.batch.inputs.pointer[i] = Int32(i % 20); trainer.batch.targets.pointer[i] = Int32((i * 7) % 20) }
+        let first = trainer.step(from: KeepBatch()).loss
         var last = first
-        for _ in 0..<59 { last = trainer.step { _, _ in }.loss }
+        for _ in 0..<59 { last = trainer.step(from: KeepBatch()).loss }
         #expect(first > 2.5)
         #expect(last < 0.5 * first)
     }
@@ -50,8 +51,8 @@ import Glibc
             trainer.gradients.zero()
             for _ in 0..<accumulation {
                 for i in 0..<(batch * 8) {
-                    trainer.inputs.pointer[i] = data[micro * batch * 8 + i]
-                    trainer.targets.pointer[i] = data[(micro * batch * 8 + i + 1) % 64]
+                    trainer.batch.inputs.pointer[i] = data[micro * batch * 8 + i]
+                    trainer.batch.targets.pointer[i] = data[(micro * batch * 8 + i + 1) % 64]
                 }
                 micro += 1
                 _ = trainer.accumulateGradients(microBatches: accumulation)

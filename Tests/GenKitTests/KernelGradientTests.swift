@@ -1,5 +1,6 @@
 import Testing
 import GenKit
+import GenKernels
 
 /// Each layer's backward against central finite differences of its forward. The loss is
 /// Σ out·R for a random R, so the analytic input gradient is backward(dout = R). Differences
@@ -91,10 +92,7 @@ import GenKit
     func matmulSplitOverThreads(M: Int, K: Int, N: Int) {
         var rng = Random(seed: 13)
         let x = randomArray(M * K, &rng), w = randomArray(K * N, &rng), d = randomArray(M * N, &rng)
-        func run(threads: Int) -> [[Float]] {
-            let saved = Parallel.threads
-            Parallel.threads = threads
-            defer { Parallel.threads = saved }
+        func run(threads: Int) -> [[Float]] { Parallel.withThreads(threads) {
             var out = [Float](repeating: 0, count: M * N), dx = [Float](repeating: 0, count: M * K)
             var dw = [Float](repeating: 0, count: K * N), db = [Float](repeating: 0, count: N)
             Matmul.forward(&out, x, w, nil, M: M, K: K, N: N)
@@ -106,7 +104,7 @@ import GenKit
             Matmul.forwardTransposed(&tout, x, wt, M: M, K: K, N: N)
             Matmul.backwardTransposed(dinp: &tdx, dweight: &tdw, dout: d, inp: x, weight: wt, M: M, K: K, N: N)
             return [out, dx, dw, db, tout, tdx, tdw]
-        }
+        } }
         let one = run(threads: 1), two = run(threads: 3)
         for (a, b) in zip(two, one) { #expect(relativeError(a, b) < 1e-6) }
         var naive = [Float](repeating: 0, count: M * N)
@@ -270,7 +268,7 @@ import GenKit
     @Test func expAndTanh() {
         for x in stride(from: Float(-20), through: 20, by: 0.37) {
             #expect(abs(fastExp(x) - exp(x)) <= 3e-7 * exp(x))
-            let t = simdTanh(F16(repeating: x))[0]
+            let t = simdTanh(Float32x16(repeating: x))[0]
             #expect(abs(t - tanh(x)) < 2e-7 * 4)
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import GenKit
+import GenKernels
 
 /// Max-norm relative difference: max|a - b| / max|b| (0 when both are zero).
 func relativeError(_ a: [Float], _ b: [Float]) -> Float {
@@ -48,4 +49,10 @@ func weightedSum(_ a: [Float], _ r: [Float]) -> Double {
     var s = 0.0
     for i in 0..<a.count { s += Double(a[i]) * Double(r[i]) }
     return s
+}
+
+/// A batch source that leaves the batch as the test filled it.
+final class KeepBatch: BatchSource {
+    func fill(_ batch: TokenBatch) {}
+    var state: [UInt64] = [0, 0, 0, 0]
 }

@@ -1,3 +1,4 @@
+import GenKernels
 import Foundation
 
 /// gen's model file: a safetensors file with GPT-2's tensor names and shapes and metadata
@@ -21,7 +22,7 @@ public struct Checkpoint {
     ///   missing tensor, wrong shape.
     public static func load(_ path: String) throws -> Checkpoint {
         let file: SafeTensorsFile
-        do { file = try SafeTensorsFile(path: path) } catch let e as SafeTensorsError { throw GenError(e.description) }
+        file = try SafeTensorsFile(path: path)
         let meta = file.metadata
         if let f = meta["format"], f != "gen" { throw GenError("\(path): format is \"\(f)\", not a gen model") }
         guard let version = meta["format_version"] else {
@@ -34,7 +35,7 @@ public struct Checkpoint {
               let config = try? JSONDecoder().decode(GPTConfig.self, from: Data(configJSON.utf8)) else {
             throw GenError("\(path): the config metadata is missing or malformed")
         }
-        if let problem = config.problem { throw GenError("\(path): bad config: \(problem)") }
+        do { try config.validate() } catch let e as GenError { throw GenError("\(path): bad config: \(e.message)") }
         guard let tokJSON = meta["tokenizer"] else { throw GenError("\(path): no tokenizer in its metadata") }
         let tokenizer: Tokenizer
         do { tokenizer = try makeTokenizer(json: tokJSON) } catch let e as GenError { throw GenError("\(path): \(e.description)") }
@@ -65,7 +66,7 @@ public struct Checkpoint {
             SafeTensorsWriter.Item(name: $0.name, shape: $0.shape,
                                    bytes: UnsafeRawBufferPointer(start: base + $0.offset * 4, count: $0.count * 4))
         }
-        do { try SafeTensorsWriter.write(items, metadata: meta, to: path) } catch let e as SafeTensorsError { throw GenError(e.description) }
+        try SafeTensorsWriter.write(items, metadata: meta, to: path)
     }
 }
 
@@ -100,13 +101,13 @@ public struct TrainingState {
             SafeTensorsWriter.Item(name: "adam.m", shape: [n], bytes: UnsafeRawBufferPointer(start: trainer.m.pointer, count: n * 4)),
             SafeTensorsWriter.Item(name: "adam.v", shape: [n], bytes: UnsafeRawBufferPointer(start: trainer.v.pointer, count: n * 4)),
         ]
-        do { try SafeTensorsWriter.write(items, metadata: meta, to: path) } catch let e as SafeTensorsError { throw GenError(e.description) }
+        try SafeTensorsWriter.write(items, metadata: meta, to: path)
     }
 
     /// Reads a state file into `trainer`'s moments and returns the rest.
     public static func load(_ path: String, into trainer: Trainer) throws -> TrainingState {
         let file: SafeTensorsFile
-        do { file = try SafeTensorsFile(path: path) } catch let e as SafeTensorsError { throw GenError(e.description) }
+        file = try SafeTensorsFile(path: path)
         let meta = file.metadata
         guard meta["format"] == "gen-state", meta["format_version"] == Checkpoint.formatVersion,
               let step = meta["step"].flatMap(Int.init),
@@ -118,7 +119,7 @@ public struct TrainingState {
         do {
             try file.copyFloats("adam.m", into: trainer.m.pointer, count: trainer.m.count)
             try file.copyFloats("adam.v", into: trainer.v.pointer, count: trainer.v.count)
-        } catch let e as SafeTensorsError {
+        } catch let e as GenError {
             throw GenError("\(path): \(e.description) (does it belong to this model?)")
         }
         return TrainingState(step: step, dataRandom: Random(state: d), dropoutRandom: Random(state: r),

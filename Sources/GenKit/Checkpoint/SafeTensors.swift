@@ -1,10 +1,5 @@
+import GenKernels
 import Foundation
-
-/// Errors reading a safetensors file; each message says what is wrong and where.
-public struct SafeTensorsError: Error, CustomStringConvertible, Equatable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}
 
 /// A safetensors file read into memory: an 8-byte little-endian header length, a JSON header
 /// naming each tensor's dtype, shape and byte range, then the raw little-endian data.
@@ -24,11 +19,11 @@ public struct SafeTensorsFile {
 
     public init(path: String) throws {
         guard FileManager.default.fileExists(atPath: path) else {
-            throw SafeTensorsError("\(path): no such file")
+            throw GenError("\(path): no such file")
         }
         // Mapped, not read: a model is copied once, from the page cache into its buffer.
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
-            throw SafeTensorsError("\(path): cannot be read")
+            throw GenError("\(path): cannot be read")
         }
         try self.init(data: data, name: path)
     }
@@ -36,16 +31,16 @@ public struct SafeTensorsFile {
     public init(data: Data, name: String) throws {
         bytes = data
         guard data.count >= 8 else {
-            throw SafeTensorsError("\(name): truncated (\(data.count) bytes, not even a safetensors header length)")
+            throw GenError("\(name): truncated (\(data.count) bytes, not even a safetensors header length)")
         }
         var n: UInt64 = 0
         for i in 0..<8 { n |= UInt64(data[data.startIndex + i]) << (8 * UInt64(i)) }
         guard n <= UInt64(data.count - 8) else {
-            throw SafeTensorsError("\(name): truncated or not a safetensors file (header of \(n) bytes, file of \(data.count))")
+            throw GenError("\(name): truncated or not a safetensors file (header of \(n) bytes, file of \(data.count))")
         }
         let headerData = data.subdata(in: (data.startIndex + 8)..<(data.startIndex + 8 + Int(n)))
         guard let json = try? JSONSerialization.jsonObject(with: headerData), let header = json as? [String: Any] else {
-            throw SafeTensorsError("\(name): the safetensors header is not valid JSON")
+            throw GenError("\(name): the safetensors header is not valid JSON")
         }
         dataStart = 8 + Int(n)
         let dataSize = data.count - dataStart
@@ -54,10 +49,10 @@ public struct SafeTensorsFile {
         for (key, value) in header {
             if key == "__metadata__" {
                 guard let dict = value as? [String: Any] else {
-                    throw SafeTensorsError("\(name): __metadata__ is not a map of strings")
+                    throw GenError("\(name): __metadata__ is not a map of strings")
                 }
                 for (k, v) in dict {
-                    guard let s = v as? String else { throw SafeTensorsError("\(name): metadata \(k) is not a string") }
+                    guard let s = v as? String else { throw GenError("\(name): metadata \(k) is not a string") }
                     metadata[k] = s
                 }
                 continue
@@ -65,17 +60,17 @@ public struct SafeTensorsFile {
             guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
                   let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int],
                   offsets.count == 2 else {
-                throw SafeTensorsError("\(name): tensor \(key) has a malformed header entry")
+                throw GenError("\(name): tensor \(key) has a malformed header entry")
             }
             guard offsets[0] >= 0, offsets[0] <= offsets[1], offsets[1] <= dataSize else {
-                throw SafeTensorsError("\(name): tensor \(key) lies outside the file (bytes \(offsets[0])..<\(offsets[1]) of \(dataSize)); the file is truncated or damaged")
+                throw GenError("\(name): tensor \(key) lies outside the file (bytes \(offsets[0])..<\(offsets[1]) of \(dataSize)); the file is truncated or damaged")
             }
             guard shape.allSatisfy({ $0 >= 0 }) else {
-                throw SafeTensorsError("\(name): tensor \(key) has a negative dimension")
+                throw GenError("\(name): tensor \(key) has a negative dimension")
             }
             let e = Entry(dtype: dtype, shape: shape, begin: offsets[0], end: offsets[1])
             if let size = Self.dtypeSize(dtype), e.count * size != offsets[1] - offsets[0] {
-                throw SafeTensorsError("\(name): tensor \(key) has \(offsets[1] - offsets[0]) bytes for shape \(shape) of \(dtype)")
+                throw GenError("\(name): tensor \(key) has \(offsets[1] - offsets[0]) bytes for shape \(shape) of \(dtype)")
             }
             entries[key] = e
         }
@@ -87,7 +82,7 @@ public struct SafeTensorsFile {
         switch dtype {
         case "F32", "I32", "U32": return 4
         case "F64", "I64", "U64": return 8
-        case "F16", "BF16", "I16", "U16": return 2
+        case "Float32x16", "BF16", "I16", "U16": return 2
         case "I8", "U8", "BOOL": return 1
         default: return nil
         }
@@ -95,9 +90,9 @@ public struct SafeTensorsFile {
 
     /// Copies tensor `name` (F32) into `destination`, which must hold exactly its elements.
     public func copyFloats(_ name: String, into destination: UnsafeMutablePointer<Float>, count: Int) throws {
-        guard let e = entries[name] else { throw SafeTensorsError("missing tensor \(name)") }
-        guard e.dtype == "F32" else { throw SafeTensorsError("tensor \(name) is \(e.dtype), expected F32") }
-        guard e.count == count else { throw SafeTensorsError("tensor \(name) has \(e.count) elements, expected \(count)") }
+        guard let e = entries[name] else { throw GenError("missing tensor \(name)") }
+        guard e.dtype == "F32" else { throw GenError("tensor \(name) is \(e.dtype), expected F32") }
+        guard e.count == count else { throw GenError("tensor \(name) has \(e.count) elements, expected \(count)") }
         bytes.withUnsafeBytes { raw in
             let src = raw.baseAddress! + dataStart + e.begin
             UnsafeMutableRawPointer(destination).copyMemory(from: src, byteCount: count * 4)
@@ -106,7 +101,7 @@ public struct SafeTensorsFile {
 
     /// Tensor `name` (F32) as an array.
     public func floats(_ name: String) throws -> [Float] {
-        guard let e = entries[name] else { throw SafeTensorsError("missing tensor \(name)") }
+        guard let e = entries[name] else { throw GenError("missing tensor \(name)") }
         var out = [Float](repeating: 0, count: e.count)
         try out.withUnsafeMutableBufferPointer { try copyFloats(name, into: $0.baseAddress!, count: e.count) }
         return out
@@ -114,7 +109,7 @@ public struct SafeTensorsFile {
 
     /// Tensor `name` (I32 or I64) as Int32 values.
     public func int32s(_ name: String) throws -> [Int32] {
-        guard let e = entries[name] else { throw SafeTensorsError("missing tensor \(name)") }
+        guard let e = entries[name] else { throw GenError("missing tensor \(name)") }
         return bytes.withUnsafeBytes { raw in
             let src = raw.baseAddress! + dataStart + e.begin
             if e.dtype == "I64" {
@@ -190,7 +185,7 @@ public struct SafeTensorsWriter {
         let tmp = (dir.isEmpty ? "." : dir) + "/.\(base).tmp-\(getpid())"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else {
-            throw SafeTensorsError("cannot write \(path): \(String(cString: strerror(errno)))")
+            throw GenError("cannot write \(path): \(String(cString: strerror(errno)))")
         }
         var ok = true
         func put(_ p: UnsafeRawPointer, _ n: Int) {
@@ -207,7 +202,7 @@ public struct SafeTensorsWriter {
         guard ok, rename(tmp, path) == 0 else {
             let message = String(cString: strerror(ok ? errno : err))
             unlink(tmp)
-            throw SafeTensorsError("cannot write \(path): \(message)")
+            throw GenError("cannot write \(path): \(message)")
         }
         // Make the rename itself durable.
         let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY)

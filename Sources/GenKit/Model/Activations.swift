@@ -1,3 +1,4 @@
+import GenKernels
 /// Every activation of a forward pass for up to B sequences of up to T tokens (and, when
 /// training, the gradient scratch of the backward pass), in one allocation made up front.
 /// Per-layer tensors are stored for all layers; a pass over t <= T tokens uses the first
@@ -29,11 +30,13 @@ public final class Activations {
     let dfch: UnsafeMutablePointer<Float>!     // (M,4C)
     let attScratch: UnsafeMutablePointer<Float>!   // (B*NH*T)
 
-    /// Floats of each tensor, in allocation order.
-    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool) -> [Int] {
-        let L = config.nLayer, C = config.nEmbd, V = config.vocabSize, NH = config.nHead
+    /// Floats of each tensor, in allocation order, computed in floating point so that no
+    /// shape, however large, overflows (the caller checks the total before allocating).
+    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool) -> [Double] {
+        let L = Double(config.nLayer), C = Double(config.nEmbd), V = Double(config.vocabSize), NH = Double(config.nHead)
+        let B = Double(B), T = Double(T)
         let M = B * T
-        var sizes: [Int] = [
+        var sizes: [Double] = [
             M * C, L * M * C, L * M, L * M, L * M * 3 * C, L * M * C, L * B * NH * T * T,
             L * M * C, L * M * C, L * M * C, L * M, L * M, L * M * 4 * C, L * M * 4 * C,
             L * M * C, L * M * C, M * C, M, M, M * V, M,
@@ -41,11 +44,11 @@ public final class Activations {
         if dropout { sizes += [M * C, L * M * C, L * M * C, L * B * NH * T * T] }
         if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * 4 * C, B * NH * T] }
         // Round each tensor up to 16 floats so every one starts 64-byte aligned.
-        return sizes.map { ($0 + 15) / 16 * 16 }
+        return sizes.map { ($0 / 16).rounded(.up) * 16 }
     }
 
     /// Bytes an `Activations` of this shape would hold.
-    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false) -> Int {
+    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false) -> Double {
         sizes(config: config, B: B, T: T, training: training, dropout: dropout).reduce(0, +) * 4
     }
 
@@ -53,7 +56,7 @@ public final class Activations {
         self.B = B
         self.T = T
         self.config = config
-        let rounded = Self.sizes(config: config, B: B, T: T, training: training, dropout: dropout)
+        let rounded = Self.sizes(config: config, B: B, T: T, training: training, dropout: dropout).map { Int($0) }
         buffer = FloatBuffer(count: rounded.reduce(0, +), hugePages: training)
         var at = buffer.pointer
         var i = 0

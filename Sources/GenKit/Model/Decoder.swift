@@ -1,3 +1,4 @@
+import GenKernels
 /// Inference with a KV cache: one new token costs one pass over the cached keys and values
 /// of each layer, not a re-run of the prefix. Holds no gradients or optimizer state.
 public final class Decoder {
@@ -5,7 +6,7 @@ public final class Decoder {
     let config: GPTConfig
     let buffer: FloatBuffer
     let kCache, vCache: UnsafeMutablePointer<Float>   // (L,T,C) each
-    let x, xn, qkv, y, proj, fch: UnsafeMutablePointer<Float>   // (C), (C), (3C), (C), (C), (4C)
+    let x, x2, xn, qkv, y, proj, fch: UnsafeMutablePointer<Float>   // (C), (C), (C), (3C), (C), (C), (4C)
     let scores: UnsafeMutablePointer<Float>            // (NH,T)
     let mean, rstd: UnsafeMutablePointer<Float>        // (1) each
     /// Logits of the last token fed, (V).
@@ -19,17 +20,24 @@ public final class Decoder {
         self.model = model
         config = model.config
         let L = config.nLayer, T = config.blockSize, C = config.nEmbd, NH = config.nHead, V = config.vocabSize
-        let sizes = [L * T * C, L * T * C, C, C, 3 * C, C, C, 4 * C, NH * T, 16, 16, V].map { ($0 + 15) / 16 * 16 }
+        let sizes = [L * T * C, L * T * C, C, C, C, 3 * C, C, C, 4 * C, NH * T, 16, 16, V].map { ($0 + 15) / 16 * 16 }
         buffer = FloatBuffer(count: sizes.reduce(0, +))
         var at = buffer.pointer
         var i = 0
         func next() -> UnsafeMutablePointer<Float> { defer { at += sizes[i]; i += 1 }; return at }
-        kCache = next(); vCache = next(); x = next(); xn = next(); qkv = next(); y = next(); proj = next()
+        kCache = next(); vCache = next(); x = next(); x2 = next(); xn = next(); qkv = next(); y = next(); proj = next()
         fch = next(); scores = next(); mean = next(); rstd = next(); logits = next()
         prefill = Activations(config: config, B: 1, T: T, training: false)
         tokenBuffer = TokenBuffer(count: T)
+        // The single-position step's activations: the residual stream in x (and x2 between the
+        // two branches), scratch reused across the block, GELU in place.
+        step = Activations.Layer(input: x, ln1: xn, ln1Mean: mean, ln1Rstd: rstd, qkv: qkv, atty: y, att: scores,
+                                 attproj: proj, res2: x2, ln2: xn, ln2Mean: mean, ln2Rstd: rstd,
+                                 fch: fch, fchGelu: fch, fcproj: proj, res3: x,
+                                 attMask: nil, attprojMask: nil, fcprojMask: nil)
     }
     let tokenBuffer: TokenBuffer
+    let step: Activations.Layer
 
     /// Empties the cache.
     public func reset() { length = 0 }
@@ -61,23 +69,11 @@ public final class Decoder {
         let p = model.views
         let L = config.nLayer, T = config.blockSize, C = config.nEmbd, NH = config.nHead, V = config.vocabSize
         let pos = length
-        let tok = Int(token)
-        for c in 0..<C { x[c] = p.wte[tok * C + c] + p.wpe[pos * C + c] }
+        tokenBuffer.pointer[0] = token
+        Embedding.forward(x, tokens: tokenBuffer.pointer, wte: p.wte, wpe: p.wpe + pos * C, B: 1, T: 1, C: C)
         for l in 0..<L {
-            let w = p.layer(l)
-            LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: w.ln1w, bias: w.ln1b, M: 1, C: C)
-            Matmul.vectorForward(qkv, xn, w.qkvw, w.qkvb, K: C, N: 3 * C)
-            let kc = kCache + l * T * C, vc = vCache + l * T * C
-            (kc + pos * C).update(from: qkv + C, count: C)
-            (vc + pos * C).update(from: qkv + 2 * C, count: C)
-            Attention.forwardOne(y, q: qkv, kCache: kc, vCache: vc, scores: scores, n: pos + 1, C: C, NH: NH)
-            Matmul.vectorForward(proj, y, w.attprojw, w.attprojb, K: C, N: C)
-            for c in 0..<C { x[c] += proj[c] }
-            LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: w.ln2w, bias: w.ln2b, M: 1, C: C)
-            Matmul.vectorForward(fch, xn, w.fcw, w.fcb, K: C, N: 4 * C)
-            GELU.forward(fch, fch, count: 4 * C)
-            Matmul.vectorForward(proj, fch, w.fcprojw, w.fcprojb, K: 4 * C, N: C)
-            for c in 0..<C { x[c] += proj[c] }
+            Block.forward(p.layer(l), step, M: 1, C: C, NH: NH,
+                          attention: .cached(keys: kCache + l * T * C, values: vCache + l * T * C, scores: scores, position: pos))
         }
         LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: p.lnfw, bias: p.lnfb, M: 1, C: C)
         Matmul.vectorForwardTransposed(logits, xn, p.wte, K: C, N: V)

@@ -1,3 +1,4 @@
+import GenKernels
 /// A GPT-2 model's weights: one allocation with named views into it. It holds no gradients,
 /// optimizer state or activations; those belong to a `Trainer` or a `Decoder`.
 public final class GPTModel {
@@ -8,7 +9,7 @@ public final class GPTModel {
 
     /// A model with zeroed weights (to be filled by `initialize` or a checkpoint).
     public init(config: GPTConfig) {
-        precondition(config.problem == nil, config.problem ?? "")
+        precondition(config.isValid, "invalid model shape")
         self.config = config
         layout = ParameterLayout(config)
         parameters = FloatBuffer(count: layout.count, hugePages: true)
@@ -31,12 +32,6 @@ public final class GPTModel {
                 for i in 0..<t.count { p[i] = Float(rng.nextNormal() * std) }
             }
         }
-    }
-
-    /// The tensor of this name, as a buffer pointer into the parameters.
-    public func tensor(named name: String) -> UnsafeMutableBufferPointer<Float>? {
-        guard let t = layout.tensors.first(where: { $0.name == name }) else { return nil }
-        return UnsafeMutableBufferPointer(start: parameters.pointer + t.offset, count: t.count)
     }
 
     public var parameterCount: Int { layout.count }

@@ -1,3 +1,4 @@
+import GenKernels
 /// Where each parameter tensor lives in the one flat parameter buffer, under GPT-2's names.
 ///
 /// Tensors of one kind are stored for all layers together (as llm.c does), so a layer's
@@ -125,18 +126,14 @@ public struct ParameterViews {
         C = layout.config.nEmbd
     }
 
-    /// One block's tensors.
-    public struct Block {
-        public let ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb: UnsafeMutablePointer<Float>
-    }
-
-    public func layer(_ l: Int) -> Block {
+    /// One block's tensors (of the parameters, or of their gradients).
+    public func layer(_ l: Int) -> BlockWeights {
         let C = self.C
-        return Block(ln1w: ln1w + l * C, ln1b: ln1b + l * C,
-                     qkvw: qkvw + l * 3 * C * C, qkvb: qkvb + l * 3 * C,
-                     attprojw: attprojw + l * C * C, attprojb: attprojb + l * C,
-                     ln2w: ln2w + l * C, ln2b: ln2b + l * C,
-                     fcw: fcw + l * 4 * C * C, fcb: fcb + l * 4 * C,
-                     fcprojw: fcprojw + l * 4 * C * C, fcprojb: fcprojb + l * C)
+        return BlockWeights(ln1w: ln1w + l * C, ln1b: ln1b + l * C,
+                            attn: Linear(weight: qkvw + l * 3 * C * C, bias: qkvb + l * 3 * C, K: C, N: 3 * C),
+                            proj: Linear(weight: attprojw + l * C * C, bias: attprojb + l * C, K: C, N: C),
+                            ln2w: ln2w + l * C, ln2b: ln2b + l * C,
+                            fc: Linear(weight: fcw + l * 4 * C * C, bias: fcb + l * 4 * C, K: C, N: 4 * C),
+                            fcproj: Linear(weight: fcprojw + l * 4 * C * C, bias: fcprojb + l * C, K: 4 * C, N: C))
     }
 }

@@ -1,3 +1,4 @@
+import GenKernels
 import Foundation
 
 /// How to pick each next token.
@@ -48,16 +49,12 @@ public final class Sampler {
             for i in 1..<V where logits[i] > logits[best] { best = i }
             return Int32(best)
         }
-        // Softmax at the temperature.
-        var m = -Float.infinity
-        for i in 0..<V { m = max(m, logits[i]) }
-        var sum: Float = 0
-        for i in 0..<V {
-            let e = Foundation.exp((logits[i] - m) / p.temperature)
-            probs[i] = e
-            sum += e
+        // Softmax at the temperature, in place in `probs`.
+        let inverse = 1 / p.temperature
+        probs.withUnsafeMutableBufferPointer { pr in
+            for i in 0..<V { pr[i] = logits[i] * inverse }
+            softmaxRow(pr.baseAddress!, V)
         }
-        for i in 0..<V { probs[i] /= sum }
         let needsOrder = p.topK > 0 || p.topP < 1 || p.minP > 0
         if !needsOrder {
             let r = random.nextFloat()

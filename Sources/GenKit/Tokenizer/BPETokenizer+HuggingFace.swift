@@ -1,3 +1,4 @@
+import GenKernels
 import Foundation
 
 /// GPT-2's reversible map from bytes to printable characters, used by Hugging Face's
@@ -131,5 +132,13 @@ extension BPETokenizer {
         "fuse_unk":false,"byte_fallback":false,"ignore_merges":false,\
         "vocab":{\(vocabEntries.joined(separator: ","))},"merges":[\(mergeEntries.joined(separator: ","))]}}
         """
+    }
+}
+
+extension BPETokenizer {
+    /// Writes `huggingFaceJSON` to `path` atomically (temporary file, fsync, rename).
+    public func writeHuggingFaceJSON(to path: String) throws {
+        let bytes = Array(huggingFaceJSON.utf8)
+        try bytes.withUnsafeBytes { try SafeTensorsWriter.writeRaw($0, to: path) }
     }
 }

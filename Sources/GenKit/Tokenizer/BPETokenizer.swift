@@ -1,3 +1,4 @@
+import GenKernels
 import Foundation
 
 /// Byte-level BPE as GPT-2 does it: text → UTF-8 → chunks by a split pattern → each chunk's

@@ -1,3 +1,4 @@
+import GenKernels
 import Foundation
 
 /// Learns byte-level BPE merges from a corpus.

@@ -1,3 +1,4 @@
+import GenKernels
 /// Character-level tokenizer: one token per Unicode scalar, ids in the sorted order of the
 /// scalars of the training corpus ("\r\n" is two tokens).
 public final class CharTokenizer: Tokenizer {

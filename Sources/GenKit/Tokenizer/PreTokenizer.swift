@@ -1,3 +1,4 @@
+import GenKernels
 /// Splits text into the chunks that byte-level BPE merges within, with the exact semantics of
 /// GPT-2's and GPT-4's (cl100k) pre-tokenization regular expressions, as a hand-written scanner
 /// over UTF-8 (Swift's Regex is far too slow for this). \p{L} and \p{N} are the Unicode

@@ -1,10 +1,5 @@
+import GenKernels
 import Foundation
-
-/// A failure a person can act on: bad input, a bad file, a bad setting. `description` is one line.
-public struct GenError: Error, CustomStringConvertible, Equatable {
-    public var description: String
-    public init(_ description: String) { self.description = description }
-}
 
 /// Turns text into token ids and back. Character-level and BPE tokenizers plug in here.
 public protocol Tokenizer: AnyObject {

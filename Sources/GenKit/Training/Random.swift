@@ -1,3 +1,4 @@
+import GenKernels
 /// A small seeded generator (xoshiro256**), whose whole state is four words so that a
 /// checkpoint can store it and a resumed run continue the same sequence.
 public struct Random: Sendable, Equatable {

@@ -1,3 +1,4 @@
+import GenKernels
 import Foundation
 
 /// Optimisation settings of a training run (nanoGPT's names in comments).

@@ -15,29 +15,22 @@ public enum BLAS {
         return String(cString: p)
     }
 
-    public static var threads: Int { Int(openblas_get_num_threads()) }
-
-    /// Sets the threads of gen's kernels to `n` and keeps OpenBLAS single-threaded: gen's
-    /// threads each call sgemm on their own block (see `Matmul`), so one owner has the cores.
-    public static func setThreads(_ n: Int) {
-        Parallel.threads = max(1, n)
-        openblas_set_num_threads(1)
-        stopOpenBLASThreads()
-    }
-
-    nonisolated(unsafe) static var openBLASThreadsStopped = false
+    /// Keeps OpenBLAS single-threaded: gen's threads each call sgemm on their own block (see
+    /// `Matmul`), so one owner has the cores. Cheap after the first call; every matrix product
+    /// makes it.
+    @inline(__always)
+    public static func keepSingleThreaded() { _ = singleThreaded }
 
     /// OpenBLAS starts a pool of threads when it loads, and they spin in sched_yield for a
     /// while before sleeping, taking a core from gen's own threads. gen never uses them, so it
     /// ends them (`blas_thread_shutdown_`, looked up at run time as it is not in cblas.h).
-    static func stopOpenBLASThreads() {
-        if openBLASThreadsStopped { return }
-        openBLASThreadsStopped = true
+    static let singleThreaded: Void = {
+        openblas_set_num_threads(1)
         typealias Shutdown = @convention(c) () -> Int32
         if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "blas_thread_shutdown_") {
             _ = unsafeBitCast(sym, to: Shutdown.self)()
         }
-    }
+    }()
 
     /// CPU feature flags as Linux lists them in /proc/cpuinfo.
     public static func cpuFlags(cpuinfo: String? = nil) -> Set<String> {

@@ -13,11 +13,21 @@ import Glibc
 /// its closure, and its worker threads come and go, allocating as they do). Kernels in the
 /// training step are `RangeKernel` values, not closures, so a region allocates nothing.
 public enum Parallel {
-    /// Threads used by gen's kernels.
-    nonisolated(unsafe) public static var threads: Int = Parallel.cores
-
-    /// The number of cores this process may use.
+    /// The number of cores online.
     public static var cores: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// The width of parallel regions started by the running task (or thread): set per run with
+    /// `withThreads`, so that two runs in one process (tests in parallel) do not share it.
+    @TaskLocal static var width: Int = Parallel.cores
+
+    /// Threads the kernels called from here use.
+    public static var threads: Int { width }
+
+    /// Runs `body` with kernels split over `n` threads (at least 1, at most 256).
+    public static func withThreads<R>(_ n: Int, _ body: () throws -> R) rethrows -> R {
+        BLAS.keepSingleThreaded()
+        return try $width.withValue(min(256, max(1, n)), operation: body)
+    }
 
     /// Pools by size, created on first use and kept: a pool may be running a region on one
     /// thread while another thread asks for a different size (tests change `threads`).

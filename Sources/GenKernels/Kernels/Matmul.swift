@@ -17,6 +17,7 @@ public enum Matmul {
                      _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
                      beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int) {
         let ta = blasTranspose(transA), tb = blasTranspose(transB)
+        BLAS.keepSingleThreaded()
         let work = M * N * K
         if Parallel.threads <= 1 || work < 1 << 17 {
             cblas_sgemm(CblasRowMajor, ta, tb, Int32(M), Int32(N), Int32(K), 1, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
@@ -75,18 +76,18 @@ public enum Matmul {
     }
 
     /// Backward of `forward`.
-    /// dout (M,N), inp (M,K), weight (K,N) -> dinp (M,K) (overwritten, or accumulated when
-    /// `accumulateInput`), dweight (K,N) +=, dbias (N) +=
-    public static func backward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>,
+    /// dout (M,N), inp (M,K), weight (K,N) -> dinp (M,K) (overwritten), dweight (K,N) +=,
+    /// dbias (N) +=. A nil gradient is not computed (a frozen weight needs none).
+    public static func backward(dinp: UnsafeMutablePointer<Float>?, dweight: UnsafeMutablePointer<Float>?,
                                 dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
                                 inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                                M: Int, K: Int, N: Int, accumulateInput: Bool = false) {
+                                M: Int, K: Int, N: Int) {
         if let dinp {
             // dinp (M,K) = dout (M,N) · weightᵀ (N,K)
-            gemm(false, true, M: M, N: K, K: N, dout, lda: N, weight, ldb: N, beta: accumulateInput ? 1 : 0, dinp, ldc: K)
+            gemm(false, true, M: M, N: K, K: N, dout, lda: N, weight, ldb: N, beta: 0, dinp, ldc: K)
         }
         // dweight (K,N) += inpᵀ (K,M) · dout (M,N)
-        gemm(true, false, M: K, N: N, K: M, inp, lda: K, dout, ldb: N, beta: 1, dweight, ldc: N)
+        if let dweight { gemm(true, false, M: K, N: N, K: M, inp, lda: K, dout, ldb: N, beta: 1, dweight, ldc: N) }
         if let dbias { columnSums(into: dbias, dout, M: M, N: N) }
     }
 
@@ -105,7 +106,7 @@ public enum Matmul {
             let c0 = range.lowerBound * 16, c1 = min(N, range.upperBound * 16)
             var c = c0
             while c + 16 <= c1 {
-                var s = F16()
+                var s = Float32x16()
                 for r in 0..<M { s += load16(x + r * N + c) }
                 store16(load16(acc + c) + s, acc + c)
                 c += 16
@@ -156,11 +157,11 @@ public enum Matmul {
             var c = range.lowerBound * 64
             let end = min(N, range.upperBound * 64)
             while c + 64 <= end {
-                var a0 = F16(), a1 = F16(), a2 = F16(), a3 = F16()
+                var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
                 if let bias { a0 = load16(bias + c); a1 = load16(bias + c + 16); a2 = load16(bias + c + 32); a3 = load16(bias + c + 48) }
                 var w = weight + c
                 for k in 0..<K {
-                    let xv = F16(repeating: x[k])
+                    let xv = Float32x16(repeating: x[k])
                     a0 = a0.addingProduct(xv, load16(w))
                     a1 = a1.addingProduct(xv, load16(w + 16))
                     a2 = a2.addingProduct(xv, load16(w + 32))
@@ -182,6 +183,7 @@ public enum Matmul {
     /// y (N) = weight (N,K) · x (K): one row through the tied output head, for decoding.
     public static func vectorForwardTransposed(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                                _ weight: UnsafePointer<Float>, K: Int, N: Int) {
+        BLAS.keepSingleThreaded()
         Parallel.forRanges(N, minimumPerThread: K * N >= 1 << 16 ? 16 : 1 << 30, VectorRows(y: y, x: x, weight: weight, K: K))
     }
 

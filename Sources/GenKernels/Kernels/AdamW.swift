@@ -20,8 +20,8 @@ public enum AdamW {
         let m, v: UnsafeMutablePointer<Float>
         let beta1, beta2, eps, stepSize, bc2Sqrt, decay: Float
         func run(_ range: Range<Int>) {
-            let b1 = F16(repeating: beta1), b2 = F16(repeating: beta2)
-            let ob1 = F16(repeating: 1 - beta1), ob2 = F16(repeating: 1 - beta2)
+            let b1 = Float32x16(repeating: beta1), b2 = Float32x16(repeating: beta2)
+            let ob1 = Float32x16(repeating: 1 - beta1), ob2 = Float32x16(repeating: 1 - beta2)
             var i = range.lowerBound
             while i + 16 <= range.upperBound {
                 let g = load16(grad + i)
@@ -53,7 +53,7 @@ public enum AdamW {
         let chunk = 1 << 14
         while i < n {
             let end = min(n, i + chunk)
-            var acc = F16()
+            var acc = Float32x16()
             var j = i
             while j + 16 <= end { let g = load16(x + j); acc = acc.addingProduct(g, g); j += 16 }
             var s = Double(acc.sum())
@@ -73,7 +73,7 @@ public enum AdamW {
         let x: UnsafeMutablePointer<Float>
         let s: Float
         func run(_ range: Range<Int>) {
-            let sv = F16(repeating: s)
+            let sv = Float32x16(repeating: s)
             var i = range.lowerBound
             while i + 16 <= range.upperBound { store16(load16(x + i) * sv, x + i); i += 16 }
             while i < range.upperBound { x[i] *= s; i += 1 }

@@ -22,7 +22,7 @@ public enum LayerNorm {
                 mean[r] = m
                 rstd[r] = s
                 var c = 0
-                let mv = F16(repeating: m), sv = F16(repeating: s)
+                let mv = Float32x16(repeating: m), sv = Float32x16(repeating: s)
                 while c + 16 <= C {
                     let n = (load16(x + c) - mv) * sv
                     store16(n * load16(weight + c) + load16(bias + c), o + c)
@@ -33,14 +33,16 @@ public enum LayerNorm {
         }
     }
 
-    /// dout (M,C), inp (M,C), weight (C), mean (M), rstd (M) -> dinp (M,C) +=, dweight (C) +=, dbias (C) +=
-    public static func backward(dinp: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
-                                dbias: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+    /// dout (M,C), inp (M,C), weight (C), mean (M), rstd (M) -> dinp (M,C) +=, dweight (C) +=,
+    /// dbias (C) += (nil for a frozen LayerNorm: its parameter gradients are not computed)
+    public static func backward(dinp: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>?,
+                                dbias: UnsafeMutablePointer<Float>?, dout: UnsafePointer<Float>,
                                 inp: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                 mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, M: Int, C: Int) {
         // Pass 1, over rows: the input gradient.
         Parallel.forRanges(M, minimumPerThread: 16, InputGradient(dinp: dinp, dout: dout, inp: inp, weight: weight, mean: mean, rstd: rstd, C: C))
         // Pass 2, over column blocks (each thread owns its slice of dweight and dbias).
+        guard let dweight, let dbias else { return }
         let blocks = (C + 15) / 16
         Parallel.forRanges(blocks, minimumPerThread: 4, ParameterGradient(dweight: dweight, dbias: dbias, dout: dout, inp: inp, mean: mean, rstd: rstd, M: M, C: C))
     }
@@ -53,11 +55,11 @@ public enum LayerNorm {
             let c0 = range.lowerBound * 16, c1 = min(C, range.upperBound * 16)
             var c = c0
             while c + 16 <= c1 {
-                var gw = F16(), gb = F16()
+                var gw = Float32x16(), gb = Float32x16()
                 for r in 0..<M {
                     let d = load16(dout + r * C + c)
                     gb += d
-                    gw = gw.addingProduct(d, (load16(inp + r * C + c) - F16(repeating: mean[r])) * F16(repeating: rstd[r]))
+                    gw = gw.addingProduct(d, (load16(inp + r * C + c) - Float32x16(repeating: mean[r])) * Float32x16(repeating: rstd[r]))
                 }
                 store16(load16(dweight + c) + gw, dweight + c)
                 store16(load16(dbias + c) + gb, dbias + c)
@@ -85,8 +87,8 @@ public enum LayerNorm {
             for r in rows {
                 let x = inp + r * C, d = dout + r * C, di = dinp + r * C
                 let m = mean[r], s = rstd[r]
-                let mv = F16(repeating: m), sv = F16(repeating: s)
-                var a0 = F16(), a1 = F16()
+                let mv = Float32x16(repeating: m), sv = Float32x16(repeating: s)
+                var a0 = Float32x16(), a1 = Float32x16()
                 var c = 0
                 while c + 16 <= C {
                     let dn = load16(d + c) * load16(weight + c)
@@ -103,7 +105,7 @@ public enum LayerNorm {
                 }
                 dnMean /= Float(C)
                 dnNormMean /= Float(C)
-                let dmv = F16(repeating: dnMean), dnnv = F16(repeating: dnNormMean)
+                let dmv = Float32x16(repeating: dnMean), dnnv = Float32x16(repeating: dnNormMean)
                 c = 0
                 while c + 16 <= C {
                     let n = (load16(x + c) - mv) * sv
@@ -123,7 +125,7 @@ public enum LayerNorm {
 
 @inline(__always)
 func rowSum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
-    var a0 = F16(), a1 = F16()
+    var a0 = Float32x16(), a1 = Float32x16()
     var i = 0
     while i + 32 <= n { a0 += load16(x + i); a1 += load16(x + i + 16); i += 32 }
     if i + 16 <= n { a0 += load16(x + i); i += 16 }
@@ -134,8 +136,8 @@ func rowSum(_ x: UnsafePointer<Float>, _ n: Int) -> Float {
 
 @inline(__always)
 func rowSquaredDeviation(_ x: UnsafePointer<Float>, _ m: Float, _ n: Int) -> Float {
-    let mv = F16(repeating: m)
-    var a0 = F16()
+    let mv = Float32x16(repeating: m)
+    var a0 = Float32x16()
     var i = 0
     while i + 16 <= n { let d = load16(x + i) - mv; a0 = a0.addingProduct(d, d); i += 16 }
     var s = a0.sum()

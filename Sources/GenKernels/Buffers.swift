@@ -31,11 +31,6 @@ public final class FloatBuffer {
 
     /// A copy of the contents (for tests and checkpoints; never in a training step).
     public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
-
-    public func copy(from other: FloatBuffer) {
-        precondition(other.count == count)
-        pointer.update(from: other.pointer, count: count)
-    }
 }
 
 /// One allocation of Int32 token ids.
@@ -43,7 +38,7 @@ public final class TokenBuffer {
     public let pointer: UnsafeMutablePointer<Int32>
     public let count: Int
 
-    public init(count: Int, hugePages: Bool = false) {
+    public init(count: Int) {
         self.count = count
         pointer = UnsafeMutablePointer<Int32>.allocate(capacity: max(1, count))
         pointer.initialize(repeating: 0, count: max(1, count))

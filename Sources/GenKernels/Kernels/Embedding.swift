@@ -3,20 +3,20 @@ public enum Embedding {
     /// tokens (B,T), wte (V,C), wpe (maxT,C) -> out (B,T,C)
     public static func forward(_ out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>,
                                wte: UnsafePointer<Float>, wpe: UnsafePointer<Float>,
-                               B: Int, T: Int, C: Int, positionOffset: Int = 0) {
-        Parallel.forRanges(B * T, minimumPerThread: 64, Forward(out: out, tokens: tokens, wte: wte, wpe: wpe, T: T, C: C, positionOffset: positionOffset))
+                               B: Int, T: Int, C: Int) {
+        Parallel.forRanges(B * T, minimumPerThread: 64, Forward(out: out, tokens: tokens, wte: wte, wpe: wpe, T: T, C: C))
     }
 
     struct Forward: RangeKernel {
         let out: UnsafeMutablePointer<Float>
         let tokens: UnsafePointer<Int32>
         let wte, wpe: UnsafePointer<Float>
-        let T, C, positionOffset: Int
+        let T, C: Int
         func run(_ rows: Range<Int>) {
             for r in rows {
                 let t = r % T
                 let tok = Int(tokens[r])
-                let o = out + r * C, a = wte + tok * C, p = wpe + (t + positionOffset) * C
+                let o = out + r * C, a = wte + tok * C, p = wpe + t * C
                 var c = 0
                 while c + 16 <= C { store16(load16(a + c) + load16(p + c), o + c); c += 16 }
                 while c < C { o[c] = a[c] + p[c]; c += 1 }

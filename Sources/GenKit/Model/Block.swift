@@ -1,0 +1,83 @@
+import GenKernels
+
+/// One transformer block's tensors: two LayerNorms and four projections.
+public struct BlockWeights {
+    let ln1w, ln1b: UnsafeMutablePointer<Float>   // (C)
+    let attn: Linear                              // (C,3C): q, k, v
+    let proj: Linear                              // (C,C)
+    let ln2w, ln2b: UnsafeMutablePointer<Float>   // (C)
+    let fc: Linear                                // (C,4C)
+    let fcproj: Linear                            // (4C,C)
+}
+
+/// How a block's attention sees the other positions.
+enum AttentionContext {
+    /// B sequences of T positions, each attending causally to its own earlier positions;
+    /// the probabilities are kept in the block's `att` for the backward pass.
+    case sequences(B: Int, T: Int)
+    /// One new position, attending to the `position` keys and values cached before it; its own
+    /// key and value are appended to the caches (each (T,C)) first.
+    case cached(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>,
+                scores: UnsafeMutablePointer<Float>, position: Int)
+}
+
+/// The transformer block (GPT-2's pre-LayerNorm form), defined once for training, evaluation
+/// and the decoder's single-position step:
+///   res2 = x + proj(attention(LN1(x))),  res3 = res2 + fcproj(GELU(fc(LN2(res2)))).
+enum Block {
+    /// a.input (M,C) -> a.res3 (M,C), keeping every intermediate in `a` (M = B*T rows).
+    static func forward(_ w: BlockWeights, _ a: Activations.Layer, M: Int, C: Int, NH: Int, attention: AttentionContext) {
+        LayerNorm.forward(a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, a.input, weight: w.ln1w, bias: w.ln1b, M: M, C: C)
+        w.attn.forward(a.qkv, a.ln1, M: M)
+        switch attention {
+        case .sequences(let B, let T):
+            Attention.forward(a.atty, att: a.att, qkv: a.qkv, mask: a.attMask, B: B, T: T, C: C, NH: NH)
+        case .cached(let keys, let values, let scores, let position):
+            (keys + position * C).update(from: a.qkv + C, count: C)
+            (values + position * C).update(from: a.qkv + 2 * C, count: C)
+            Attention.forwardOne(a.atty, q: a.qkv, kCache: keys, vCache: values, scores: scores, n: position + 1, C: C, NH: NH)
+        }
+        w.proj.forward(a.attproj, a.atty, M: M)
+        if let mask = a.attprojMask { Dropout.apply(a.attproj, mask: mask, count: M * C) }
+        Residual.forward(a.res2, a.input, a.attproj, count: M * C)
+        LayerNorm.forward(a.ln2, mean: a.ln2Mean, rstd: a.ln2Rstd, a.res2, weight: w.ln2w, bias: w.ln2b, M: M, C: C)
+        w.fc.forward(a.fch, a.ln2, M: M)
+        GELU.forward(a.fchGelu, a.fch, count: M * 4 * C)
+        w.fcproj.forward(a.fcproj, a.fchGelu, M: M)
+        if let mask = a.fcprojMask { Dropout.apply(a.fcproj, mask: mask, count: M * C) }
+        Residual.forward(a.res3, a.res2, a.fcproj, count: M * C)
+    }
+
+    /// Backward of `forward` over B sequences of T positions. On entry `s.dres` (M,C) holds
+    /// dL/d(res3); on return it holds dL/d(input). Gradients are added into `g` (nil: frozen).
+    static func backward(_ w: BlockWeights, _ g: BlockWeights?, _ a: Activations.Layer, _ s: Activations,
+                         B: Int, T: Int, C: Int, NH: Int) {
+        let M = B * T
+        let dres = s.dres!
+        // MLP branch: dres holds dL/d(res3).
+        var dbranch = UnsafePointer(dres)
+        if let mask = a.fcprojMask {
+            s.datty.update(from: dres, count: M * C)
+            Dropout.apply(s.datty, mask: mask, count: M * C)
+            dbranch = UnsafePointer(s.datty)
+        }
+        w.fcproj.backward(dinp: s.dfch, gradient: g?.fcproj, dout: dbranch, inp: a.fchGelu, M: M)
+        GELU.backward(dinp: s.dfch, dout: s.dfch, inp: a.fch, count: M * 4 * C)
+        w.fc.backward(dinp: s.dx, gradient: g?.fc, dout: s.dfch, inp: a.ln2, M: M)
+        LayerNorm.backward(dinp: dres, dweight: g?.ln2w, dbias: g?.ln2b, dout: s.dx, inp: a.res2,
+                           weight: w.ln2w, mean: a.ln2Mean, rstd: a.ln2Rstd, M: M, C: C)
+        // Attention branch: dres holds dL/d(res2).
+        dbranch = UnsafePointer(dres)
+        if let mask = a.attprojMask {
+            s.dx.update(from: dres, count: M * C)
+            Dropout.apply(s.dx, mask: mask, count: M * C)
+            dbranch = UnsafePointer(s.dx)
+        }
+        w.proj.backward(dinp: s.datty, gradient: g?.proj, dout: dbranch, inp: a.atty, M: M)
+        Attention.backward(dqkv: s.dqkv, dout: s.datty, qkv: a.qkv, att: a.att, mask: a.attMask,
+                           scratch: s.attScratch, B: B, T: T, C: C, NH: NH)
+        w.attn.backward(dinp: s.dx, gradient: g?.attn, dout: s.dqkv, inp: a.ln1, M: M)
+        LayerNorm.backward(dinp: dres, dweight: g?.ln1w, dbias: g?.ln1b, dout: s.dx, inp: a.input,
+                           weight: w.ln1w, mean: a.ln1Mean, rstd: a.ln1Rstd, M: M, C: C)
+    }
+}

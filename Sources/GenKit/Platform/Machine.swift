@@ -1,0 +1,35 @@
+import GenKernels
+import Foundation
+
+/// What gen runs on: cores, memory, the matrix kernel OpenBLAS loaded.
+public enum Machine {
+    /// Cores online.
+    public static var cores: Int { Parallel.cores }
+
+    /// Physical memory in bytes.
+    public static var memoryBytes: Double {
+        Double(sysconf(Int32(_SC_PHYS_PAGES))) * Double(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// The kernel family OpenBLAS loaded, e.g. "SkylakeX", "Haswell".
+    public static var matrixKernel: String { BLAS.coreName }
+
+    /// Restarts the process with a faster OpenBLAS kernel when the loaded one is weaker than the
+    /// CPU can run; returns a warning when it cannot.
+    public static func ensureFastMatrixKernel() -> String? { BLAS.ensureFastKernel() }
+
+    /// Refuses a training run that cannot fit in memory (weights, gradients, two AdamW moments
+    /// and activations), before anything is allocated, rather than be killed for it later.
+    /// - Throws: `GenError` with the figures.
+    public static func checkTrainingFits(_ config: GPTConfig, _ settings: TrainingSettings) throws {
+        try config.validate()
+        let params = GPTConfig.parameterEstimate(nLayer: config.nLayer, nEmbd: config.nEmbd,
+                                                 blockSize: config.blockSize, vocabSize: config.vocabSize)
+        let need = 4 * 4 * params + Activations.bytes(config: config, B: settings.batchSize, T: config.blockSize,
+                                                      training: true, dropout: settings.dropout > 0)
+        let have = memoryBytes
+        if need > have * 0.8 {
+            throw GenError(String(format: "this run needs %.3g GB of memory (weights, gradients, AdamW state and activations) but the machine has %.1f GB; use a smaller batch, context or model", need / 1e9, have / 1e9))
+        }
+    }
+}

@@ -1,0 +1,74 @@
+import GenKernels
+import Foundation
+
+/// Text generation from a model, as llama2.c's `generate()`: the prompt is encoded and fed
+/// through a KV cache, tokens are sampled one by one, and text streams out as it is made.
+/// Past the context every token is still predicted from exactly the last `context` tokens
+/// (nanoGPT's crop); stop strings end a sample before them; bytes of a character split
+/// across tokens are held back until the character is whole.
+public final class Generator {
+    public let model: GPTModel
+    public let tokenizer: Tokenizer
+    public let sampler: Sampler
+    let decoder: Decoder
+    let threads: Int
+    /// The logits handed to the sampler (which modifies them), (V).
+    var scratch: [Float]
+
+    /// One finished completion.
+    public struct Completion: Sendable {
+        /// The text generated after the prompt (without the stop string, if one ended it).
+        public var text: String
+        public var tokens: Int
+        public var seconds: Double
+        public var tokensPerSecond: Double { Double(tokens) / max(seconds, 1e-9) }
+    }
+
+    public init(model: GPTModel, tokenizer: Tokenizer, parameters: SamplingParameters, seed: UInt64,
+                threads: Int = Parallel.cores) {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.threads = threads
+        sampler = Sampler(vocabSize: model.config.vocabSize, parameters: parameters, seed: seed)
+        decoder = Decoder(model: model)
+        scratch = [Float](repeating: 0, count: model.config.vocabSize)
+    }
+
+    /// Generates up to `maxTokens` tokens after `prompt`; `onText` receives the completion's
+    /// text as it is made. An empty prompt starts from the newline token (or a random one).
+    /// - Throws: `GenError` when the prompt holds characters the tokenizer does not know.
+    @discardableResult
+    public func generate(_ prompt: String, maxTokens: Int, stops: [String] = [],
+                         onText: (String) -> Void = { _ in }) throws -> Completion {
+        var ids = try tokenizer.encode(prompt)
+        if ids.isEmpty {
+            ids = [tokenizer.newlineToken ?? Int32(sampler.random.nextInt(below: model.config.vocabSize))]
+        }
+        let T = model.config.blockSize
+        let start = Date()
+        var stream = Utf8Stream()
+        var stop = StopMatcher(stops)
+        var text = ""
+        var made = 0
+        Parallel.withThreads(threads) {
+            ids.suffix(T).withUnsafeBufferPointer { decoder.fill($0) }
+            while made < maxTokens && !stop.stopped {
+                let next = scratch.withUnsafeMutableBufferPointer { logits -> Int32 in
+                    logits.baseAddress!.update(from: decoder.logits, count: logits.count)
+                    return sampler.sample(logits.baseAddress!, recent: ids[...])
+                }
+                ids.append(next)
+                made += 1
+                let piece = stop.push(stream.push(tokenizer.bytes(of: next)))
+                text += piece
+                onText(piece)
+                if stop.stopped || made == maxTokens { break }
+                ids.withUnsafeBufferPointer { decoder.advance(token: next, history: $0) }
+            }
+        }
+        let tail = stop.push(stream.finish()) + stop.finish()
+        text += tail
+        onText(tail)
+        return Completion(text: text, tokens: made, seconds: Date().timeIntervalSince(start))
+    }
+}

@@ -1,0 +1,74 @@
+import GenKernels
+import CSystem
+import Foundation
+
+/// Training steps on random tokens, timed, with the checks that a step allocates nothing:
+/// `gen bench`.
+public enum TrainingBenchmark {
+    public struct Result: Sendable {
+        /// Median time of the measured steps.
+        public var millisecondsPerStep: Double
+        public var tokensPerSecond: Double
+        /// Model FLOPs per second: 6 per parameter per token plus attention (6·L·T·C).
+        public var gflops: Double
+        /// Bytes the C heap gained over the measured steps.
+        public var heapGrowth: Int
+        /// Bytes the resident set gained over them.
+        public var residentGrowth: Int
+        public var loss: Float
+        public var parameters: Int
+    }
+
+    /// Runs `warmup` steps, then `steps` measured ones. With MALLOC_TRACE set and
+    /// libc_malloc_debug.so preloaded, every allocation made by the measured steps, on any
+    /// thread, is written to that file.
+    public static func run(config: GPTConfig, settings: TrainingSettings, steps: Int, warmup: Int, threads: Int) throws -> Result {
+        try config.validate()
+        let model = GPTModel(config: config)
+        model.initialize(seed: 0)
+        let trainer = Trainer(model: model, settings: settings)
+        let source = RandomTokens(vocabSize: config.vocabSize)
+        var times = [Double](repeating: 0, count: max(1, steps))
+        let tracing = ProcessInfo.processInfo.environment["MALLOC_TRACE"] != nil
+        return Parallel.withThreads(threads) {
+            for _ in 0..<warmup { _ = trainer.step(from: source) }
+            // Read the resident size before the heap figure (reading it allocates), and after it below.
+            let rss = Memory.residentBytes
+            let heap = Memory.heapBytesInUse
+            if tracing { mtrace() }
+            var loss: Float = 0
+            for i in 0..<steps {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                loss = trainer.step(from: source).loss
+                times[i] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+            }
+            if tracing { muntrace() }
+            let heapGrowth = Memory.heapBytesInUse - heap
+            let rssGrowth = Memory.residentBytes - rss
+            let ms = times.sorted()[steps / 2]
+            let tps = Double(settings.batchSize * config.blockSize) / (ms / 1000)
+            let flops = (6 * Double(model.parameterCount) + 6 * Double(config.nLayer * config.blockSize * config.nEmbd)) * tps
+            return Result(millisecondsPerStep: ms, tokensPerSecond: tps, gflops: flops / 1e9, heapGrowth: heapGrowth,
+                          residentGrowth: rssGrowth, loss: loss, parameters: model.parameterCount)
+        }
+    }
+
+    /// Uniformly random inputs and targets.
+    final class RandomTokens: BatchSource {
+        let vocabSize: Int
+        var random = Random(seed: 1)
+        init(vocabSize: Int) { self.vocabSize = vocabSize }
+        func fill(_ batch: TokenBatch) {
+            for b in 0..<batch.B {
+                for t in 0..<batch.T {
+                    batch.set(row: b, position: t, input: Int32(random.nextInt(below: vocabSize)),
+                              target: Int32(random.nextInt(below: vocabSize)))
+                }
+            }
+        }
+        var state: [UInt64] {
+            get { random.words }
+            set { random = Random(state: newValue) }
+        }
+    }
+}

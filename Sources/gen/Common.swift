@@ -1,0 +1,147 @@
+import Foundation
+import GenKit
+
+let fromOption = OptionSpec(name: "from", short: "m", value: "file", help: "The model file.", required: true)
+let threadsOption = OptionSpec(name: "threads", value: "n", help: "Threads to use (at most the cores online).", defaultValue: "\(Machine.cores)")
+
+/// --threads, capped at the cores online: more threads than cores only wait for each other.
+func threadCount(_ a: ParsedArguments) throws -> Int {
+    let n = try a.int("threads", min: 1)
+    if n > Machine.cores {
+        note("note: --threads \(n) is more than the \(Machine.cores) cores online; using \(Machine.cores)")
+        return Machine.cores
+    }
+    return n
+}
+
+/// Corpus paths with standard input ("-") copied to a file in `folder`, so it can be read twice.
+struct StdinSpool {
+    let paths: [String]
+    let spooled: String?
+
+    init(_ corpus: [String], folder: String) throws {
+        var spooled: String?
+        var paths: [String] = []
+        for p in corpus {
+            if p == "-" {
+                if spooled == nil { spooled = try Corpus.spoolStandardInput(into: folder) }
+                paths.append(spooled!)
+            } else {
+                paths.append(p)
+            }
+        }
+        self.paths = paths
+        self.spooled = spooled
+    }
+
+    func remove() { if let spooled { unlink(spooled) } }
+}
+
+/// Ctrl-C and SIGTERM (what `timeout`, job schedulers and container runtimes send) finish the
+/// running step, save and exit 130. `GEN_STOP_AFTER_STEP=N` does the same after step N.
+enum Interrupt {
+    nonisolated(unsafe) static var requested: sig_atomic_t = 0
+    static let stopAfter = ProcessInfo.processInfo.environment["GEN_STOP_AFTER_STEP"].flatMap(Int.init)
+
+    static func install() {
+        // A parent (a shell script, a test runner) may have started gen with the signals blocked.
+        var mask = sigset_t()
+        sigemptyset(&mask)
+        sigaddset(&mask, SIGINT)
+        sigaddset(&mask, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &mask, nil)
+        signal(SIGINT) { _ in Interrupt.requested = 1 }
+        signal(SIGTERM) { _ in Interrupt.requested = 1 }
+    }
+
+    static func shouldStop(afterStep step: Int) -> Bool { requested != 0 || step == stopAfter }
+}
+
+/// Turns a run's events into progress on stderr (one live line on a terminal, plain lines
+/// otherwise) and JSON lines in --log.
+final class TrainReporter: TrainingRunDelegate {
+    let quiet: Bool, printEvery: Int
+    let tty = isatty(2) != 0
+    let log: FileHandle?
+    let started = Date()
+    var lastDraw = Date.distantPast
+    var drawn = false
+
+    init(quiet: Bool, printEvery: Int, logPath: String?) throws {
+        self.quiet = quiet
+        self.printEvery = printEvery
+        if let logPath {
+            if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+            guard let f = FileHandle(forWritingAtPath: logPath) else { throw GenError("cannot open --log \(logPath) for appending") }
+            _ = try? f.seekToEnd()
+            log = f
+        } else {
+            log = nil
+        }
+    }
+
+    deinit { try? log?.close() }
+
+    var elapsed: Double { Date().timeIntervalSince(started) }
+
+    func write(_ json: String) {
+        try? log?.write(contentsOf: Data((json + "\n").utf8))
+    }
+
+    func trainingRun(_ run: TrainingRun, finished r: TrainingRun.StepReport) {
+        write("{\"step\":\(r.step),\"loss\":\(r.loss),\"lr\":\(r.learningRate),\"tokens_per_s\":\(Int(r.tokensPerSecond)),\"ms\":\(String(format: "%.2f", r.milliseconds))}")
+        if quiet { return }
+        let v = run.lastValidationLoss.map { String(format: " | val %.4f", $0) } ?? ""
+        let line = "step \(r.step)/\(r.steps) | loss \(String(format: "%.4f", r.loss))\(v) | lr \(String(format: "%.2e", r.learningRate)) | "
+            + "\(formatCount(Int(r.tokensPerSecond))) tok/s | \(formatDuration(r.elapsed)) elapsed | ETA \(formatDuration(r.remaining))"
+        let validated = r.validationLoss != nil
+        if tty {
+            if validated || r.step == r.steps || Date().timeIntervalSince(lastDraw) > 0.1 {
+                // The live line must fit the terminal: a wrapped line cannot be redrawn in place.
+                fputs("\r\u{1B}[K" + String(line.prefix(max(20, terminalColumns() - 1))), stderr)
+                if validated { fputs("\n", stderr) }
+                drawn = !validated
+                lastDraw = Date()
+            }
+        } else if r.step % printEvery == 0 || validated || r.step == r.steps {
+            note(line)
+        }
+    }
+
+    func trainingRun(_ run: TrainingRun, validated loss: Float, atStep step: Int) {
+        write("{\"step\":\(step),\"val_loss\":\(loss)}")
+    }
+
+    func trainingRunShouldStop(_ run: TrainingRun) -> Bool { Interrupt.shouldStop(afterStep: run.trainer.step) }
+
+    /// Ends a live line.
+    func finish() {
+        if !quiet && tty && drawn { fputs("\n", stderr); drawn = false }
+    }
+}
+
+/// Columns of the terminal on stderr (80 when it cannot tell).
+func terminalColumns() -> Int {
+    var size = winsize()
+    if ioctl(2, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 { return Int(size.ws_col) }
+    return 80
+}
+
+/// The tokenizer of a model file or a tokenizer.json (Hugging Face's or gen's own form).
+func loadTokenizer(_ path: String) throws -> Tokenizer {
+    var isDir = ObjCBool(false)
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw GenError("cannot read \(path): No such file or directory") }
+    if isDir.boolValue { throw GenError("\(path) is a folder, not a model or tokenizer file") }
+    guard let head = FileHandle(forReadingAtPath: path)?.readData(ofLength: 9) else { throw GenError("cannot read \(path)") }
+    if head.count == 9 && head[8] == UInt8(ascii: "{") && head[0...7].contains(where: { $0 != 0 }) && head[7] == 0 {
+        return try Checkpoint.load(path).tokenizer
+    }
+    guard let data = FileManager.default.contents(atPath: path),
+          let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+        throw GenError("\(path) is neither a gen model nor a tokenizer JSON file")
+    }
+    if let type = obj["type"] as? String, type == "char" || type == "bpe" {
+        return try makeTokenizer(json: String(decoding: data, as: UTF8.self))
+    }
+    return try BPETokenizer.huggingFace(path: path)
+}

@@ -1,0 +1,39 @@
+import Foundation
+import GenKit
+
+/// Results to stdout, every write checked: output that cannot be written (a full disk, a
+/// closed pipe's reader gone) is an error, never a silent exit 0.
+enum Output {
+    /// Writes `s` and flushes it, so that text streams as it is made.
+    static func write(_ s: String) throws {
+        guard !s.isEmpty else { return }
+        if fputs(s, stdout) < 0 || fflush(stdout) != 0 { throw writeError() }
+    }
+
+    static func line(_ s: String) throws { try write(s + "\n") }
+
+    /// Flushes what is buffered (at exit).
+    static func finish() throws {
+        if fflush(stdout) != 0 || ferror(stdout) != 0 { throw writeError() }
+    }
+
+    static func writeError() -> GenError {
+        GenError("cannot write to standard output: \(String(cString: strerror(errno)))")
+    }
+}
+
+/// Progress and notes to stderr (never checked: they are not results).
+func note(_ s: String) { fputs(s + "\n", stderr) }
+
+func formatCount(_ n: Int) -> String {
+    if n >= 10_000_000 { return String(format: "%.1fM", Double(n) / 1e6) }
+    if n >= 10_000 { return String(format: "%.1fk", Double(n) / 1e3) }
+    return String(n)
+}
+
+func formatDuration(_ s: Double) -> String {
+    guard s.isFinite else { return "?" }
+    let t = Int(s.rounded())
+    if t >= 3600 { return String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) }
+    return String(format: "%d:%02d", t / 60, t % 60)
+}
