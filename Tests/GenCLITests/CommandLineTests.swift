@@ -43,6 +43,65 @@ import GenKernels
     }
 }
 
+/// The typed command line: aliases, subcommand groups, required options and positionals.
+@Suite struct CommandLineShapeTests {
+    @Test func tokenizerIsASubcommandGroup() throws {
+        let h = try gen(["tokenizer", "--help"])
+        #expect(h.status == 0 && h.stdout.contains("USAGE: gen tokenizer <subcommand>") && h.stdout.contains("train"), "\(h.stdout)")
+        #expect(try gen(["help", "tokenizer"]).stdout == h.stdout)
+        let bare = try gen(["tokenizer"])
+        #expect(bare.status == 64 && bare.stderr.contains("Missing subcommand"))
+        let wrong = try gen(["tokenizer", "trian"])
+        #expect(wrong.status == 64 && wrong.stderr.contains("Unknown subcommand 'tokenizer trian'"))
+        #expect(try gen(["--help"]).stdout.contains("tokenizer"))
+    }
+
+    @Test(arguments: [
+        (["info", "a", "b"], "Error: Unexpected argument 'b'"),
+        (["eval", "-m", "x", "a", "b"], "Error: Unexpected argument 'b'"),
+        (["sample", "-m", "x", "extra"], "Error: Unexpected argument 'extra'"),
+        (["sample", "-q"], "Error: Unknown option '-q'"),
+        (["sample", "-m", "x", "-p", "a", "-f", "b"], "Error: --prompt and --prompt-file cannot be used together"),
+        (["train", "x.txt", "--pattern", "gpt3"], "Error: The value 'gpt3' is invalid for '--pattern <name>': gpt2 or gpt4"),
+    ] as [([String], String)])
+    func declaredShapesAreEnforced(args: [String], message: String) throws {
+        let r = try gen(args)
+        #expect(r.status == 64 && r.stderr.hasPrefix(message), "\(r.stderr)")
+    }
+
+    /// llama.cpp's and nanoGPT's spellings give the same output as gen's own.
+    @Test func aliasesMeanTheSame() throws {
+        let d = tempDir()
+        let m = try tinyModel(in: d, steps: 5)
+        let prompt = d.appendingPathComponent("p.txt").path
+        try "And God".write(toFile: prompt, atomically: true, encoding: .utf8)
+        let long = try gen(["sample", "--from", m, "--prompt", "And God", "--max-tokens", "20", "--seed", "3", "--temperature", "0.7"])
+        let short = try gen(["sample", "-m", m, "-p", "And God", "-n", "20", "-s", "3", "--temp", "0.7"])
+        let file = try gen(["sample", "-m", m, "-f", prompt, "-n", "20", "-s", "3", "--temp=0.7"])
+        #expect(long.status == 0 && long.stdout == short.stdout && short.stdout == file.stdout, "\(short.stderr)\(file.stderr)")
+        #expect(try gen(["help", "sample"]).stdout.contains("-p, --prompt <text>"))
+    }
+
+    /// More threads than cores are capped, with a note.
+    @Test func threadsAreCapped() throws {
+        let r = try gen(["bench", "--steps", "1", "--warmup", "0", "--threads", "1000", "--json"])
+        let o = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        #expect(r.status == 0 && (o["threads"] as! Int) <= ProcessInfo.processInfo.activeProcessorCount)
+        #expect(r.stderr.contains("--threads 1000 is more than"))
+    }
+
+    /// A setting the library refuses is a usage error naming the flag (exit 64).
+    @Test func librarySettingErrorsNameTheFlag() throws {
+        let d = tempDir()
+        let m = try tinyModel(in: d, steps: 4, extra: ["--save-every", "2"])
+        let c = d.appendingPathComponent("corpus.txt").path
+        var r = try gen(["train", c, "--out", m, "--resume", "--steps", "8", "--quiet"] + tinyShape.dropLast(2) + ["--batch", "4"])
+        #expect(r.status == 64 && r.stderr.hasPrefix("Error: --batch: "), "\(r.stderr)")
+        r = try gen(["train", c, "--out", m, "--resume", "--steps", "4", "--quiet"] + tinyShape)
+        #expect(r.status == 64 && r.stderr.hasPrefix("Error: --steps: ") && r.stderr.contains("already done 4 steps"), "\(r.stderr)")
+    }
+}
+
 @Suite struct CorpusErrorTests {
     @Test func badCorpora() throws {
         let d = tempDir()

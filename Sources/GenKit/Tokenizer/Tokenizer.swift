@@ -63,7 +63,7 @@ public struct Utf8Stream {
         while i >= 0 && back < 4 {
             let b = pending[i]
             if b & 0xC0 != 0x80 {
-                let need = b < 0x80 ? 1 : b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1
+                let need = UTF8Decoder.length(lead: b)
                 if pending.count - i < need { end = i }
                 break
             }

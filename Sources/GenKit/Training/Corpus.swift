@@ -50,35 +50,19 @@ public enum Corpus {
                        _ body: (UInt32) throws -> Void) throws -> Int {
         var i = 0
         while i < n {
-            let b0 = p[i]
-            if b0 < 0x80 {
-                if b0 == 0 { throw GenError("\(path) holds a NUL byte at byte \(offset + i): it looks like a binary file, not text") }
-                try body(UInt32(b0))
-                i += 1
-                continue
-            }
-            let len: Int
-            var v: UInt32
-            var minimum: UInt32
-            switch b0 {
-            case 0xC2...0xDF: len = 2; v = UInt32(b0 & 0x1F); minimum = 0x80
-            case 0xE0...0xEF: len = 3; v = UInt32(b0 & 0x0F); minimum = 0x800
-            case 0xF0...0xF4: len = 4; v = UInt32(b0 & 0x07); minimum = 0x10000
-            default: throw GenError("\(path) is not valid UTF-8 (byte \(offset + i) is 0x\(String(b0, radix: 16, uppercase: true)))")
-            }
-            if i + len > n { return i }
-            for k in 1..<len {
-                let b = p[i + k]
-                guard b & 0xC0 == 0x80 else {
-                    throw GenError("\(path) is not valid UTF-8 (byte \(offset + i + k) is 0x\(String(b, radix: 16, uppercase: true)))")
+            switch UTF8Decoder.next(p, i, n) {
+            case .scalar(let v, let len):
+                if v == 0 { throw GenError("\(path) holds a NUL byte at byte \(offset + i): it looks like a binary file, not text") }
+                try body(v)
+                i += len
+            case .incomplete:
+                return i
+            case .invalid(let k):
+                if k == 0 && (0xC2...0xF4).contains(p[i]) {
+                    throw GenError("\(path) is not valid UTF-8 (bad sequence at byte \(offset + i))")
                 }
-                v = v << 6 | UInt32(b & 0x3F)
+                throw GenError("\(path) is not valid UTF-8 (byte \(offset + i + k) is 0x\(String(p[i + k], radix: 16, uppercase: true)))")
             }
-            guard v >= minimum, v <= 0x10FFFF, !(0xD800...0xDFFF).contains(v) else {
-                throw GenError("\(path) is not valid UTF-8 (bad sequence at byte \(offset + i))")
-            }
-            try body(v)
-            i += len
         }
         return n
     }
