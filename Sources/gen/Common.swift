@@ -14,29 +14,6 @@ func threadCount(_ a: ParsedArguments) throws -> Int {
     return n
 }
 
-/// Corpus paths with standard input ("-") copied to a file in `folder`, so it can be read twice.
-struct StdinSpool {
-    let paths: [String]
-    let spooled: String?
-
-    init(_ corpus: [String], folder: String) throws {
-        var spooled: String?
-        var paths: [String] = []
-        for p in corpus {
-            if p == "-" {
-                if spooled == nil { spooled = try Corpus.spoolStandardInput(into: folder) }
-                paths.append(spooled!)
-            } else {
-                paths.append(p)
-            }
-        }
-        self.paths = paths
-        self.spooled = spooled
-    }
-
-    func remove() { if let spooled { unlink(spooled) } }
-}
-
 /// Ctrl-C and SIGTERM (what `timeout`, job schedulers and container runtimes send) finish the
 /// running step, save and exit 130. `GEN_STOP_AFTER_STEP=N` does the same after step N.
 enum Interrupt {

@@ -33,13 +33,17 @@ struct EvalOptions {
 
     func run() throws -> Int32 {
         let ck = try Checkpoint.load(from)
-        let spool = try StdinSpool([text], folder: NSTemporaryDirectory())
-        defer { spool.remove() }
-        var skipped = 0
-        let data = try TokenData(encoding: spool.paths, with: ck.tokenizer, cacheDirectory: NSTemporaryDirectory(),
-                                 skipped: &skipped, threads: threads)
-        guard data.count >= 2 else { throw GenError("\(text) has \(data.count) token; eval needs at least 2") }
-        let r = try Evaluator(model: ck.model, threads: threads).evaluate(data)
+        let files = try CorpusFiles([text], folder: NSTemporaryDirectory())
+        let r: Evaluator.Result
+        do {
+            var skipped = 0
+            let data = try TokenData(encoding: files.paths, with: ck.tokenizer, cacheDirectory: NSTemporaryDirectory(),
+                                     skipped: &skipped, threads: threads)
+            guard data.count >= 2 else { throw GenError("\(text) has \(data.count) token; eval needs at least 2") }
+            r = try Evaluator(model: ck.model, threads: threads).evaluate(data)
+        } catch {
+            throw files.named(error)
+        }
         if json {
             try Output.line("{\"loss\":\(r.loss),\"perplexity\":\(r.perplexity),\"bits_per_byte\":\(r.bitsPerByte),\"tokens\":\(r.tokens),\"bytes\":\(r.bytes)}")
         } else {

@@ -69,7 +69,7 @@ struct SampleOptions {
 
     func run() throws -> Int32 {
         let ck = try Checkpoint.load(from)
-        let generator = Generator(model: ck.model, tokenizer: ck.tokenizer, parameters: parameters, seed: seed, threads: threads)
+        let generator = try Generator(model: ck.model, tokenizer: ck.tokenizer, parameters: parameters, seed: seed, threads: threads)
         func jsonLine(_ prompt: String, _ c: Generator.Completion) -> String {
             "{\"prompt\":\(jsonString(prompt)),\"completion\":\(jsonString(c.text)),\"tokens\":\(c.tokens),\"tokens_per_s\":\(String(format: "%.1f", c.tokensPerSecond))}\n"
         }
@@ -116,9 +116,7 @@ struct SampleOptions {
             data = d
             name = promptFile
         } else if isatty(0) == 0 {
-            var d = Data()
-            while let chunk = try? FileHandle.standardInput.read(upToCount: 1 << 16), !chunk.isEmpty { d.append(chunk) }
-            data = d
+            data = try readStandardInput()
             name = "the prompt on standard input"
         } else {
             return ""

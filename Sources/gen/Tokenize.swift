@@ -94,8 +94,7 @@ struct TokenizeOptions {
             return try tok.encode(s)
         }
         if count {
-            var data = Data()
-            while let chunk = try FileHandle.standardInput.read(upToCount: 1 << 20), !chunk.isEmpty { data.append(chunk) }
+            let data = try readStandardInput()
             guard let s = String(data: data, encoding: .utf8) else { throw GenError("standard input is not valid UTF-8") }
             let t0 = Date()
             let n = try encode(s).count

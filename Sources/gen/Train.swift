@@ -137,19 +137,27 @@ struct TrainOptions {
     }
 
     func run() throws -> Int32 {
-        let outDir = try checkOutput()
-        let spool = try StdinSpool(corpus, folder: outDir)
-        defer { spool.remove() }
-        let (model, tokenizer, metadata) = try startingModel(spool.paths)
+        let outputs = try RunOutputs(out: out, log: log, inputs: corpus + [from, tokenizerChoice].compactMap { $0 },
+                                     replace: force, resume: resume)
+        let files = try CorpusFiles(corpus, folder: outputs.folder)
+        do {
+            return try withExtendedLifetime(outputs) { try train(files.paths, folder: outputs.folder) }
+        } catch {
+            throw files.named(error)
+        }
+    }
+
+    func train(_ paths: [String], folder: String) throws -> Int32 {
+        let (model, tokenizer, metadata) = try startingModel(paths)
         var skipped = 0
-        let data = try TokenData(encoding: spool.paths, with: tokenizer, cacheDirectory: outDir,
+        let data = try TokenData(encoding: paths, with: tokenizer, cacheDirectory: folder,
                                  skipUnknown: skipUnknown, skipped: &skipped, threads: options.threads)
         if skipped > 0 && !quiet { note("skipped \(skipped) characters the model does not know") }
         let nTrain = try trainingSplit(data, context: model.config.blockSize)
         try Machine.checkTrainingFits(model.config, settings)
         let policy = CheckpointPolicy(path: out, every: saveEvery, tokenizer: tokenizer, metadata: metadata)
         let training = TrainingRun(model: model, settings: settings, data: data, trainTokens: nTrain, options: options, checkpoint: policy)
-        if resume { try training.resume(previousValidationLoss: metadata["val_loss"].flatMap(Float.init)) }
+        if resume { try training.resume(modelMetadata: metadata) }
         let reporter = try TrainReporter(quiet: quiet, printEvery: printEvery, logPath: log)
         training.delegate = reporter
         if !quiet {
@@ -171,29 +179,6 @@ struct TrainOptions {
             note("saved \(out): step \(training.trainer.step), train loss \(String(format: "%.4f", training.lastLoss))\(v), \(formatDuration(reporter.elapsed))")
         }
         return 0
-    }
-
-    /// Refuses a run whose output cannot be written or would replace something, before any
-    /// work; returns the output's folder.
-    func checkOutput() throws -> String {
-        let fm = FileManager.default
-        if let from, URL(fileURLWithPath: from).standardizedFileURL.path == URL(fileURLWithPath: out).standardizedFileURL.path {
-            throw GenError("--out names the --from model (\(out)); finetune never modifies --from: choose another --out")
-        }
-        let statePath = out + ".state"
-        if resume {
-            guard fm.fileExists(atPath: out) else { throw GenError("cannot resume: \(out) does not exist") }
-            guard fm.fileExists(atPath: statePath) else { throw GenError("cannot resume: \(statePath) does not exist (the run saved no optimizer state)") }
-        } else if fm.fileExists(atPath: out) && !force {
-            throw GenError("\(out) already exists; pass --resume to continue its training, --force to replace it, or choose another --out")
-        }
-        let dir = (out as NSString).deletingLastPathComponent.isEmpty ? "." : (out as NSString).deletingLastPathComponent
-        var isDir = ObjCBool(false)
-        guard fm.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
-            throw GenError("cannot write \(out): the folder \(dir) does not exist")
-        }
-        guard access(dir, W_OK) == 0 else { throw GenError("cannot write \(out): the folder \(dir) is not writable") }
-        return dir
     }
 
     /// The model to train, its tokenizer and the metadata its checkpoints carry: the saved run

@@ -80,7 +80,7 @@ import GenKernels
         let ck = try Checkpoint.load(path)
         #expect(ck.metadata["step"] == "6")
         let c = s.run(ck.model, path: path)
-        try c.resume(previousValidationLoss: nil)
+        try c.resume(modelMetadata: ck.metadata)
         #expect(c.trainer.step == 6)
         #expect(try c.run() == .finished)
         #expect(ck.model.parameters.array == full.parameters.array)

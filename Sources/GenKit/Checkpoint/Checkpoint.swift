@@ -56,6 +56,11 @@ public struct Checkpoint {
 
     /// Writes the model file atomically.
     public func save(_ path: String) throws {
+        try prepare(path).commit()
+    }
+
+    /// Writes the model file whole under a temporary name beside `path`, for `commit`.
+    func prepare(_ path: String) throws -> PendingFile {
         var meta = metadata
         meta["format"] = "gen"
         meta["format_version"] = Self.formatVersion
@@ -66,7 +71,7 @@ public struct Checkpoint {
             SafeTensorsWriter.Item(name: $0.name, shape: $0.shape,
                                    bytes: UnsafeRawBufferPointer(start: base + $0.offset * 4, count: $0.count * 4))
         }
-        try SafeTensorsWriter.write(items, metadata: meta, to: path)
+        return try SafeTensorsWriter.prepare(items, metadata: meta, for: path)
     }
 }
 
@@ -88,7 +93,8 @@ public struct TrainingState {
         self.extra = extra
     }
 
-    public static func save(_ s: TrainingState, trainer: Trainer, to path: String) throws {
+    /// Writes the state whole under a temporary name beside `path`, for `commit`.
+    static func prepare(_ s: TrainingState, trainer: Trainer, for path: String) throws -> PendingFile {
         var meta = s.extra
         meta["format"] = "gen-state"
         meta["format_version"] = Checkpoint.formatVersion
@@ -101,16 +107,15 @@ public struct TrainingState {
             SafeTensorsWriter.Item(name: "adam.m", shape: [n], bytes: UnsafeRawBufferPointer(start: trainer.m.pointer, count: n * 4)),
             SafeTensorsWriter.Item(name: "adam.v", shape: [n], bytes: UnsafeRawBufferPointer(start: trainer.v.pointer, count: n * 4)),
         ]
-        try SafeTensorsWriter.write(items, metadata: meta, to: path)
+        return try SafeTensorsWriter.prepare(items, metadata: meta, for: path)
     }
 
     /// Reads a state file into `trainer`'s moments and returns the rest.
     public static func load(_ path: String, into trainer: Trainer) throws -> TrainingState {
-        let file: SafeTensorsFile
-        file = try SafeTensorsFile(path: path)
+        let file = try SafeTensorsFile(path: path)
         let meta = file.metadata
         guard meta["format"] == "gen-state", meta["format_version"] == Checkpoint.formatVersion,
-              let step = meta["step"].flatMap(Int.init),
+              let step = meta["step"].flatMap(Int.init), step >= 0,
               let d = meta["data_rng"]?.split(separator: " ").compactMap({ UInt64($0) }), d.count == 4,
               let r = meta["dropout_rng"]?.split(separator: " ").compactMap({ UInt64($0) }), r.count == 4,
               let sj = meta["settings"], let settings = try? JSONDecoder().decode(TrainingSettings.self, from: Data(sj.utf8)) else {
@@ -124,6 +129,61 @@ public struct TrainingState {
         }
         return TrainingState(step: step, dataRandom: Random(state: d), dropoutRandom: Random(state: r),
                              settings: settings, extra: meta)
+    }
+}
+
+/// A model file and its optimizer state, written as a pair that resume can trust.
+///
+/// Each save draws a random id written into both files. The state is committed first under
+/// `STATE.next`, then the model, then the state is renamed over `STATE`: whenever gen is
+/// killed, the model and one of the two state files are from the same save, and `resolve`
+/// finds it (or says that no pair matches); the previous checkpoint is never lost before the
+/// new one is whole.
+public enum CheckpointPair {
+    static let idKey = "checkpoint_id"
+
+    static func pendingStatePath(_ statePath: String) -> String { statePath + ".next" }
+
+    /// Writes the pair.
+    static func save(_ checkpoint: Checkpoint, to path: String, state: TrainingState, trainer: Trainer, statePath: String) throws {
+        let id = String(UInt64.random(in: 0...UInt64.max), radix: 16) + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        var model = checkpoint
+        model.metadata[idKey] = id
+        var s = state
+        s.extra[idKey] = id
+        s.extra["model_step"] = model.metadata["step"]
+        let pendingModel = try model.prepare(path)
+        let pendingState: PendingFile
+        do { pendingState = try TrainingState.prepare(s, trainer: trainer, for: statePath) } catch { pendingModel.discard(); throw error }
+        let next = pendingStatePath(statePath)
+        do { try pendingState.commit(as: next) } catch { pendingModel.discard(); throw error }
+        try pendingModel.commit()
+        try PendingFile(temporary: next, destination: statePath).commit()
+    }
+
+    /// The state file that belongs to the model at `path` (whose metadata is `modelMetadata`):
+    /// `statePath`, or the `.next` file a save interrupted between its renames left behind
+    /// (then moved into place).
+    /// - Throws: `GenError` when neither is from the model's save.
+    public static func resolve(modelPath path: String, modelMetadata: [String: String], statePath: String) throws -> String {
+        let id = modelMetadata[idKey]
+        let next = pendingStatePath(statePath)
+        var seen: [String] = []
+        for candidate in [statePath, next] where FileManager.default.fileExists(atPath: candidate) {
+            guard let meta = try? SafeTensorsFile(path: candidate).metadata else {
+                seen.append("\(candidate) is damaged")
+                continue
+            }
+            let matches = id != nil ? meta[idKey] == id
+                                    : meta[idKey] == nil && meta["step"] != nil && meta["step"] == modelMetadata["step"]
+            if matches {
+                if candidate == next { try PendingFile(temporary: next, destination: statePath).commit() }
+                return statePath
+            }
+            seen.append("\(candidate) is from step \(meta["step"] ?? "?")")
+        }
+        if seen.isEmpty { throw GenError("cannot resume: \(statePath) does not exist (the run saved no optimizer state)") }
+        throw GenError("cannot resume: \(path) (step \(modelMetadata["step"] ?? "?")) and its optimizer state are not from the same save (\(seen.joined(separator: "; "))); resuming would mix weights and moments: finetune from \(path) instead, or start again with --force")
     }
 }
 

@@ -18,9 +18,11 @@ public struct SafeTensorsFile {
     let dataStart: Int
 
     public init(path: String) throws {
-        guard FileManager.default.fileExists(atPath: path) else {
+        var isDir = ObjCBool(false)
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw GenError("\(path): no such file")
         }
+        if isDir.boolValue { throw GenError("\(path) is a folder, not a model file") }
         // Mapped, not read: a model is copied once, from the page cache into its buffer.
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
             throw GenError("\(path): cannot be read")
@@ -68,8 +70,17 @@ public struct SafeTensorsFile {
             guard shape.allSatisfy({ $0 >= 0 }) else {
                 throw GenError("\(name): tensor \(key) has a negative dimension")
             }
+            // The element count, without overflow: it cannot exceed the bytes given.
+            var count = 1
+            for d in shape {
+                let (p, overflow) = count.multipliedReportingOverflow(by: d)
+                guard !overflow, p <= dataSize else {
+                    throw GenError("\(name): tensor \(key) has \(offsets[1] - offsets[0]) bytes for shape \(shape) of \(dtype)")
+                }
+                count = p
+            }
             let e = Entry(dtype: dtype, shape: shape, begin: offsets[0], end: offsets[1])
-            if let size = Self.dtypeSize(dtype), e.count * size != offsets[1] - offsets[0] {
+            if let size = Self.dtypeSize(dtype), count * size != offsets[1] - offsets[0] {
                 throw GenError("\(name): tensor \(key) has \(offsets[1] - offsets[0]) bytes for shape \(shape) of \(dtype)")
             }
             entries[key] = e
@@ -82,7 +93,7 @@ public struct SafeTensorsFile {
         switch dtype {
         case "F32", "I32", "U32": return 4
         case "F64", "I64", "U64": return 8
-        case "Float32x16", "BF16", "I16", "U16": return 2
+        case "F16", "BF16", "I16", "U16": return 2
         case "I8", "U8", "BOOL": return 1
         default: return nil
         }
@@ -165,49 +176,89 @@ public struct SafeTensorsWriter {
     /// Writes `items` and `metadata` to `path`, replacing it only once the new file is complete
     /// and on disk.
     public static func write(_ items: [Item], metadata: [String: String], to path: String) throws {
+        try prepare(items, metadata: metadata, for: path).commit()
+    }
+
+    /// Writes `items` and `metadata` completely to a temporary file beside `path`, to be
+    /// renamed into place by `commit` (or removed by `discard`).
+    static func prepare(_ items: [Item], metadata: [String: String], for path: String) throws -> PendingFile {
         let header = header(items, metadata: metadata)
         var len = UInt64(header.count).littleEndian
         let prefix = withUnsafeBytes(of: &len) { Array($0) } + header
-        try prefix.withUnsafeBytes { p in
-            try writeAtomically(to: path, [p] + items.map { $0.bytes })
+        return try prefix.withUnsafeBytes { p in
+            try PendingFile(path, [p] + items.map { $0.bytes })
         }
     }
 
     /// Writes raw bytes to `path` atomically.
     public static func writeRaw(_ bytes: UnsafeRawBufferPointer, to path: String) throws {
-        try writeAtomically(to: path, [bytes])
+        try PendingFile(path, [bytes]).commit()
+    }
+}
+
+/// A file written whole beside its destination, fsynced, and only then renamed into place, so
+/// that the destination always holds either the old file or the new one. The temporary name is
+/// unpredictable and created with O_EXCL|O_NOFOLLOW: a file or link planted there is never
+/// followed or overwritten.
+struct PendingFile {
+    let temporary: String
+    let destination: String
+
+    /// The prefix of temporary files for `path` (`.NAME.tmp-`), for cleaning up after a kill.
+    static func temporaryPrefix(for path: String) -> String { ".\((path as NSString).lastPathComponent).tmp-" }
+
+    init(temporary: String, destination: String) {
+        self.temporary = temporary
+        self.destination = destination
     }
 
-    /// Writes the pieces in order to a temporary file beside `path`, fsyncs it and renames it.
-    static func writeAtomically(to path: String, _ pieces: [UnsafeRawBufferPointer]) throws {
+    static func folder(of path: String) -> String {
         let dir = (path as NSString).deletingLastPathComponent
-        let base = (path as NSString).lastPathComponent
-        let tmp = (dir.isEmpty ? "." : dir) + "/.\(base).tmp-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else {
-            throw GenError("cannot write \(path): \(String(cString: strerror(errno)))")
+        return dir.isEmpty ? "." : dir
+    }
+
+    init(_ path: String, _ pieces: [UnsafeRawBufferPointer]) throws {
+        destination = path
+        let dir = Self.folder(of: path)
+        var fd: Int32 = -1
+        var name = ""
+        for _ in 0..<16 {
+            name = dir + "/" + Self.temporaryPrefix(for: path) + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+            fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            if fd >= 0 || errno != EEXIST { break }
         }
+        guard fd >= 0 else { throw GenError("cannot write \(path): \(String(cString: strerror(errno)))") }
+        temporary = name
         var ok = true
-        func put(_ p: UnsafeRawPointer, _ n: Int) {
+        var err: Int32 = 0
+        for piece in pieces where piece.count > 0 {
             var done = 0
-            while ok && done < n {
-                let w = Foundation.write(fd, p + done, n - done)
-                if w <= 0 { ok = false } else { done += w }
+            while ok && done < piece.count {
+                let w = Foundation.write(fd, piece.baseAddress! + done, piece.count - done)
+                if w <= 0 { ok = false; err = w < 0 ? errno : ENOSPC } else { done += w }
             }
         }
-        for piece in pieces where piece.count > 0 { put(piece.baseAddress!, piece.count) }
-        let err = errno
-        if ok && fsync(fd) != 0 { ok = false }
-        close(fd)
-        guard ok, rename(tmp, path) == 0 else {
-            let message = String(cString: strerror(ok ? errno : err))
-            unlink(tmp)
-            throw GenError("cannot write \(path): \(message)")
+        if ok && fsync(fd) != 0 { ok = false; err = errno }
+        if close(fd) != 0 && ok { ok = false; err = errno }
+        guard ok else {
+            unlink(name)
+            throw GenError("cannot write \(path): \(String(cString: strerror(err)))")
         }
-        // Make the rename itself durable.
-        let dfd = open(dir.isEmpty ? "." : dir, O_RDONLY)
+    }
+
+    /// Renames the file into place (or to `path`) and makes the rename durable.
+    func commit(as path: String? = nil) throws {
+        let target = path ?? destination
+        guard rename(temporary, target) == 0 else {
+            let message = String(cString: strerror(errno))
+            unlink(temporary)
+            throw GenError("cannot write \(target): \(message)")
+        }
+        let dfd = open(Self.folder(of: target), O_RDONLY | O_CLOEXEC)
         if dfd >= 0 { fsync(dfd); close(dfd) }
     }
+
+    func discard() { unlink(temporary) }
 }
 
 /// A JSON string literal for `s`.

@@ -18,6 +18,14 @@ public enum Machine {
     /// CPU can run; returns a warning when it cannot.
     public static func ensureFastMatrixKernel() -> String? { BLAS.ensureFastKernel() }
 
+    /// Refuses work whose buffers (`bytes`) would not fit in memory, before they are allocated.
+    /// - Throws: `GenError` naming `what`.
+    public static func checkFits(_ bytes: Double, _ what: String) throws {
+        if bytes > memoryBytes * 0.8 {
+            throw GenError(String(format: "%@ needs %.3g GB of memory but the machine has %.1f GB", what, bytes / 1e9, memoryBytes / 1e9))
+        }
+    }
+
     /// Refuses a training run that cannot fit in memory (weights, gradients, two AdamW moments
     /// and activations), before anything is allocated, rather than be killed for it later.
     /// - Throws: `GenError` with the figures.

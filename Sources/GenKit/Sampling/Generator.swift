@@ -25,7 +25,11 @@ public final class Generator {
     }
 
     public init(model: GPTModel, tokenizer: Tokenizer, parameters: SamplingParameters, seed: UInt64,
-                threads: Int = Parallel.cores) {
+                threads: Int = Parallel.cores) throws {
+        let c = model.config
+        try Machine.checkFits(Activations.bytes(config: c, B: 1, T: c.blockSize, training: false)
+                              + 8 * Double(c.nLayer) * Double(c.blockSize) * Double(c.nEmbd),
+                              "sampling from a model with a context of \(c.blockSize)")
         self.model = model
         self.tokenizer = tokenizer
         self.threads = threads

@@ -43,7 +43,7 @@ extension BPETokenizer {
         var special: [String: Int32] = [:]
         for t in (obj["added_tokens"] as? [[String: Any]]) ?? [] {
             if let content = t["content"] as? String, let id = t["id"] as? Int, vocab[content] == nil || t["special"] as? Bool == true {
-                special[content] = Int32(id)
+                special[content] = try tokenID(id)
             }
         }
         return try fromByteLevel(vocab: vocab, merges: merges, special: special, pattern: pattern, name: path)
@@ -63,7 +63,7 @@ extension BPETokenizer {
             merges.append((String(parts[0]), String(parts[1])))
         }
         var special: [String: Int32] = [:]
-        if let id = vocab["<|endoftext|>"] { special["<|endoftext|>"] = Int32(id) }
+        if let id = vocab["<|endoftext|>"] { special["<|endoftext|>"] = try tokenID(id) }
         return try fromByteLevel(vocab: vocab, merges: merges, special: special, pattern: .gpt2, name: vocabPath)
     }
 
@@ -91,7 +91,7 @@ extension BPETokenizer {
             guard let id = vocab[String(byteToUnicode[b])] else {
                 throw GenError("\(name): no token for byte \(b); gen needs all 256 byte tokens")
             }
-            byteIDs[b] = Int32(id)
+            byteIDs[b] = try tokenID(id)
         }
         var triples: [(left: Int32, right: Int32, result: Int32)] = []
         triples.reserveCapacity(merges.count)
@@ -99,7 +99,7 @@ extension BPETokenizer {
             guard let l = vocab[a], let r = vocab[b], let c = vocab[a + b] else {
                 throw GenError("\(name): merge \"\(a) \(b)\" names a token not in the vocabulary")
             }
-            triples.append((Int32(l), Int32(r), Int32(c)))
+            triples.append((try tokenID(l), try tokenID(r), try tokenID(c)))
         }
         return try BPETokenizer(pattern: pattern, byteIDs: byteIDs, merges: triples, special: special)
     }

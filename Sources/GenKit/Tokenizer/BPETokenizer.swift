@@ -25,13 +25,22 @@ public final class BPETokenizer: Tokenizer {
         self.byteIDs = byteIDs
         self.merges = merges
         self.special = special
-        var size = 0
-        for id in byteIDs { size = max(size, Int(id) + 1) }
-        for m in merges { size = max(size, Int(m.result) + 1) }
-        for (_, id) in special { size = max(size, Int(id) + 1) }
+        // Every id names exactly one of the bytes, merges and special tokens: the vocabulary is
+        // dense, and an id outside it is refused before anything is sized by it.
+        let size = 256 + merges.count + special.count
+        func check(_ id: Int32, _ what: @autoclosure () -> String) throws {
+            guard id >= 0 && Int(id) < size else { throw GenError("BPE \(what()) has id \(id), outside the vocabulary of \(size)") }
+        }
+        for (b, id) in byteIDs.enumerated() { try check(id, "byte \(b)") }
+        for (rank, m) in merges.enumerated() {
+            try check(m.left, "merge \(rank)'s left token")
+            try check(m.right, "merge \(rank)'s right token")
+            try check(m.result, "merge \(rank)'s result")
+        }
+        for (s, id) in special { try check(id, "special token \(s)") }
         var bytes = [[UInt8]?](repeating: nil, count: size)
         for (b, id) in byteIDs.enumerated() {
-            guard id >= 0, bytes[Int(id)] == nil else { throw GenError("BPE byte ids are not distinct") }
+            guard bytes[Int(id)] == nil else { throw GenError("BPE byte ids are not distinct") }
             bytes[Int(id)] = [UInt8(b)]
         }
         let table = PairTable(capacity: merges.count)
@@ -195,10 +204,16 @@ public final class BPETokenizer: Tokenizer {
             throw GenError("the BPE tokenizer metadata is malformed")
         }
         let special = (obj["special"] as? [String: Int]) ?? [:]
-        try self.init(pattern: pattern, byteIDs: bytes.map { Int32($0) },
-                      merges: merges.map { (Int32($0[0]), Int32($0[1]), Int32($0[2])) },
-                      special: special.mapValues { Int32($0) })
+        try self.init(pattern: pattern, byteIDs: try bytes.map(tokenID),
+                      merges: try merges.map { (try tokenID($0[0]), try tokenID($0[1]), try tokenID($0[2])) },
+                      special: try special.mapValues(tokenID))
     }
+}
+
+/// A token id read from a file, which must fit in 32 bits (the vocabulary check comes after).
+func tokenID(_ value: Int) throws -> Int32 {
+    guard let id = Int32(exactly: value) else { throw GenError("token id \(value) is out of range") }
+    return id
 }
 
 /// An open-addressing hash table from pair keys to packed (rank, result). Lookups allocate nothing.

@@ -85,20 +85,78 @@ public enum Corpus {
         }
         return data
     }
+}
 
-    /// Copies standard input to a temporary file (so it can be read twice) and returns its path.
-    public static func spoolStandardInput(into directory: String) throws -> String {
-        let path = directory + "/.gen-stdin-\(getpid())"
-        guard let out = fopen(path, "wb") else { throw GenError("cannot write \(path): \(String(cString: strerror(errno)))") }
-        defer { fclose(out) }
-        var buf = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
-            let n = fread(&buf, 1, buf.count, stdin)
-            if n == 0 { break }
-            if fwrite(buf, 1, n, out) != n { throw GenError("cannot write \(path): disk full?") }
+/// A stream that can be read only once (standard input, a pipe) copied to a file so that it can
+/// be read twice. The file is created under an unpredictable name (O_EXCL|O_NOFOLLOW) and
+/// unlinked at once: nothing is left behind even if gen is killed, and `path` (/proc/self/fd/N)
+/// names the open file while this value lives.
+public final class SpooledStream {
+    public let path: String
+    /// What the stream is called in messages (e.g. "standard input").
+    public let name: String
+    public let bytes: Int
+    let fd: Int32
+
+    /// Copies `source` (an open descriptor, read to its end) into `folder`, stopping with an
+    /// error before the folder's file system would be left with less than 1 GB (or 5%) free.
+    /// - Throws: `GenError` when the stream is empty, cannot be read, or is too large.
+    public init(reading source: Int32, name: String, into folder: String) throws {
+        self.name = name
+        var fd: Int32 = -1
+        for _ in 0..<16 {
+            let candidate = folder + "/.gen-spool-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+            fd = open(candidate, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            if fd >= 0 { unlink(candidate); break }
+            if errno != EEXIST { break }
         }
-        return path
+        guard fd >= 0 else { throw GenError("cannot keep a copy of \(name) in \(folder): \(String(cString: strerror(errno)))") }
+        self.fd = fd
+        path = "/proc/self/fd/\(fd)"
+        var buf = [UInt8](repeating: 0, count: 1 << 20)
+        var total = 0
+        var checked = 0
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(source, $0.baseAddress!, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let message = errno == EBADF ? "it is closed" : String(cString: strerror(errno))
+                close(fd)
+                throw GenError("cannot read \(name): \(message)")
+            }
+            if n == 0 { break }
+            var done = 0
+            while done < n {
+                let w = buf.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + done, n - done) }
+                if w <= 0 { close(fd); throw GenError("cannot keep a copy of \(name) in \(folder): \(String(cString: strerror(w < 0 ? errno : ENOSPC)))") }
+                done += w
+            }
+            total += n
+            if total - checked >= 64 << 20 {
+                checked = total
+                var st = statvfs()
+                if fstatvfs(fd, &st) == 0 {
+                    let free = Double(st.f_bavail) * Double(st.f_frsize), size = Double(st.f_blocks) * Double(st.f_frsize)
+                    if free < max(1e9, 0.05 * size) {
+                        close(fd)
+                        throw GenError(String(format: "%@ is too large to keep a copy of in %@ (%.1f GB read; the disk is nearly full)", name, folder, Double(total) / 1e9))
+                    }
+                }
+            }
+        }
+        guard total > 0 else { close(fd); throw GenError("\(name) is empty") }
+        bytes = total
     }
+
+    deinit { close(fd) }
+}
+
+/// True when `path` names something that can be read only once (a pipe, a terminal, a socket).
+public func isStream(_ path: String) -> Bool {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return false }
+    let kind = st.st_mode & S_IFMT
+    return kind == S_IFIFO || kind == S_IFCHR || kind == S_IFSOCK
 }
 
 /// The character vocabulary of a corpus: every scalar it holds, sorted.

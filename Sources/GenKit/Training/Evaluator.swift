@@ -26,10 +26,13 @@ public final class Evaluator {
     }
 
     /// - Parameter batchSize: windows evaluated together.
-    public init(model: GPTModel, threads: Int = Parallel.cores, batchSize: Int = 8) {
+    /// - Throws: `GenError` when the activations would not fit in memory.
+    public init(model: GPTModel, threads: Int = Parallel.cores, batchSize: Int = 8) throws {
         self.model = model
         self.threads = threads
         let T = model.config.blockSize
+        try Machine.checkFits(Activations.bytes(config: model.config, B: batchSize, T: T, training: false),
+                              "evaluating a model with a context of \(T)")
         batch = TokenBatch(B: batchSize, T: T)
         acts = Activations(config: model.config, B: batchSize, T: T, training: false)
     }

@@ -24,8 +24,9 @@ public final class TokenData {
     public init(encoding paths: [String], with tok: Tokenizer, cacheDirectory directory: String,
                 skipUnknown: Bool = false, skipped: inout Int, threads: Int = 1) throws {
         width = tok.vocabSize <= 65536 ? 2 : 4
-        let path = directory + "/.gen-tokens-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        guard let f = fopen(path, "w+b") else {
+        let path = directory + "/.gen-tokens-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0, let f = fdopen(fd, "w+b") else {
             throw GenError("cannot write the token cache in \(directory): \(String(cString: strerror(errno)))")
         }
         // Unlinked at once: the open file lives on until closed, and nothing is left behind
@@ -89,7 +90,11 @@ public final class TokenData {
             throw GenError("unsupported tokenizer \(tok.kind)")
         }
         try flush()
-        fflush(f)
+        // A short write (a full disk) must not be mapped: reading past the file's end is SIGBUS.
+        var st = stat()
+        guard fflush(f) == 0, fstat(fileno(f), &st) == 0, Int(st.st_size) == n * w else {
+            throw GenError("cannot write the token cache in \(directory): \(String(cString: strerror(errno == 0 ? ENOSPC : errno)))")
+        }
         count = n
         sourceBytes = bytes
         mappedBytes = n * w

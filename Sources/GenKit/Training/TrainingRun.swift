@@ -120,9 +120,12 @@ public final class TrainingRun {
     /// loaded with the model): moments, step, generators.
     /// - Throws: `GenError` when the state is missing or damaged, when its batch size differs,
     ///   or when it has done all `settings.steps` already.
-    public func resume(previousValidationLoss: Float?) throws {
+    /// - Parameter modelMetadata: the metadata of the model file the weights came from, which
+    ///   names the save its state must come from.
+    public func resume(modelMetadata: [String: String]) throws {
         guard let checkpoint else { throw GenError("this run has no checkpoint to resume from") }
-        let state = try TrainingState.load(checkpoint.statePath, into: trainer)
+        let statePath = try CheckpointPair.resolve(modelPath: checkpoint.path, modelMetadata: modelMetadata, statePath: checkpoint.statePath)
+        let state = try TrainingState.load(statePath, into: trainer)
         if state.settings.batchSize != trainer.settings.batchSize {
             throw GenError.usage("a batch of \(trainer.settings.batchSize) differs from the saved run's \(state.settings.batchSize)", setting: "batch")
         }
@@ -133,7 +136,7 @@ public final class TrainingRun {
         source.state = state.dataRandom.words
         trainer.dropoutRandom = state.dropoutRandom
         lastSavedStep = state.step
-        lastValidationLoss = previousValidationLoss
+        lastValidationLoss = modelMetadata["val_loss"].flatMap(Float.init)
     }
 
     /// The mean loss of `options.evalBatches` validation batches drawn for the current step.
@@ -210,11 +213,11 @@ public final class TrainingRun {
         meta["val_loss"] = lastValidationLoss.map { String($0) }
         meta["date"] = ISO8601DateFormatter().string(from: Date())
         meta["seed"] = String(options.seed)
-        try Checkpoint(model: model, tokenizer: checkpoint.tokenizer, metadata: meta).save(checkpoint.path)
         let state = TrainingState(step: trainer.step, dataRandom: Random(state: source.state),
                                   dropoutRandom: trainer.dropoutRandom, settings: trainer.settings,
                                   extra: ["seed": String(options.seed), "threads": String(options.threads)])
-        try TrainingState.save(state, trainer: trainer, to: checkpoint.statePath)
+        try CheckpointPair.save(Checkpoint(model: model, tokenizer: checkpoint.tokenizer, metadata: meta), to: checkpoint.path,
+                                state: state, trainer: trainer, statePath: checkpoint.statePath)
         lastSavedStep = trainer.step
         delegate?.trainingRun(self, saved: checkpoint.path, atStep: trainer.step)
     }

@@ -1,0 +1,148 @@
+import Foundation
+import GenKit
+
+/// Corpus arguments as readable paths: standard input ("-") and pipes (`<(cat a.txt)`), which
+/// can be read only once, are first copied to unlinked files in `folder`.
+final class CorpusFiles {
+    let paths: [String]
+    private let spools: [SpooledStream]
+
+    init(_ arguments: [String], folder: String) throws {
+        var spools: [SpooledStream] = []
+        var stdinSpool: SpooledStream?
+        var paths: [String] = []
+        for a in arguments {
+            if a == "-" {
+                if stdinSpool == nil { stdinSpool = try SpooledStream(reading: 0, name: "standard input", into: folder) }
+                paths.append(stdinSpool!.path)
+            } else if isStream(a) {
+                let fd = open(a, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { throw GenError("cannot read \(a): \(String(cString: strerror(errno)))") }
+                defer { close(fd) }
+                let s = try SpooledStream(reading: fd, name: a, into: folder)
+                spools.append(s)
+                paths.append(s.path)
+            } else {
+                paths.append(a)
+            }
+        }
+        if let stdinSpool { spools.append(stdinSpool) }
+        self.paths = paths
+        self.spools = spools
+    }
+
+    /// `error` with the spool files' internal names replaced by what the user gave.
+    func named(_ error: Error) -> Error {
+        guard var e = error as? GenError else { return error }
+        for s in spools { e.message = e.message.replacingOccurrences(of: s.path, with: s.name) }
+        return e
+    }
+}
+
+/// Identity of an existing file (device and inode), to tell when two paths name one file.
+func fileIdentity(_ path: String) -> (UInt64, UInt64)? {
+    var st = stat()
+    guard stat(path, &st) == 0 else { return nil }
+    return (UInt64(st.st_dev), UInt64(st.st_ino))
+}
+
+func isFolder(_ path: String) -> Bool {
+    var isDir = ObjCBool(false)
+    return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+}
+
+/// Everything a training run will write, checked before any work and locked for the run's
+/// length: the model file, its state, the log. Inputs are never written.
+final class RunOutputs {
+    let out: String
+    let folder: String
+    private let lockPath: String
+    private var lockFD: Int32 = -1
+
+    /// - Parameters:
+    ///   - inputs: files the run reads (corpora, the model finetuned, a tokenizer file).
+    ///   - replace: an existing model may be replaced (--force); `resume` continues it.
+    init(out: String, log: String?, inputs: [String], replace: Bool, resume: Bool) throws {
+        self.out = out
+        let dir = (out as NSString).deletingLastPathComponent
+        folder = dir.isEmpty ? "." : dir
+        lockPath = folder + "/." + (out as NSString).lastPathComponent + ".lock"
+        let statePath = out + ".state"
+        guard isFolder(folder) else { throw GenError("cannot write \(out): the folder \(folder) does not exist") }
+        guard access(folder, W_OK) == 0 else { throw GenError("cannot write \(out): the folder \(folder) is not writable") }
+        for (path, what) in [(out, "--out"), (statePath, "the state file")] where isFolder(path) {
+            throw GenError("\(what) \(path) is a folder; choose another --out")
+        }
+        // Inputs are never written: not by the model, its state or the log.
+        let written = [(out, "--out"), (statePath, "the state file of --out")] + (log.map { [($0, "--log")] } ?? [])
+        for input in inputs {
+            guard let id = fileIdentity(input) else { continue }
+            for (path, what) in written where fileIdentity(path).map({ $0 == id }) ?? false {
+                throw GenError("\(what) \(path) is also an input of this run (\(input)); gen never writes its inputs: choose another file")
+            }
+        }
+        if let log, let id = fileIdentity(log), [out, statePath].contains(where: { fileIdentity($0).map { $0 == id } ?? false }) {
+            throw GenError("--log \(log) is the model or its state file; choose another log file")
+        }
+        if let log, isFolder(log) { throw GenError("--log \(log) is a folder") }
+        try lock()
+        let fm = FileManager.default
+        if resume {
+            guard fm.fileExists(atPath: out) else { throw GenError("cannot resume: \(out) does not exist") }
+        } else if fm.fileExists(atPath: out) && !replace {
+            throw GenError("\(out) already exists; pass --resume to continue its training, --force to replace it, or choose another --out")
+        }
+        for path in [out, statePath] where fm.fileExists(atPath: path) && access(path, W_OK) != 0 {
+            throw GenError("\(path) is read-only; gen will not replace it (make it writable, or choose another --out)")
+        }
+        removeLeftovers()
+    }
+
+    /// Takes the run's lock on --out: a second run on the same output fails at once.
+    private func lock() throws {
+        let fd = open(lockPath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw GenError("cannot lock \(out) (\(lockPath)): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw GenError("another gen run is writing \(out); wait for it to end, or choose another --out")
+        }
+        // The run that held it may have removed the file between our open and our lock.
+        var held = stat(), now = stat()
+        guard fstat(fd, &held) == 0, stat(lockPath, &now) == 0, held.st_ino == now.st_ino, held.st_dev == now.st_dev else {
+            close(fd)
+            return try lock()
+        }
+        lockFD = fd
+    }
+
+    /// Temporary files of saves that a kill interrupted (only ours: `.NAME.tmp-…`).
+    private func removeLeftovers() {
+        let prefixes = [out, out + ".state"].map { "." + ($0 as NSString).lastPathComponent + ".tmp-" }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] where prefixes.contains(where: name.hasPrefix) {
+            unlink(folder + "/" + name)
+        }
+    }
+
+    deinit {
+        if lockFD >= 0 {
+            unlink(lockPath)
+            close(lockFD)
+        }
+    }
+}
+
+/// All of standard input.
+/// - Throws: `GenError` when it cannot be read (closed, say).
+func readStandardInput() throws -> Data {
+    var data = Data()
+    var buf = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let n = buf.withUnsafeMutableBytes { read(0, $0.baseAddress!, $0.count) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw GenError("cannot read standard input: \(errno == EBADF ? "it is closed" : String(cString: strerror(errno)))")
+        }
+        if n == 0 { return data }
+        data.append(contentsOf: buf[0..<n])
+    }
+}
