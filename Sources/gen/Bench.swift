@@ -28,7 +28,7 @@ struct BenchOptions {
 
     init(_ a: ParsedArguments) throws {
         config = GPTConfig(nLayer: try a.int("layers", min: 1), nHead: try a.int("heads", min: 1), nEmbd: try a.int("embd", min: 1),
-                           blockSize: try a.int("context", min: 1), vocabSize: try a.int("vocab", min: 1))
+                           blockSize: try a.int("context", min: 1), vocabSize: try a.int("vocab", min: 1, max: 1 << 22))
         try config.validate()
         settings.batchSize = try a.int("batch", min: 1)
         settings.dropout = try a.float("dropout", min: 0, max: 0.95)

@@ -46,6 +46,12 @@ func fileIdentity(_ path: String) -> (UInt64, UInt64)? {
     return (UInt64(st.st_dev), UInt64(st.st_ino))
 }
 
+/// True for an existing file without any write permission bit.
+func isReadOnly(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0 && st.st_mode & 0o222 == 0
+}
+
 func isFolder(_ path: String) -> Bool {
     var isDir = ObjCBool(false)
     return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
@@ -64,9 +70,8 @@ final class RunOutputs {
     ///   - replace: an existing model may be replaced (--force); `resume` continues it.
     init(out: String, log: String?, inputs: [String], replace: Bool, resume: Bool) throws {
         self.out = out
-        let dir = (out as NSString).deletingLastPathComponent
-        folder = dir.isEmpty ? "." : dir
-        lockPath = folder + "/." + (out as NSString).lastPathComponent + ".lock"
+        folder = Paths.folder(of: out)
+        lockPath = folder + "/." + Paths.fileName(of: out) + ".lock"
         let statePath = out + ".state"
         guard isFolder(folder) else { throw GenError("cannot write \(out): the folder \(folder) does not exist") }
         guard access(folder, W_OK) == 0 else { throw GenError("cannot write \(out): the folder \(folder) is not writable") }
@@ -92,7 +97,9 @@ final class RunOutputs {
         } else if fm.fileExists(atPath: out) && !replace {
             throw GenError("\(out) already exists; pass --resume to continue its training, --force to replace it, or choose another --out")
         }
-        for path in [out, statePath] where fm.fileExists(atPath: path) && access(path, W_OK) != 0 {
+        // By the mode bits, not access(): root may write anything, but a file marked
+        // read-only was marked so by someone.
+        for path in [out, statePath] where isReadOnly(path) {
             throw GenError("\(path) is read-only; gen will not replace it (make it writable, or choose another --out)")
         }
         removeLeftovers()
@@ -117,7 +124,7 @@ final class RunOutputs {
 
     /// Temporary files of saves that a kill interrupted (only ours: `.NAME.tmp-…`).
     private func removeLeftovers() {
-        let prefixes = [out, out + ".state"].map { "." + ($0 as NSString).lastPathComponent + ".tmp-" }
+        let prefixes = [out, out + ".state"].map { "." + Paths.fileName(of: $0) + ".tmp-" }
         for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] where prefixes.contains(where: name.hasPrefix) {
             unlink(folder + "/" + name)
         }

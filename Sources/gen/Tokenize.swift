@@ -30,7 +30,7 @@ struct TokenizerTrainOptions {
 
     init(_ a: ParsedArguments) throws {
         corpus = a.positionals
-        vocabSize = try a.int("vocab-size", min: 257)
+        vocabSize = try a.int("vocab-size", min: 257, max: 1 << 22)
         pattern = SplitPattern(rawValue: try a.choice("pattern", ["gpt2", "gpt4"]))!
         special = a.strings("special")
         out = a.string("out")!

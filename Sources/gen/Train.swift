@@ -105,7 +105,7 @@ struct TrainOptions {
         config = GPTConfig(nLayer: try a.int("layers", min: 1), nHead: try a.int("heads", min: 1), nEmbd: try a.int("embd", min: 1),
                            blockSize: try a.int("context", min: 1), vocabSize: 1)
         tokenizerChoice = a.string("tokenizer")!
-        vocabSize = try a.int("vocab-size", min: 257)
+        vocabSize = try a.int("vocab-size", min: 257, max: 1 << 22)
         pattern = SplitPattern(rawValue: try a.choice("pattern", ["gpt2", "gpt4"]))!
         settings.batchSize = try a.int("batch", min: 1)
         settings.accumulation = try a.int("accum", min: 1)
@@ -184,12 +184,12 @@ struct TrainOptions {
     /// The model to train, its tokenizer and the metadata its checkpoints carry: the saved run
     /// (--resume), the model to finetune (--from), or a new one.
     func startingModel(_ paths: [String]) throws -> (GPTModel, Tokenizer, [String: String]) {
-        var meta = ["corpus": corpus.map { $0 == "-" ? "<stdin>" : ($0 as NSString).lastPathComponent }.joined(separator: " "),
+        var meta = ["corpus": corpus.map { $0 == "-" ? "<stdin>" : Paths.fileName(of: $0) }.joined(separator: " "),
                     "generator": "gen \(genVersion)"]
         if resume || from != nil {
             let ck = try Checkpoint.load(resume ? out : from!)
             meta = ck.metadata.merging(meta) { _, new in new }
-            if !resume { meta["finetuned_from"] = (from! as NSString).lastPathComponent; meta["val_loss"] = nil }
+            if !resume { meta["finetuned_from"] = Paths.fileName(of: from!); meta["val_loss"] = nil }
             return (ck.model, ck.tokenizer, meta)
         }
         let tokenizer: Tokenizer

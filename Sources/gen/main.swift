@@ -142,4 +142,7 @@ func fail(_ error: Error, command: CommandSpec?) -> Int32 {
 
 if let warning = Machine.ensureFastMatrixKernel() { note(warning) }
 setvbuf(stdout, nil, _IOFBF, 1 << 16)
+// A file-size limit (ulimit -f) makes a write fail with EFBIG, reported like a full disk,
+// instead of killing gen.
+signal(SIGXFSZ, SIG_IGN)
 exit(run(Array(CommandLine.arguments.dropFirst())))

@@ -86,3 +86,41 @@ func tinyModel(in dir: URL, steps: Int = 40, extra: [String] = []) throws -> Str
 }
 
 func fileBytes(_ path: String) -> Data { FileManager.default.contents(atPath: path) ?? Data() }
+
+/// Runs `script` with /bin/sh, with $GEN naming the gen binary; stdin is empty.
+@discardableResult
+func shell(_ script: String, cwd: URL? = nil, env: [String: String] = [:]) throws -> RunResult {
+    try run("/bin/sh", ["-c", script], cwd: cwd, env: env.merging(["GEN": genBinary]) { a, _ in a })
+}
+
+/// Runs a program, waits for it to end.
+func run(_ program: String, _ args: [String], cwd: URL? = nil, env: [String: String] = [:]) throws -> RunResult {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: program)
+    p.arguments = args
+    if let cwd { p.currentDirectoryURL = cwd }
+    var e = ProcessInfo.processInfo.environment
+    for (k, v) in env { e[k] = v }
+    p.environment = e
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    p.standardInput = FileHandle.nullDevice
+    try p.run()
+    final class Box: @unchecked Sendable { var data = Data() }
+    let errBox = Box()
+    let group = DispatchGroup()
+    group.enter()
+    DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    group.wait()
+    p.waitUntilExit()
+    return RunResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                     stderr: String(decoding: errBox.data, as: UTF8.self))
+}
+
+/// No crash report, and one line of error.
+func isCleanFailure(_ r: RunResult) -> Bool {
+    r.status != 0 && !r.stderr.contains("crashed") && !r.stderr.contains("Fatal error")
+        && r.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }.count == 1
+}

@@ -109,6 +109,24 @@ import GenKernels
         for (h, r) in zip(norms, n.values) { #expect(abs(h - r) <= 1e-4 * r && r > 1e-3) }
     }
 
+    /// Weights that stop being finite are never saved: the run ends with an error and the
+    /// checkpoint before stays (an update can make them so while the loss it follows was fine).
+    @Test func nonFiniteWeightsAreNeverSaved() throws {
+        let s = try Setup()
+        let path = s.dir.appendingPathComponent("n.safetensors").path
+        let run = s.run(s.model(), path: path, every: 1)
+        final class Poison: TrainingRunDelegate {
+            func trainingRun(_ run: TrainingRun, finished r: TrainingRun.StepReport) {
+                if r.step == 3 { run.trainer.model.parameters.pointer[5] = .nan }
+            }
+        }
+        let poison = Poison()
+        run.delegate = poison
+        #expect(throws: GenError.self) { try run.run() }
+        let ck = try Checkpoint.load(path)
+        #expect(ck.metadata["step"] == "2" && ck.model.parameters.array.allSatisfy { $0.isFinite })
+    }
+
     /// A run that trains only some tensors leaves every other weight bit-identical, keeps
     /// AdamW moments for the trained floats only, and still lowers the loss.
     @Test func frozenTensorsStayBitIdentical() throws {

@@ -205,21 +205,16 @@ struct PendingFile {
     let destination: String
 
     /// The prefix of temporary files for `path` (`.NAME.tmp-`), for cleaning up after a kill.
-    static func temporaryPrefix(for path: String) -> String { ".\((path as NSString).lastPathComponent).tmp-" }
+    static func temporaryPrefix(for path: String) -> String { ".\(Paths.fileName(of: path)).tmp-" }
 
     init(temporary: String, destination: String) {
         self.temporary = temporary
         self.destination = destination
     }
 
-    static func folder(of path: String) -> String {
-        let dir = (path as NSString).deletingLastPathComponent
-        return dir.isEmpty ? "." : dir
-    }
-
     init(_ path: String, _ pieces: [UnsafeRawBufferPointer]) throws {
         destination = path
-        let dir = Self.folder(of: path)
+        let dir = Paths.folder(of: path)
         var fd: Int32 = -1
         var name = ""
         for _ in 0..<16 {
@@ -254,7 +249,7 @@ struct PendingFile {
             unlink(temporary)
             throw GenError("cannot write \(target): \(message)")
         }
-        let dfd = open(Self.folder(of: target), O_RDONLY | O_CLOEXEC)
+        let dfd = open(Paths.folder(of: target), O_RDONLY | O_CLOEXEC)
         if dfd >= 0 { fsync(dfd); close(dfd) }
     }
 

@@ -1,0 +1,210 @@
+import Foundation
+import Testing
+import GenKit
+
+/// Each class of fault an adversarial user found, through the binary: nothing the user had is
+/// lost or overwritten, nothing crashes, every error is one line.
+@Suite struct FaultTests {
+    /// A model and a state from different saves are refused; a save cut between its renames
+    /// (model renamed, state still at .next) resumes exactly.
+    @Test func checkpointPairsMustMatch() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let m = d.appendingPathComponent("m.safetensors").path, u = d.appendingPathComponent("u.safetensors").path
+        let common = ["--quiet", "--seed", "3", "--threads", "2", "--steps", "6", "--save-every", "2"] + tinyShape
+        #expect(try gen(["train", c, "--out", u] + common).status == 0)
+        #expect(try gen(["train", c, "--out", m] + common, env: ["GEN_STOP_AFTER_STEP": "2"]).status == 130)
+        let state2 = fileBytes(m + ".state")
+        #expect(try gen(["train", c, "--out", m, "--resume"] + common, env: ["GEN_STOP_AFTER_STEP": "4"]).status == 130)
+        let state4 = fileBytes(m + ".state")
+        // The model at step 4 with the state of step 2: refused, files untouched.
+        try state2.write(to: URL(fileURLWithPath: m + ".state"))
+        let model4 = fileBytes(m)
+        let r = try gen(["train", c, "--out", m, "--resume"] + common)
+        #expect(r.status == 1 && r.stderr.contains("not from the same save") && isCleanFailure(r), "\(r.stderr)")
+        #expect(fileBytes(m) == model4)
+        // As a kill between the renames leaves it: the new state still at .next.
+        try state4.write(to: URL(fileURLWithPath: m + ".state.next"))
+        let ok = try gen(["train", c, "--out", m, "--resume"] + common)
+        #expect(ok.status == 0, "\(ok.stderr)")
+        #expect(try SafeTensorsFile(path: m).rawBytes("wte.weight") == (try SafeTensorsFile(path: u).rawBytes("wte.weight")))
+        #expect(!FileManager.default.fileExists(atPath: m + ".state.next"))
+    }
+
+    /// Links planted where earlier temporary files were named (.OUT.tmp-PID, .gen-stdin-PID)
+    /// are never followed: their targets are untouched. (`exec` keeps the shell's PID.)
+    @Test func plantedLinksAreNotFollowed() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let target = d.appendingPathComponent("precious.txt").path
+        try "precious".write(toFile: target, atomically: true, encoding: .utf8)
+        let r = try shell("""
+            ln -s precious.txt .m.safetensors.tmp-$$; ln -s precious.txt .m.safetensors.state.tmp-$$; ln -s precious.txt .gen-stdin-$$
+            exec "$GEN" train - --out m.safetensors --steps 2 --quiet \(tinyShape.joined(separator: " ")) < \(c)
+            """, cwd: d)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try String(contentsOfFile: target, encoding: .utf8) == "precious")
+        #expect(try Checkpoint.load(d.appendingPathComponent("m.safetensors").path).metadata["step"] == "2")
+    }
+
+    /// A second run on the same --out fails at once while the first runs.
+    @Test func oneRunPerOutput() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let r = try shell("""
+            "$GEN" train \(c) --out m.safetensors --steps 100000 --quiet \(tinyShape.joined(separator: " ")) & first=$!
+            sleep 1.5
+            "$GEN" train \(c) --out m.safetensors --steps 2 --quiet --force \(tinyShape.joined(separator: " "))
+            status=$?
+            kill -TERM $first; wait $first; echo "first $?"
+            exit $status
+            """, cwd: d)
+        #expect(r.status == 1 && r.stderr.contains("another gen run is writing m.safetensors"), "\(r.stderr)")
+        #expect(r.stdout.contains("first 130"), "\(r.stdout)")
+    }
+
+    /// Outputs that cannot be written, and inputs named as outputs, are refused before any step.
+    @Test func outputsAreCheckedFirstAndInputsNeverWritten() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let before = fileBytes(c)
+        try FileManager.default.createDirectory(at: d.appendingPathComponent("dir"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: d.appendingPathComponent("s.safetensors.state"), withIntermediateDirectories: true)
+        let ro = d.appendingPathComponent("ro.safetensors").path
+        try "old".write(toFile: ro, atomically: true, encoding: .utf8)
+        chmod(ro, 0o444)
+        let cases: [([String], String)] = [
+            (["--out", d.appendingPathComponent("dir").path], "is a folder"),
+            (["--out", d.appendingPathComponent("s.safetensors").path], "is a folder"),
+            (["--out", ro, "--force"], "is read-only"),
+            (["--out", c, "--force"], "is also an input"),
+            (["--out", d.appendingPathComponent("x.safetensors").path, "--log", c], "is also an input"),
+        ]
+        for (args, message) in cases {
+            let r = try gen(["train", c, "--steps", "50"] + tinyShape + args)
+            #expect(isCleanFailure(r) && r.stderr.contains(message) && !r.stderr.contains("step "), "\(args): \(r.stderr)")
+        }
+        #expect(fileBytes(c) == before)
+        #expect(try String(contentsOfFile: ro, encoding: .utf8) == "old")
+    }
+
+    /// Output that cannot be written is an error, not a silent exit 0.
+    @Test func writeErrorsAreReported() throws {
+        let d = tempDir()
+        let m = try tinyModel(in: d, steps: 2)
+        for cmd in ["\"$GEN\" sample -m \(m) -p And -n 5", "\"$GEN\" info \(m)", "echo hi | \"$GEN\" tokenize -m \(m)", "\"$GEN\" --help"] {
+            let r = try shell(cmd + " > /dev/full")
+            #expect(r.status == 1 && r.stderr.contains("cannot write to standard output"), "\(cmd): \(r.stderr)")
+        }
+    }
+
+    /// Sizes at their edges: refused up front with one line, never a crash or a hang.
+    @Test(arguments: [
+        ["train", "C", "--context", "1000000000000000000"],
+        ["train", "C", "--layers", "100000000"],
+        ["train", "C", "--embd", "10000000000", "--heads", "1"],
+        ["train", "C", "--tokenizer", "bpe", "--vocab-size", "9223372036854775807"],
+        ["train", "C", "--batch", "1000000000000000000"],
+        ["bench", "--batch", "1000000000000000000"],
+        ["bench", "--batch", "1e18"],
+        ["bench", "--vocab", "9223372036854775807"],
+        ["bench", "--embd", "10000000000"],
+        ["bench", "--context", "3037000500", "--layers", "1", "--embd", "1", "--heads", "1"],
+    ])
+    func sizesAreCheckedFirst(args: [String]) throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let start = Date()
+        let r = try gen(args.map { $0 == "C" ? c : $0 } + ["--out", d.appendingPathComponent("m").path].filter { _ in args[0] == "train" })
+        #expect(isCleanFailure(r), "\(args): \(r.stderr)")
+        #expect(Date().timeIntervalSince(start) < 10)
+    }
+
+    /// Tokenizer files with ids outside their vocabulary are refused, whatever the id.
+    @Test(arguments: ["-1", "2147483647", "2147483648", "99999999999"])
+    func craftedTokenizerIDs(id: String) throws {
+        let d = tempDir()
+        let good = try String(contentsOf: repoRoot.appendingPathComponent("Tests/GenKitTests/Fixtures/bpe_gpt2.tokenizer.json"), encoding: .utf8)
+        let obj = try JSONSerialization.jsonObject(with: Data(good.utf8)) as! [String: Any]
+        var model = obj["model"] as! [String: Any]
+        var vocab = model["vocab"] as! [String: Int]
+        let key = vocab.first { $0.value == vocab.count - 1 }!.key   // the last merge's result
+        vocab[key] = Int(id)!
+        model["vocab"] = vocab
+        var bad = obj
+        bad["model"] = model
+        var special = obj
+        special["added_tokens"] = [["id": Int(id)!, "content": "<|x|>", "special": true]]
+        for (name, o) in [("merge", bad), ("special", special)] {
+            let path = d.appendingPathComponent("\(name).json").path
+            try JSONSerialization.data(withJSONObject: o).write(to: URL(fileURLWithPath: path))
+            let r = try gen(["tokenize", "--from", path], stdin: "hello\n")
+            #expect(isCleanFailure(r), "\(name) \(id): \(r.stderr)")
+        }
+    }
+
+    @Test func foldersAsModelsOrTokenizers() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        for args in [["sample", "-m", d.path], ["tokenize", "-m", d.path], ["info", d.path], ["eval", "-m", d.path, c],
+                     ["train", c, "--tokenizer", d.path, "--out", d.appendingPathComponent("m").path]] {
+            let r = try gen(args)
+            #expect(isCleanFailure(r) && r.stderr.contains("is a folder"), "\(args): \(r.stderr)")
+        }
+    }
+
+    /// A write that fails (here a file-size limit, as a full disk) while caching tokens is an
+    /// error, never a SIGBUS on a short mapping. 60,000 characters make a 120,000-byte cache;
+    /// a limit of 116 KB lets the page-aligned bulk through and fails the buffered tail.
+    @Test func failedTokenCacheWrite() throws {
+        let d = tempDir()
+        let text = try String(contentsOf: repoRoot.appendingPathComponent("data/kjv.txt"), encoding: .utf8)
+        let c = d.appendingPathComponent("c.txt").path
+        try String(text.utf8.prefix(60_000))!.write(toFile: c, atomically: true, encoding: .utf8)
+        let r = try run("/bin/bash", ["-c", "ulimit -f 116; exec \"$GEN\" train c.txt --out m.safetensors --steps 20 --quiet --val-fraction 0 \(tinyShape.joined(separator: " "))"],
+                        cwd: d, env: ["GEN": genBinary])
+        #expect(isCleanFailure(r) && r.stderr.contains("token cache"), "\(r.status) \(r.stderr)")
+    }
+
+    /// SIGTERM saves as Ctrl-C does.
+    @Test func sigtermSaves() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let r = try shell("""
+            "$GEN" train \(c) --out m.safetensors --steps 100000 --quiet \(tinyShape.joined(separator: " ")) & p=$!
+            sleep 1.5; kill -TERM $p; wait $p; echo "status $?"
+            """, cwd: d)
+        #expect(r.stdout.contains("status 130"), "\(r.stdout) \(r.stderr)")
+        let step = Int(try Checkpoint.load(d.appendingPathComponent("m.safetensors").path).metadata["step"] ?? "0") ?? 0
+        #expect(step > 0)
+    }
+
+    /// A diverging run never saves non-finite weights as its last good checkpoint.
+    @Test func divergenceKeepsFiniteWeights() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let m = d.appendingPathComponent("m.safetensors").path
+        let r = try gen(["train", c, "--out", m, "--steps", "200", "--save-every", "1", "--lr", "1e6", "--warmup", "0",
+                         "--grad-clip", "0", "--quiet"] + tinyShape)
+        #expect(isCleanFailure(r) && (r.stderr.contains("loss became") || r.stderr.contains("no longer finite")), "\(r.stderr)")
+        if FileManager.default.fileExists(atPath: m) {
+            let ck = try Checkpoint.load(m)
+            #expect(ck.model.parameters.array.allSatisfy { $0.isFinite })
+        }
+    }
+
+    /// Messages about standard input and pipes name them, not internal files.
+    @Test func streamsAreNamed() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        var r = try gen(["train", "-", "--out", d.appendingPathComponent("e").path] + tinyShape, stdin: "")
+        #expect(isCleanFailure(r) && r.stderr == "Error: standard input is empty\n", "\(r.stderr)")
+        r = try shell("\"$GEN\" tokenize -m x --count <&-")
+        #expect(r.status == 1 && !r.stderr.contains("NSCocoaErrorDomain"), "\(r.stderr)")
+        // A pipe corpus (read twice: vocabulary, then tokens) trains.
+        r = try shell("exec bash -c '\"$GEN\" train <(cat \(c)) --out p.safetensors --steps 2 --quiet \(tinyShape.joined(separator: " "))'", cwd: d)
+        #expect(r.status == 0, "\(r.stderr)")
+        r = try shell("printf 'ab\\377' | \"$GEN\" train - --out q --steps 2 \(tinyShape.joined(separator: " "))", cwd: d)
+        #expect(isCleanFailure(r) && r.stderr.contains("standard input is not valid UTF-8"), "\(r.stderr)")
+    }
+}

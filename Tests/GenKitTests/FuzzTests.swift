@@ -1,0 +1,112 @@
+import Foundation
+import Testing
+import GenKit
+import GenKernels
+
+/// Mutated checkpoints, state files and tokenizer.json files, read in process: each one loads
+/// or throws a `GenError`; a crash fails the whole suite.
+@Suite struct FuzzTests {
+    /// Mutations of `bytes`: byte flips (most in the header), truncations, header lengths, and
+    /// numbers in the JSON replaced by values at the edges.
+    static func mutants(of bytes: [UInt8], count: Int, seed: UInt64, headerEnd: Int) -> [[UInt8]] {
+        var rng = Random(seed: seed)
+        let edges = ["-1", "0", "2147483647", "2147483648", "4294967296", "9223372036854775807", "99999999999999999999",
+                     "-9223372036854775808", "1e300", "3.5", "null", "[]", "\"x\""]
+        var out: [[UInt8]] = []
+        let text = String(decoding: bytes.prefix(headerEnd), as: UTF8.self)
+        // Offsets of numbers in the header.
+        var numbers: [Range<Int>] = []
+        var i = 0
+        let h = Array(bytes.prefix(headerEnd))
+        while i < h.count {
+            if (h[i] >= 0x30 && h[i] <= 0x39) || h[i] == 0x2D {
+                let start = i
+                i += 1
+                while i < h.count && h[i] >= 0x30 && h[i] <= 0x39 { i += 1 }
+                numbers.append(start..<i)
+            } else { i += 1 }
+        }
+        _ = text
+        for k in 0..<count {
+            var m = bytes
+            switch k % 4 {
+            case 0:   // flip a few bytes, mostly in the header
+                for _ in 0..<(1 + rng.nextInt(below: 3)) {
+                    let at = rng.nextInt(below: 4) == 0 ? rng.nextInt(below: m.count) : rng.nextInt(below: max(1, min(m.count, headerEnd)))
+                    m[at] ^= UInt8(1 << rng.nextInt(below: 8))
+                }
+            case 1:   // truncate
+                m = Array(m.prefix(rng.nextInt(below: m.count)))
+            case 2:   // replace a number in the header
+                if !numbers.isEmpty {
+                    let r = numbers[rng.nextInt(below: numbers.count)]
+                    m.replaceSubrange(r, with: Array(edges[rng.nextInt(below: edges.count)].utf8))
+                }
+            default:  // change the header length or insert garbage
+                if m.count >= 8 && headerEnd > 8 && rng.nextInt(below: 2) == 0 {
+                    let v = [UInt64(0), UInt64(headerEnd), UInt64.max, UInt64(m.count), UInt64(rng.nextInt(below: 1 << 20))][rng.nextInt(below: 5)]
+                    for b in 0..<8 { m[b] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(b))) }
+                } else {
+                    let at = rng.nextInt(below: m.count)
+                    m.insert(contentsOf: Array("{\"a\":[1,2],".utf8), at: at)
+                }
+            }
+            out.append(m)
+        }
+        return out
+    }
+
+    static func headerEnd(_ bytes: [UInt8]) -> Int {
+        var n = 0
+        for b in 0..<8 { n |= Int(bytes[b]) << (8 * b) }
+        return 8 + n
+    }
+
+    /// Loads `mutants` with `load`: each must load or throw GenError.
+    static func check(_ mutants: [[UInt8]], in dir: URL, _ load: (String) throws -> Void) throws -> (loaded: Int, refused: Int) {
+        var loaded = 0, refused = 0
+        let path = dir.appendingPathComponent("mutant").path
+        for m in mutants {
+            try Data(m).write(to: URL(fileURLWithPath: path))
+            do { try load(path); loaded += 1 } catch is GenError { refused += 1 }
+        }
+        return (loaded, refused)
+    }
+
+    @Test func mutatedCheckpointsStateAndTokenizers() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-fuzz-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        // A small model with a BPE tokenizer, its state, and a tokenizer.json.
+        let corpus = dir.appendingPathComponent("c.txt").path
+        try String(repeating: "In the beginning God created the heaven and the earth; and the Spirit of God moved upon the face of the waters. 0123456789 ", count: 40).write(toFile: corpus, atomically: true, encoding: .utf8)
+        let tok = try BPETrainer.train(paths: [corpus], vocabSize: 300, pattern: .gpt2, special: ["<|endoftext|>"])
+        let config = GPTConfig(nLayer: 1, nHead: 2, nEmbd: 8, blockSize: 8, vocabSize: tok.vocabSize)
+        let model = GPTModel(config: config)
+        model.initialize(seed: 1)
+        var settings = TrainingSettings()
+        settings.batchSize = 2
+        var skipped = 0
+        let data = try TokenData(encoding: [corpus], with: tok, cacheDirectory: dir.path, skipped: &skipped)
+        let path = dir.appendingPathComponent("m.safetensors").path
+        let run = TrainingRun(model: model, settings: settings, data: data, trainTokens: data.count, options: .init(),
+                              checkpoint: CheckpointPolicy(path: path, every: 0, tokenizer: tok))
+        try run.save()
+        let modelBytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        let stateBytes = Array(try Data(contentsOf: URL(fileURLWithPath: path + ".state")))
+        try tok.writeHuggingFaceJSON(to: dir.appendingPathComponent("t.json").path)
+        let tokBytes = Array(try Data(contentsOf: dir.appendingPathComponent("t.json")))
+
+        let a = try Self.check(Self.mutants(of: modelBytes, count: 400, seed: 1, headerEnd: Self.headerEnd(modelBytes)), in: dir) {
+            _ = try Checkpoint.load($0)
+        }
+        let trainer = Trainer(model: model, settings: settings)
+        let b = try Self.check(Self.mutants(of: stateBytes, count: 300, seed: 2, headerEnd: Self.headerEnd(stateBytes)), in: dir) {
+            _ = try TrainingState.load($0, into: trainer)
+        }
+        let c = try Self.check(Self.mutants(of: tokBytes, count: 300, seed: 3, headerEnd: tokBytes.count), in: dir) {
+            _ = try BPETokenizer.huggingFace(path: $0)
+        }
+        // Most mutants are refused, some still load (a flipped weight is still a weight).
+        #expect(a.refused > 200 && b.refused > 100 && c.refused > 100, "\(a) \(b) \(c)")
+    }
+}
