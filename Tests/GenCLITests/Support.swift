@@ -25,35 +25,7 @@ struct RunResult {
 /// Runs gen with `args`, feeding `stdin`; waits for it to end.
 @discardableResult
 func gen(_ args: [String], stdin: String? = nil, stdinData: Data? = nil, cwd: URL? = nil, env: [String: String] = [:]) throws -> RunResult {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: genBinary)
-    p.arguments = args
-    if let cwd { p.currentDirectoryURL = cwd }
-    var e = ProcessInfo.processInfo.environment
-    for (k, v) in env { e[k] = v }
-    p.environment = e
-    let out = Pipe(), err = Pipe(), inp = Pipe()
-    p.standardOutput = out
-    p.standardError = err
-    p.standardInput = inp
-    try p.run()
-    let data = stdinData ?? stdin.map { Data($0.utf8) } ?? Data()
-    DispatchQueue.global().async {
-        try? inp.fileHandleForWriting.write(contentsOf: data)
-        try? inp.fileHandleForWriting.close()
-    }
-    // Read both pipes concurrently so neither fills up.
-    final class Box: @unchecked Sendable { var data = Data() }
-    let errBox = Box()
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    let errData = errBox.data
-    p.waitUntilExit()
-    return RunResult(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                     stderr: String(decoding: errData, as: UTF8.self))
+    try run(genBinary, args, stdin: stdinData ?? stdin.map { Data($0.utf8) } ?? Data(), cwd: cwd, env: env)
 }
 
 /// A fresh temporary folder.
@@ -93,8 +65,8 @@ func shell(_ script: String, cwd: URL? = nil, env: [String: String] = [:]) throw
     try run("/bin/sh", ["-c", script], cwd: cwd, env: env.merging(["GEN": genBinary]) { a, _ in a })
 }
 
-/// Runs a program, waits for it to end.
-func run(_ program: String, _ args: [String], cwd: URL? = nil, env: [String: String] = [:]) throws -> RunResult {
+/// Runs a program, feeding it `stdin` (nil: /dev/null); waits for it to end.
+func run(_ program: String, _ args: [String], stdin: Data? = nil, cwd: URL? = nil, env: [String: String] = [:]) throws -> RunResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: program)
     p.arguments = args
@@ -102,11 +74,18 @@ func run(_ program: String, _ args: [String], cwd: URL? = nil, env: [String: Str
     var e = ProcessInfo.processInfo.environment
     for (k, v) in env { e[k] = v }
     p.environment = e
-    let out = Pipe(), err = Pipe()
+    let out = Pipe(), err = Pipe(), inp = Pipe()
     p.standardOutput = out
     p.standardError = err
-    p.standardInput = FileHandle.nullDevice
+    p.standardInput = stdin == nil ? FileHandle.nullDevice : inp
     try p.run()
+    if let stdin {
+        DispatchQueue.global().async {
+            try? inp.fileHandleForWriting.write(contentsOf: stdin)
+            try? inp.fileHandleForWriting.close()
+        }
+    }
+    // Read both pipes concurrently so neither fills up.
     final class Box: @unchecked Sendable { var data = Data() }
     let errBox = Box()
     let group = DispatchGroup()
