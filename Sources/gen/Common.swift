@@ -108,7 +108,7 @@ func terminalColumns() -> Int {
 func loadTokenizer(_ path: String) throws -> Tokenizer {
     var isDir = ObjCBool(false)
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw GenError("cannot read \(path): No such file or directory") }
-    if isDir.boolValue { throw GenError("\(path) is a folder, not a model or tokenizer file") }
+    if isDir.boolValue { return try HuggingFaceGPT2.tokenizer(in: path) }
     guard let head = FileHandle(forReadingAtPath: path)?.readData(ofLength: 9) else { throw GenError("cannot read \(path)") }
     if head.count == 9 && head[8] == UInt8(ascii: "{") && head[0...7].contains(where: { $0 != 0 }) && head[7] == 0 {
         return try Checkpoint.load(path).tokenizer

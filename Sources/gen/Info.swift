@@ -29,7 +29,8 @@ struct InfoOptions {
         if json {
             var fields = [
                 "\"file\":\(jsonString(path))",
-                "\"config\":{\"n_layer\":\(c.nLayer),\"n_head\":\(c.nHead),\"n_embd\":\(c.nEmbd),\"block_size\":\(c.blockSize),\"vocab_size\":\(c.vocabSize)}",
+                "\"config\":{\"n_layer\":\(c.nLayer),\"n_head\":\(c.nHead),\"n_embd\":\(c.nEmbd),\"block_size\":\(c.blockSize),\"vocab_size\":\(c.vocabSize),\"n_inner\":\(c.hidden),\"layer_norm_epsilon\":\(c.layerNormEpsilon),\"activation_function\":\(jsonString(c.activation.rawValue))}",
+                "\"source\":\(jsonString(ck.isHuggingFace ? "huggingface" : "gen"))",
                 "\"parameters\":\(ck.model.parameterCount)",
                 "\"tokenizer\":{\"type\":\(jsonString(ck.tokenizer.kind)),\"vocab_size\":\(ck.tokenizer.vocabSize)}",
             ]
@@ -40,7 +41,8 @@ struct InfoOptions {
             }
             try Output.line("{" + fields.joined(separator: ",") + "}")
         } else {
-            var s = "\(path): gen model, format version \(ck.metadata["format_version"] ?? "?")\n"
+            var s = ck.isHuggingFace ? "\(path): Hugging Face GPT-2 model\n"
+                : "\(path): gen model, format version \(ck.metadata["gen_format_version"] ?? ck.metadata["format_version"] ?? "?")\n"
             s += "  shape       \(c.nLayer) layers, \(c.nHead) heads, \(c.nEmbd) channels, context \(c.blockSize)\n"
             s += "  parameters  \(ck.model.parameterCount)\n"
             s += "  tokenizer   \(ck.tokenizer.kind), \(ck.tokenizer.vocabSize) tokens\n"

@@ -181,7 +181,7 @@ import GenKernels
         // The checkpoint is a safetensors file with GPT-2's names.
         let f = try SafeTensorsFile(path: m)
         #expect(f.entries["h.1.mlp.c_fc.weight"]?.shape == [32, 128])
-        #expect(f.metadata["format"] == "gen" && f.metadata["format_version"] == "1")
+        #expect(f.metadata["format"] == "pt" && f.metadata["gen_format_version"] == "2")
         #expect(f.metadata["tokenizer"]!.hasPrefix("{\"type\":\"char\",\"vocab\":[\"\\n\",\" \""))
     }
 
@@ -294,9 +294,9 @@ import GenKernels
         flipped[9] ^= 0x20   // inside the JSON header
         try check("flipped.safetensors", flipped, "not valid JSON")
         let header = String(decoding: good[8..<(8 + Int(good[0]) + Int(good[1]) << 8)], as: UTF8.self)
-        let bumped = header.replacingOccurrences(of: "\"format_version\":\"1\"", with: "\"format_version\":\"9\"")
+        let bumped = header.replacingOccurrences(of: "\"gen_format_version\":\"2\"", with: "\"gen_format_version\":\"9\"")
         #expect(bumped != header)
-        try check("version.safetensors", good.prefix(8) + Data(bumped.utf8) + good.dropFirst(8 + header.utf8.count), "format_version 9 is not supported")
+        try check("version.safetensors", good.prefix(8) + Data(bumped.utf8) + good.dropFirst(8 + header.utf8.count), "gen format version 9 is not supported")
         let renamed = header.replacingOccurrences(of: "\"ln_f.bias\"", with: "\"ln_f.bies\"")
         try check("missing.safetensors", good.prefix(8) + Data(renamed.utf8) + good.dropFirst(8 + header.utf8.count), "missing tensor ln_f.bias")
         #expect(fileBytes(m) == good)

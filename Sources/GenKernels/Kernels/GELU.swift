@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 /// GELU, the tanh approximation GPT-2 uses.
 public enum GELU {
     static let s: Float = 0.7978845608028654   // sqrt(2/pi)
@@ -59,6 +62,46 @@ public enum GELU {
                 let local = 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * s * (1 + 3 * k * x * x)
                 dinp[i] = dout[i] * local
                 i += 1
+            }
+        }
+    }
+}
+
+/// The exact GELU, x·Φ(x) = x/2·(1 + erf(x/√2)), for models configured with it
+/// (`activation_function: gelu`). Scalar erf from the C library: exact, not fast.
+public enum ExactGELU {
+    static let invSqrt2: Float = 0.7071067811865476
+    static let invSqrt2Pi: Float = 0.3989422804014327
+
+    /// inp (N) -> out (N); out may be inp.
+    public static func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, count n: Int) {
+        Parallel.forRanges(n, minimumPerThread: 4096, Forward(out: out, inp: inp))
+    }
+
+    struct Forward: RangeKernel {
+        let out: UnsafeMutablePointer<Float>, inp: UnsafePointer<Float>
+        func run(_ range: Range<Int>) {
+            for i in range {
+                let x = inp[i]
+                out[i] = 0.5 * x * (1 + erff(x * invSqrt2))
+            }
+        }
+    }
+
+    /// dinp (N) = dout (N) * gelu'(inp (N)); dinp may be dout.
+    public static func backward(dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
+                                inp: UnsafePointer<Float>, count n: Int) {
+        Parallel.forRanges(n, minimumPerThread: 4096, Backward(dinp: dinp, dout: dout, inp: inp))
+    }
+
+    struct Backward: RangeKernel {
+        let dinp: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, inp: UnsafePointer<Float>
+        func run(_ range: Range<Int>) {
+            for i in range {
+                let x = inp[i]
+                let cdf = 0.5 * (1 + erff(x * invSqrt2))
+                let pdf = invSqrt2Pi * expf(-0.5 * x * x)
+                dinp[i] = dout[i] * (cdf + x * pdf)
             }
         }
     }

@@ -1,10 +1,19 @@
 import GenKernels
 import Foundation
 
-/// gen's model file: a safetensors file with GPT-2's tensor names and shapes and metadata
-/// `format` = gen, `format_version` = 1, `config`, `tokenizer` and facts about its training.
+/// A model with its tokenizer and metadata, as gen reads and writes it.
+///
+/// gen's model file is a safetensors file with GPT-2's tensor names and shapes. Its metadata
+/// says `format` = `pt` (as transformers' own files do, so that Hugging Face loads it) and
+/// carries gen's identity under keys of its own: `gen_format_version` = 2, `config`,
+/// `tokenizer` and facts about its training. Files written before (`format` = `gen`,
+/// `format_version` = 1) are read as before. Hugging Face GPT-2 models (a folder, or a
+/// safetensors file with its config.json beside it) are read too (`HuggingFaceGPT2`).
 public struct Checkpoint {
-    public static let formatVersion = "1"
+    /// The version of gen's own keys this gen writes.
+    public static let formatVersion = "2"
+    /// The state file's version (unchanged since version 1 of the model file).
+    static let stateFormatVersion = "1"
 
     public var model: GPTModel
     public var tokenizer: Tokenizer
@@ -17,41 +26,63 @@ public struct Checkpoint {
         self.metadata = metadata
     }
 
-    /// Loads and checks a model file.
+    /// True for a Hugging Face model rather than a file gen wrote.
+    public var isHuggingFace: Bool { metadata["gen_source"] == "huggingface" }
+
+    /// Loads and checks a model: a gen model file, a Hugging Face GPT-2 folder, or a Hugging
+    /// Face safetensors file with its config.json beside it.
     /// - Throws: `GenError` saying what is wrong: not safetensors, truncated, wrong version,
-    ///   missing tensor, wrong shape.
+    ///   missing tensor, wrong shape, a GPT-2 variant gen does not compute.
     public static func load(_ path: String) throws -> Checkpoint {
-        let file: SafeTensorsFile
-        file = try SafeTensorsFile(path: path)
-        let meta = file.metadata
-        if let f = meta["format"], f != "gen" { throw GenError("\(path): format is \"\(f)\", not a gen model") }
-        guard let version = meta["format_version"] else {
-            throw GenError("\(path): not a gen model (no format_version in its metadata)")
+        var isDir = ObjCBool(false)
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+            return try HuggingFaceGPT2.load(folder: path)
         }
-        guard version == formatVersion else {
-            throw GenError("\(path): format_version \(version) is not supported (this gen reads version \(formatVersion))")
+        let file = try SafeTensorsFile(path: path)
+        let meta = file.metadata
+        let gen = meta["gen_format_version"] ?? (meta["format"] == "gen" ? meta["format_version"] : nil)
+        guard let version = gen else {
+            if meta["format"] == nil || meta["format"] == "pt" {
+                return try HuggingFaceGPT2.load(file: file, path: path)
+            }
+            throw GenError("\(path): format is \"\(meta["format"]!)\", not a gen or PyTorch safetensors model")
+        }
+        guard version == "1" || version == formatVersion else {
+            throw GenError("\(path): gen format version \(version) is not supported (this gen reads versions 1 and \(formatVersion))")
         }
         guard let configJSON = meta["config"],
               let config = try? JSONDecoder().decode(GPTConfig.self, from: Data(configJSON.utf8)) else {
             throw GenError("\(path): the config metadata is missing or malformed")
         }
-        do { try config.validate() } catch let e as GenError { throw GenError("\(path): bad config: \(e.message)") }
         guard let tokJSON = meta["tokenizer"] else { throw GenError("\(path): no tokenizer in its metadata") }
         let tokenizer: Tokenizer
         do { tokenizer = try makeTokenizer(json: tokJSON) } catch let e as GenError { throw GenError("\(path): \(e.description)") }
-        guard tokenizer.vocabSize == config.vocabSize else {
-            throw GenError("\(path): the tokenizer has \(tokenizer.vocabSize) tokens but the model \(config.vocabSize)")
+        let model = try loadWeights(config: config, tokenizer: tokenizer, from: [file], name: path) { $0 }
+        return Checkpoint(model: model, tokenizer: tokenizer, metadata: meta)
+    }
+
+    /// A model of `config` with every tensor read from `files` (converted to F32), named by
+    /// `key` (GPT-2's name -> the name in the files, or nil when absent).
+    static func loadWeights(config: GPTConfig, tokenizer: Tokenizer, from files: [SafeTensorsFile], name: String,
+                            key: (String) -> String?) throws -> GPTModel {
+        do { try config.validate() } catch let e as GenError { throw GenError("\(name): bad config: \(e.message)") }
+        guard tokenizer.vocabSize <= config.vocabSize else {
+            throw GenError("\(name): the tokenizer has \(tokenizer.vocabSize) tokens but the model \(config.vocabSize)")
         }
+        try Machine.checkFits(config.parameterEstimate * 4, "loading \(name)")
         let model = GPTModel(config: config)
         for t in model.layout.tensors {
-            guard let e = file.entries[t.name] else { throw GenError("\(path): missing tensor \(t.name)") }
-            guard e.dtype == "F32" else { throw GenError("\(path): tensor \(t.name) is \(e.dtype), expected F32") }
-            guard e.shape == t.shape else {
-                throw GenError("\(path): tensor \(t.name) has shape \(e.shape), expected \(t.shape)")
+            guard let k = key(t.name), let file = files.first(where: { $0.entries[k] != nil }), let e = file.entries[k] else {
+                throw GenError("\(name): missing tensor \(t.name)")
             }
-            try file.copyFloats(t.name, into: model.parameters.pointer + t.offset, count: t.count)
+            guard e.shape == t.shape else {
+                throw GenError("\(name): tensor \(k) has shape \(e.shape), expected \(t.shape)")
+            }
+            do { try file.copyFloats(k, into: model.parameters.pointer + t.offset, count: t.count) } catch let e as GenError {
+                throw GenError("\(name): \(e.message)")
+            }
         }
-        return Checkpoint(model: model, tokenizer: tokenizer, metadata: meta)
+        return model
     }
 
     /// Writes the model file atomically.
@@ -62,8 +93,10 @@ public struct Checkpoint {
     /// Writes the model file whole under a temporary name beside `path`, for `commit`.
     func prepare(_ path: String) throws -> PendingFile {
         var meta = metadata
-        meta["format"] = "gen"
-        meta["format_version"] = Self.formatVersion
+        meta["format"] = "pt"
+        meta["format_version"] = nil
+        meta["gen_format_version"] = Self.formatVersion
+        meta["gen_source"] = nil
         meta["config"] = String(decoding: try JSONEncoder.sorted.encode(model.config), as: UTF8.self)
         meta["tokenizer"] = tokenizer.json
         let base = UnsafeRawPointer(model.parameters.pointer)
@@ -97,7 +130,7 @@ public struct TrainingState {
     static func prepare(_ s: TrainingState, trainer: Trainer, for path: String) throws -> PendingFile {
         var meta = s.extra
         meta["format"] = "gen-state"
-        meta["format_version"] = Checkpoint.formatVersion
+        meta["format_version"] = Checkpoint.stateFormatVersion
         meta["step"] = String(s.step)
         meta["data_rng"] = s.dataRandom.words.map(String.init).joined(separator: " ")
         meta["dropout_rng"] = s.dropoutRandom.words.map(String.init).joined(separator: " ")
@@ -114,7 +147,7 @@ public struct TrainingState {
     public static func load(_ path: String, into trainer: Trainer) throws -> TrainingState {
         let file = try SafeTensorsFile(path: path)
         let meta = file.metadata
-        guard meta["format"] == "gen-state", meta["format_version"] == Checkpoint.formatVersion,
+        guard meta["format"] == "gen-state", meta["format_version"] == Checkpoint.stateFormatVersion,
               let step = meta["step"].flatMap(Int.init), step >= 0,
               let d = meta["data_rng"]?.split(separator: " ").compactMap({ UInt64($0) }), d.count == 4,
               let r = meta["dropout_rng"]?.split(separator: " ").compactMap({ UInt64($0) }), r.count == 4,

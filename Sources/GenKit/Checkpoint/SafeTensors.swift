@@ -99,14 +99,22 @@ public struct SafeTensorsFile {
         }
     }
 
-    /// Copies tensor `name` (F32) into `destination`, which must hold exactly its elements.
+    /// Copies tensor `name` (F32, or F16 or BF16 converted to F32) into `destination`, which
+    /// must hold exactly its elements.
     public func copyFloats(_ name: String, into destination: UnsafeMutablePointer<Float>, count: Int) throws {
         guard let e = entries[name] else { throw GenError("missing tensor \(name)") }
-        guard e.dtype == "F32" else { throw GenError("tensor \(name) is \(e.dtype), expected F32") }
+        guard ["F32", "F16", "BF16"].contains(e.dtype) else { throw GenError("tensor \(name) is \(e.dtype), expected F32, F16 or BF16") }
         guard e.count == count else { throw GenError("tensor \(name) has \(e.count) elements, expected \(count)") }
         bytes.withUnsafeBytes { raw in
             let src = raw.baseAddress! + dataStart + e.begin
-            UnsafeMutableRawPointer(destination).copyMemory(from: src, byteCount: count * 4)
+            switch e.dtype {
+            case "F16":
+                for i in 0..<count { destination[i] = Float(Float16(bitPattern: src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+            case "BF16":
+                for i in 0..<count { destination[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
+            default:
+                UnsafeMutableRawPointer(destination).copyMemory(from: src, byteCount: count * 4)
+            }
         }
     }
 

@@ -16,7 +16,7 @@ public final class Activations {
     let att: UnsafeMutablePointer<Float>       // (L,B,NH,T,T)
     let attproj, res2: UnsafeMutablePointer<Float>   // (L,M,C)
     let ln2, ln2Mean, ln2Rstd: UnsafeMutablePointer<Float>
-    let fch, fchGelu: UnsafeMutablePointer<Float>    // (L,M,4C)
+    let fch, fchGelu: UnsafeMutablePointer<Float>    // (L,M,H), H the MLP width
     let fcproj, res3: UnsafeMutablePointer<Float>    // (L,M,C)
     let lnf, lnfMean, lnfRstd: UnsafeMutablePointer<Float>   // (M,C), (M), (M)
     public let logits: UnsafeMutablePointer<Float>   // (M,V): logits, then probabilities after a loss
@@ -27,22 +27,23 @@ public final class Activations {
     // Backward scratch, present when training.
     let dres, dx, datty, dlnf: UnsafeMutablePointer<Float>!   // (M,C)
     let dqkv: UnsafeMutablePointer<Float>!     // (M,3C)
-    let dfch: UnsafeMutablePointer<Float>!     // (M,4C)
+    let dfch: UnsafeMutablePointer<Float>!     // (M,H)
     let attScratch: UnsafeMutablePointer<Float>!   // (B*NH*T)
 
     /// Floats of each tensor, in allocation order, computed in floating point so that no
     /// shape, however large, overflows (the caller checks the total before allocating).
     static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool) -> [Double] {
         let L = Double(config.nLayer), C = Double(config.nEmbd), V = Double(config.vocabSize), NH = Double(config.nHead)
+        let H = Double(config.hidden)
         let B = Double(B), T = Double(T)
         let M = B * T
         var sizes: [Double] = [
             M * C, L * M * C, L * M, L * M, L * M * 3 * C, L * M * C, L * B * NH * T * T,
-            L * M * C, L * M * C, L * M * C, L * M, L * M, L * M * 4 * C, L * M * 4 * C,
+            L * M * C, L * M * C, L * M * C, L * M, L * M, L * M * H, L * M * H,
             L * M * C, L * M * C, M * C, M, M, M * V, M,
         ]
         if dropout { sizes += [M * C, L * M * C, L * M * C, L * B * NH * T * T] }
-        if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * 4 * C, B * NH * T] }
+        if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * H, B * NH * T] }
         // Round each tensor up to 16 floats so every one starts 64-byte aligned.
         return sizes.map { ($0 / 16).rounded(.up) * 16 }
     }
@@ -98,7 +99,7 @@ public final class Activations {
                      qkv: qkv + l * Mmax * 3 * C, atty: atty + l * Mmax * C, att: att + l * attStride,
                      attproj: attproj + l * Mmax * C, res2: res2 + l * Mmax * C,
                      ln2: ln2 + l * Mmax * C, ln2Mean: ln2Mean + l * Mmax, ln2Rstd: ln2Rstd + l * Mmax,
-                     fch: fch + l * Mmax * 4 * C, fchGelu: fchGelu + l * Mmax * 4 * C,
+                     fch: fch + l * Mmax * config.hidden, fchGelu: fchGelu + l * Mmax * config.hidden,
                      fcproj: fcproj + l * Mmax * C, res3: res3 + l * Mmax * C,
                      attMask: attMask.map { $0 + l * attStride },
                      attprojMask: attprojMask.map { $0 + l * Mmax * C },

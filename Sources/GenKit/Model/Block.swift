@@ -6,8 +6,8 @@ public struct BlockWeights {
     let attn: Linear                              // (C,3C): q, k, v
     let proj: Linear                              // (C,C)
     let ln2w, ln2b: UnsafeMutablePointer<Float>   // (C)
-    let fc: Linear                                // (C,4C)
-    let fcproj: Linear                            // (4C,C)
+    let fc: Linear                                // (C,H), H the MLP width (4C in GPT-2)
+    let fcproj: Linear                            // (H,C)
 }
 
 /// How a block's attention sees the other positions.
@@ -26,8 +26,9 @@ enum AttentionContext {
 ///   res2 = x + proj(attention(LN1(x))),  res3 = res2 + fcproj(GELU(fc(LN2(res2)))).
 enum Block {
     /// a.input (M,C) -> a.res3 (M,C), keeping every intermediate in `a` (M = B*T rows).
-    static func forward(_ w: BlockWeights, _ a: Activations.Layer, M: Int, C: Int, NH: Int, attention: AttentionContext) {
-        LayerNorm.forward(a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, a.input, weight: w.ln1w, bias: w.ln1b, M: M, C: C)
+    static func forward(_ w: BlockWeights, _ a: Activations.Layer, M: Int, config: GPTConfig, attention: AttentionContext) {
+        let C = config.nEmbd, NH = config.nHead, H = config.hidden, eps = config.layerNormEpsilon
+        LayerNorm.forward(a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, a.input, weight: w.ln1w, bias: w.ln1b, M: M, C: C, eps: eps)
         w.attn.forward(a.qkv, a.ln1, M: M)
         switch attention {
         case .sequences(let B, let T):
@@ -40,9 +41,12 @@ enum Block {
         w.proj.forward(a.attproj, a.atty, M: M)
         if let mask = a.attprojMask { Dropout.apply(a.attproj, mask: mask, count: M * C) }
         Residual.forward(a.res2, a.input, a.attproj, count: M * C)
-        LayerNorm.forward(a.ln2, mean: a.ln2Mean, rstd: a.ln2Rstd, a.res2, weight: w.ln2w, bias: w.ln2b, M: M, C: C)
+        LayerNorm.forward(a.ln2, mean: a.ln2Mean, rstd: a.ln2Rstd, a.res2, weight: w.ln2w, bias: w.ln2b, M: M, C: C, eps: eps)
         w.fc.forward(a.fch, a.ln2, M: M)
-        GELU.forward(a.fchGelu, a.fch, count: M * 4 * C)
+        switch config.activation {
+        case .geluTanh: GELU.forward(a.fchGelu, a.fch, count: M * H)
+        case .gelu: ExactGELU.forward(a.fchGelu, a.fch, count: M * H)
+        }
         w.fcproj.forward(a.fcproj, a.fchGelu, M: M)
         if let mask = a.fcprojMask { Dropout.apply(a.fcproj, mask: mask, count: M * C) }
         Residual.forward(a.res3, a.res2, a.fcproj, count: M * C)
@@ -51,8 +55,8 @@ enum Block {
     /// Backward of `forward` over B sequences of T positions. On entry `s.dres` (M,C) holds
     /// dL/d(res3); on return it holds dL/d(input). Gradients are added into `g` (nil: frozen).
     static func backward(_ w: BlockWeights, _ g: BlockWeights?, _ a: Activations.Layer, _ s: Activations,
-                         B: Int, T: Int, C: Int, NH: Int) {
-        let M = B * T
+                         B: Int, T: Int, config: GPTConfig) {
+        let M = B * T, C = config.nEmbd, NH = config.nHead, H = config.hidden
         let dres = s.dres!
         // MLP branch: dres holds dL/d(res3).
         var dbranch = UnsafePointer(dres)
@@ -62,7 +66,10 @@ enum Block {
             dbranch = UnsafePointer(s.datty)
         }
         w.fcproj.backward(dinp: s.dfch, gradient: g?.fcproj, dout: dbranch, inp: a.fchGelu, M: M)
-        GELU.backward(dinp: s.dfch, dout: s.dfch, inp: a.fch, count: M * 4 * C)
+        switch config.activation {
+        case .geluTanh: GELU.backward(dinp: s.dfch, dout: s.dfch, inp: a.fch, count: M * H)
+        case .gelu: ExactGELU.backward(dinp: s.dfch, dout: s.dfch, inp: a.fch, count: M * H)
+        }
         w.fc.backward(dinp: s.dx, gradient: g?.fc, dout: s.dfch, inp: a.ln2, M: M)
         LayerNorm.backward(dinp: dres, dweight: g?.ln2w, dbias: g?.ln2b, dout: s.dx, inp: a.res2,
                            weight: w.ln2w, mean: a.ln2Mean, rstd: a.ln2Rstd, M: M, C: C)

@@ -6,7 +6,7 @@ public final class Decoder {
     let config: GPTConfig
     let buffer: FloatBuffer
     let kCache, vCache: UnsafeMutablePointer<Float>   // (L,T,C) each
-    let x, x2, xn, qkv, y, proj, fch: UnsafeMutablePointer<Float>   // (C), (C), (C), (3C), (C), (C), (4C)
+    let x, x2, xn, qkv, y, proj, fch: UnsafeMutablePointer<Float>   // (C), (C), (C), (3C), (C), (C), (H)
     let scores: UnsafeMutablePointer<Float>            // (NH,T)
     let mean, rstd: UnsafeMutablePointer<Float>        // (1) each
     /// Logits of the last token fed, (V).
@@ -20,7 +20,7 @@ public final class Decoder {
         self.model = model
         config = model.config
         let L = config.nLayer, T = config.blockSize, C = config.nEmbd, NH = config.nHead, V = config.vocabSize
-        let sizes = [L * T * C, L * T * C, C, C, C, 3 * C, C, C, 4 * C, NH * T, 16, 16, V].map { ($0 + 15) / 16 * 16 }
+        let sizes = [L * T * C, L * T * C, C, C, C, 3 * C, C, C, config.hidden, NH * T, 16, 16, V].map { ($0 + 15) / 16 * 16 }
         buffer = FloatBuffer(count: sizes.reduce(0, +))
         var at = buffer.pointer
         var i = 0
@@ -67,15 +67,15 @@ public final class Decoder {
     public func feed(_ token: Int32) {
         precondition(length < config.blockSize)
         let p = model.views
-        let L = config.nLayer, T = config.blockSize, C = config.nEmbd, NH = config.nHead, V = config.vocabSize
+        let L = config.nLayer, T = config.blockSize, C = config.nEmbd, V = config.vocabSize
         let pos = length
         tokenBuffer.pointer[0] = token
         Embedding.forward(x, tokens: tokenBuffer.pointer, wte: p.wte, wpe: p.wpe + pos * C, B: 1, T: 1, C: C)
         for l in 0..<L {
-            Block.forward(p.layer(l), step, M: 1, C: C, NH: NH,
+            Block.forward(p.layer(l), step, M: 1, config: config,
                           attention: .cached(keys: kCache + l * T * C, values: vCache + l * T * C, scores: scores, position: pos))
         }
-        LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: p.lnfw, bias: p.lnfb, M: 1, C: C)
+        LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: p.lnfw, bias: p.lnfb, M: 1, C: C, eps: config.layerNormEpsilon)
         Matmul.vectorForwardTransposed(logits, xn, p.wte, K: C, N: V)
         length += 1
     }

@@ -14,22 +14,22 @@ public enum GPT {
                         B: Int, t T: Int, lastOnly: Bool = false) -> Float {
         precondition(B <= acts.B && T <= acts.T && T <= config.blockSize)
         precondition(!lastOnly || (B == 1 && targets == nil))
-        let L = config.nLayer, C = config.nEmbd, V = config.vocabSize, NH = config.nHead
+        let L = config.nLayer, C = config.nEmbd, V = config.vocabSize
         let M = B * T
 
         Embedding.forward(acts.encoded, tokens: tokens, wte: p.wte, wpe: p.wpe, B: B, T: T, C: C)
         if let mask = acts.embMask { Dropout.apply(acts.encoded, mask: mask, count: M * C) }
         for l in 0..<L {
-            Block.forward(p.layer(l), acts.layer(l), M: M, C: C, NH: NH, attention: .sequences(B: B, T: T))
+            Block.forward(p.layer(l), acts.layer(l), M: M, config: config, attention: .sequences(B: B, T: T))
         }
         let last = acts.layer(L - 1).res3
         if lastOnly {
             LayerNorm.forward(acts.lnf, mean: acts.lnfMean, rstd: acts.lnfRstd, last + (M - 1) * C,
-                              weight: p.lnfw, bias: p.lnfb, M: 1, C: C)
+                              weight: p.lnfw, bias: p.lnfb, M: 1, C: C, eps: config.layerNormEpsilon)
             Matmul.vectorForwardTransposed(acts.logits, acts.lnf, p.wte, K: C, N: V)
             return .nan
         }
-        LayerNorm.forward(acts.lnf, mean: acts.lnfMean, rstd: acts.lnfRstd, last, weight: p.lnfw, bias: p.lnfb, M: M, C: C)
+        LayerNorm.forward(acts.lnf, mean: acts.lnfMean, rstd: acts.lnfRstd, last, weight: p.lnfw, bias: p.lnfb, M: M, C: C, eps: config.layerNormEpsilon)
         Matmul.forwardTransposed(acts.logits, acts.lnf, p.wte, M: M, K: C, N: V)
         guard let targets else { return .nan }
         CrossEntropy.forward(losses: acts.losses, logits: acts.logits, targets: targets, M: M, V: V)
@@ -45,7 +45,7 @@ public enum GPT {
     public static func backward(_ p: ParameterViews, _ g: ParameterViews, _ config: GPTConfig, _ acts: Activations,
                          tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>,
                          B: Int, t T: Int, lossScale: Float) {
-        let L = config.nLayer, C = config.nEmbd, V = config.vocabSize, NH = config.nHead
+        let L = config.nLayer, C = config.nEmbd, V = config.vocabSize
         let M = B * T
 
         CrossEntropy.backward(probabilities: acts.logits, targets: targets, scale: lossScale, M: M, V: V)
@@ -56,7 +56,7 @@ public enum GPT {
         LayerNorm.backward(dinp: dres, dweight: g.lnfw, dbias: g.lnfb, dout: acts.dlnf, inp: acts.layer(L - 1).res3,
                            weight: p.lnfw, mean: acts.lnfMean, rstd: acts.lnfRstd, M: M, C: C)
         for l in stride(from: L - 1, through: 0, by: -1) {
-            Block.backward(p.layer(l), g.layer(l), acts.layer(l), acts, B: B, T: T, C: C, NH: NH)
+            Block.backward(p.layer(l), g.layer(l), acts.layer(l), acts, B: B, T: T, config: config)
         }
         if let mask = acts.embMask { Dropout.apply(dres, mask: mask, count: M * C) }
         Embedding.backward(dwte: g.wte, dwpe: g.wpe, dout: dres, tokens: tokens, B: B, T: T, C: C, V: V)

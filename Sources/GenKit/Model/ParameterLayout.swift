@@ -34,9 +34,9 @@ public struct ParameterLayout: Sendable {
         case .qkvw: return [C, 3 * C]
         case .qkvb: return [3 * C]
         case .attprojw: return [C, C]
-        case .fcw: return [C, 4 * C]
-        case .fcb: return [4 * C]
-        case .fcprojw: return [4 * C, C]
+        case .fcw: return [C, c.hidden]
+        case .fcb: return [c.hidden]
+        case .fcprojw: return [c.hidden, C]
         }
     }
 
@@ -104,7 +104,7 @@ public struct ParameterLayout: Sendable {
 public struct ParameterViews {
     public let wte, wpe, lnfw, lnfb: UnsafeMutablePointer<Float>
     let ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb: UnsafeMutablePointer<Float>
-    let C: Int
+    let C: Int, H: Int
 
     public init(_ base: UnsafeMutablePointer<Float>, _ layout: ParameterLayout) {
         wte = base + layout.offset(.wte)
@@ -124,16 +124,17 @@ public struct ParameterViews {
         lnfw = base + layout.offset(.lnfw)
         lnfb = base + layout.offset(.lnfb)
         C = layout.config.nEmbd
+        H = layout.config.hidden
     }
 
     /// One block's tensors (of the parameters, or of their gradients).
     public func layer(_ l: Int) -> BlockWeights {
-        let C = self.C
+        let C = self.C, H = self.H
         return BlockWeights(ln1w: ln1w + l * C, ln1b: ln1b + l * C,
                             attn: Linear(weight: qkvw + l * 3 * C * C, bias: qkvb + l * 3 * C, K: C, N: 3 * C),
                             proj: Linear(weight: attprojw + l * C * C, bias: attprojb + l * C, K: C, N: C),
                             ln2w: ln2w + l * C, ln2b: ln2b + l * C,
-                            fc: Linear(weight: fcw + l * 4 * C * C, bias: fcb + l * 4 * C, K: C, N: 4 * C),
-                            fcproj: Linear(weight: fcprojw + l * 4 * C * C, bias: fcprojb + l * C, K: 4 * C, N: C))
+                            fc: Linear(weight: fcw + l * C * H, bias: fcb + l * H, K: C, N: H),
+                            fcproj: Linear(weight: fcprojw + l * H * C, bias: fcprojb + l * C, K: H, N: C))
     }
 }

@@ -31,8 +31,7 @@ public enum Machine {
     /// - Throws: `GenError` with the figures.
     public static func checkTrainingFits(_ config: GPTConfig, _ settings: TrainingSettings) throws {
         try config.validate()
-        let params = GPTConfig.parameterEstimate(nLayer: config.nLayer, nEmbd: config.nEmbd,
-                                                 blockSize: config.blockSize, vocabSize: config.vocabSize)
+        let params = config.parameterEstimate
         let need = 4 * 4 * params + Activations.bytes(config: config, B: settings.batchSize, T: config.blockSize,
                                                       training: true, dropout: settings.dropout > 0)
         let have = memoryBytes

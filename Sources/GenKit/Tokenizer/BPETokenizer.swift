@@ -74,6 +74,7 @@ public final class BPETokenizer: Tokenizer {
     }
 
     public var newlineToken: Int32? { byteIDs[10] }
+    public var endOfText: Int32? { special["<|endoftext|>"] }
 
     public func encode(_ text: String) throws -> [Int32] { encode(text, allowSpecial: false) }
 

@@ -46,6 +46,8 @@ public final class CharTokenizer: Tokenizer {
         return Array(String(Character(vocabulary[Int(id)])).utf8)
     }
 
+    public var endOfText: Int32? { nil }
+
     public var newlineToken: Int32? {
         let id = table[10]
         return id >= 0 ? id : nil

@@ -12,6 +12,8 @@ public protocol Tokenizer: AnyObject {
     func bytes(of id: Int32) -> [UInt8]
     /// The token that stands for "\n", if there is one.
     var newlineToken: Int32? { get }
+    /// GPT-2's `<|endoftext|>`, which separates documents, if the vocabulary has it.
+    var endOfText: Int32? { get }
     /// The JSON stored as a checkpoint's `tokenizer` metadata.
     var json: String { get }
 }

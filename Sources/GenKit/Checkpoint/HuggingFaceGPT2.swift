@@ -1,0 +1,125 @@
+import GenKernels
+import Foundation
+
+/// Hugging Face's GPT-2 files: a folder with `config.json`, `model.safetensors` (or shards
+/// listed in `model.safetensors.index.json`) and `tokenizer.json` (or `vocab.json` +
+/// `merges.txt`); or a safetensors file with its `config.json` beside it. gen computes GPT-2
+/// exactly as transformers does, so the tensors are used as they are (F16 and BF16 converted
+/// to F32); variants gen does not compute are refused naming the key.
+public enum HuggingFaceGPT2 {
+    /// The model in `folder`.
+    public static func load(folder: String) throws -> Checkpoint {
+        let fm = FileManager.default
+        let configPath = folder + "/config.json"
+        guard fm.fileExists(atPath: configPath) else {
+            if fm.fileExists(atPath: folder + "/model.safetensors") || fm.fileExists(atPath: folder + "/pytorch_model.bin") {
+                throw GenError("\(folder) has no config.json; a Hugging Face model folder needs one")
+            }
+            throw GenError("\(folder) is a folder, not a model file (nor a Hugging Face model folder with a config.json)")
+        }
+        let config = try self.config(at: configPath)
+        var files: [SafeTensorsFile] = []
+        if fm.fileExists(atPath: folder + "/model.safetensors") {
+            files = [try SafeTensorsFile(path: folder + "/model.safetensors")]
+        } else if fm.fileExists(atPath: folder + "/model.safetensors.index.json") {
+            let index = folder + "/model.safetensors.index.json"
+            guard let data = fm.contents(atPath: index),
+                  let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let map = obj["weight_map"] as? [String: String] else {
+                throw GenError("\(index) is not a safetensors index (no weight_map)")
+            }
+            for shard in Set(map.values).sorted() {
+                guard !shard.contains("/") else { throw GenError("\(index) names a shard outside the folder: \(shard)") }
+                files.append(try SafeTensorsFile(path: folder + "/" + shard))
+            }
+        } else if fm.fileExists(atPath: folder + "/pytorch_model.bin") {
+            throw pickleRefusal(folder)
+        } else {
+            throw GenError("\(folder) has no model.safetensors (nor model.safetensors.index.json)")
+        }
+        let tokenizer = try self.tokenizer(in: folder)
+        return try checkpoint(config, tokenizer, files, name: folder)
+    }
+
+    /// A safetensors file written by transformers (or by PyTorch's safetensors), with the
+    /// config.json and tokenizer files beside it.
+    static func load(file: SafeTensorsFile, path: String) throws -> Checkpoint {
+        let folder = Paths.folder(of: path)
+        guard FileManager.default.fileExists(atPath: folder + "/config.json") else {
+            throw GenError("\(path) is not a gen model, and no config.json is beside it to read it as a Hugging Face GPT-2 model")
+        }
+        let config = try self.config(at: folder + "/config.json")
+        return try checkpoint(config, try tokenizer(in: folder), [file], name: path)
+    }
+
+    static func checkpoint(_ config: GPTConfig, _ tokenizer: Tokenizer, _ files: [SafeTensorsFile], name: String) throws -> Checkpoint {
+        let names = Set(files.flatMap { $0.entries.keys })
+        let model = try Checkpoint.loadWeights(config: config, tokenizer: tokenizer, from: files, name: name) { n in
+            names.contains(n) ? n : names.contains("transformer." + n) ? "transformer." + n : nil
+        }
+        // The output head is the token embedding (tied); a separate head is not computed.
+        if let file = files.first(where: { $0.entries["lm_head.weight"] != nil }) {
+            let wte = model.layout.tensors.first { $0.name == "wte.weight" }!
+            var head = [Float](repeating: 0, count: wte.count)
+            try head.withUnsafeMutableBufferPointer { try file.copyFloats("lm_head.weight", into: $0.baseAddress!, count: wte.count) }
+            let tied = head.withUnsafeBufferPointer { h in (0..<wte.count).allSatisfy { h[$0] == model.parameters.pointer[wte.offset + $0] } }
+            if !tied { throw GenError("\(name): lm_head.weight differs from wte.weight; gen computes GPT-2 with a tied output head only") }
+        }
+        return Checkpoint(model: model, tokenizer: tokenizer, metadata: ["gen_source": "huggingface", "source": name])
+    }
+
+    /// The refusal of a pickle, with the conversion a user can run.
+    static func pickleRefusal(_ folder: String) -> GenError {
+        GenError("\(folder) holds pytorch_model.bin (a pickle, which gen never loads); convert it with: python3 -c \"from transformers import GPT2LMHeadModel as M; M.from_pretrained('\(folder)').save_pretrained('\(folder)', safe_serialization=True)\"")
+    }
+
+    /// GPT-2's config.json as a `GPTConfig`.
+    /// - Throws: `GenError` naming the key of a variant gen does not compute.
+    public static func config(at path: String) throws -> GPTConfig {
+        guard let data = FileManager.default.contents(atPath: path),
+              let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw GenError("\(path) is not JSON")
+        }
+        func int(_ key: String) throws -> Int {
+            guard let v = o[key] as? Int else { throw GenError("\(path): \(key) is missing or not an integer") }
+            return v
+        }
+        func flag(_ key: String) -> Bool { (o[key] as? Bool) ?? false }
+        let type = o["model_type"] as? String
+        guard type == "gpt2" else { throw GenError("\(path): model_type is \(type.map { "\"\($0)\"" } ?? "missing"); gen computes GPT-2 (model_type \"gpt2\") only") }
+        for key in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"] where flag(key) {
+            throw GenError("\(path): \(key) is true; gen does not compute that GPT-2 variant")
+        }
+        if o["scale_attn_weights"] as? Bool == false { throw GenError("\(path): scale_attn_weights is false; gen does not compute that GPT-2 variant") }
+        if o["tie_word_embeddings"] as? Bool == false { throw GenError("\(path): tie_word_embeddings is false; gen computes GPT-2 with a tied output head only") }
+        let positions = (o["n_positions"] as? Int) ?? (o["n_ctx"] as? Int)
+        guard let positions else { throw GenError("\(path): n_positions (or n_ctx) is missing") }
+        var c = GPTConfig(nLayer: try int("n_layer"), nHead: try int("n_head"), nEmbd: try int("n_embd"),
+                          blockSize: positions, vocabSize: try int("vocab_size"))
+        if let inner = o["n_inner"], !(inner is NSNull) {
+            guard let n = inner as? Int else { throw GenError("\(path): n_inner is not an integer") }
+            c.nInner = n
+        }
+        if let eps = o["layer_norm_epsilon"] {
+            guard let e = (eps as? NSNumber)?.floatValue else { throw GenError("\(path): layer_norm_epsilon is not a number") }
+            c.layerNormEpsilon = e
+        }
+        switch (o["activation_function"] as? String) ?? "gelu_new" {
+        case "gelu_new", "gelu_pytorch_tanh": c.activation = .geluTanh
+        case "gelu": c.activation = .gelu
+        case let other: throw GenError("\(path): activation_function \"\(other)\" is not computed by gen (gelu_new, gelu_pytorch_tanh or gelu)")
+        }
+        do { try c.validate() } catch let e as GenError { throw GenError("\(path): \(e.message)") }
+        return c
+    }
+
+    /// The tokenizer in a Hugging Face folder: tokenizer.json, else vocab.json + merges.txt.
+    public static func tokenizer(in folder: String) throws -> Tokenizer {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: folder + "/tokenizer.json") { return try BPETokenizer.huggingFace(path: folder + "/tokenizer.json") }
+        if fm.fileExists(atPath: folder + "/vocab.json") && fm.fileExists(atPath: folder + "/merges.txt") {
+            return try BPETokenizer.gpt2Files(vocab: folder + "/vocab.json", merges: folder + "/merges.txt")
+        }
+        throw GenError("\(folder) is a folder without a tokenizer (tokenizer.json, or vocab.json and merges.txt)")
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import Testing
+import GenKit
+import GenKernels
+
+/// Hugging Face GPT-2 folders written by transformers (`scripts/hf_fixtures.py`): gen's logits
+/// equal transformers' for every layout and variant, and its tokenizer gives their ids.
+@Suite struct HuggingFaceTests {
+    static let root = Bundle.module.resourcePath! + "/Fixtures/hf"
+
+    @Test(arguments: ["lmhead", "base", "half", "gelu", "sharded"])
+    func logitsEqualTransformers(name: String) throws {
+        let folder = Self.root + "/" + name
+        let ck = try Checkpoint.load(folder)
+        #expect(ck.isHuggingFace)
+        let expected = try SafeTensorsFile(path: folder + "/expected.safetensors")
+        let ids = try expected.int32s("inputs")
+        let logits = ck.model.logits(ids)
+        #expect(relativeError(logits, try expected.floats("logits")) < 1e-5, "\(name)")
+        if name == "gelu" {
+            #expect(ck.model.config.activation == .gelu && ck.model.config.hidden == 40 && ck.model.config.layerNormEpsilon == 1e-6)
+        }
+        // The file alone, with its config.json beside it, reads the same.
+        if name != "sharded" {
+            let file = try Checkpoint.load(folder + "/model.safetensors")
+            #expect(file.model.parameters.array == ck.model.parameters.array)
+        }
+    }
+
+    @Test func tokenizerIDsEqualHuggingFace() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: Self.root + "/tokenizer_ids.json"))
+        let o = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        let texts = o["texts"] as! [String], ids = o["ids"] as! [[Int]]
+        let json = try HuggingFaceGPT2.tokenizer(in: Self.root + "/lmhead") as! BPETokenizer
+        let files = try HuggingFaceGPT2.tokenizer(in: Self.root + "/base") as! BPETokenizer
+        for (t, expected) in zip(texts, ids) {
+            #expect(json.encode(t, allowSpecial: true).map(Int.init) == expected, "\(t)")
+            #expect(files.encode(t, allowSpecial: true).map(Int.init) == expected, "\(t)")
+        }
+        #expect(json.endOfText == 0 && files.endOfText == 0)
+    }
+
+    /// Variants gen does not compute are refused naming the key; a pickle is refused with the
+    /// conversion command.
+    @Test func variantsAreRefused() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-hf-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.root + "/lmhead/config.json"))) as! [String: Any]
+        for (key, value, message) in [("scale_attn_by_inverse_layer_idx", true as Any, "scale_attn_by_inverse_layer_idx"),
+                                      ("reorder_and_upcast_attn", true, "reorder_and_upcast_attn"),
+                                      ("model_type", "llama", "model_type"),
+                                      ("tie_word_embeddings", false, "tie_word_embeddings"),
+                                      ("activation_function", "relu", "activation_function")] {
+            var c = config
+            c[key] = value
+            let path = dir.appendingPathComponent("config.json").path
+            try JSONSerialization.data(withJSONObject: c).write(to: URL(fileURLWithPath: path))
+            #expect(throws: GenError.self) { _ = try HuggingFaceGPT2.config(at: path) }
+            do { _ = try HuggingFaceGPT2.config(at: path) } catch let e as GenError { #expect(e.message.contains(message), "\(e.message)") }
+        }
+        let pickle = dir.appendingPathComponent("p")
+        try FileManager.default.createDirectory(at: pickle, withIntermediateDirectories: true)
+        try JSONSerialization.data(withJSONObject: config).write(to: pickle.appendingPathComponent("config.json"))
+        try Data([0x80, 0x02]).write(to: pickle.appendingPathComponent("pytorch_model.bin"))
+        do { _ = try Checkpoint.load(pickle.path); Issue.record("a pickle loaded") } catch let e as GenError {
+            #expect(e.message.contains("safe_serialization=True") && !e.message.contains("\n"))
+        }
+    }
+
+    /// gen's files written before version 2 (`format` = gen, `format_version` = 1) still load.
+    @Test func readsVersionOneFiles() throws {
+        let ck = try Checkpoint.load(Self.root + "/lmhead")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-v1-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let path = dir.appendingPathComponent("m.safetensors").path
+        try ck.save(path)
+        let file = try SafeTensorsFile(path: path)
+        var meta = file.metadata
+        meta["format"] = "gen"; meta["format_version"] = "1"; meta["gen_format_version"] = nil
+        let all = try ck.model.layout.tensors.flatMap { try file.floats($0.name) }
+        let old = dir.appendingPathComponent("old.safetensors").path
+        try all.withUnsafeBytes { raw in
+            var at = 0
+            let items = ck.model.layout.tensors.map { t in
+                defer { at += t.count * 4 }
+                return SafeTensorsWriter.Item(name: t.name, shape: t.shape, bytes: UnsafeRawBufferPointer(rebasing: raw[at..<(at + t.count * 4)]))
+            }
+            try SafeTensorsWriter.write(items, metadata: meta, to: old)
+        }
+        #expect(try Checkpoint.load(old).model.parameters.array == ck.model.parameters.array)
+    }
+}
