@@ -211,7 +211,7 @@ def cmd_check_checkpoint(args):
     with safe_open(args.file, framework="pt") as f:
         meta = f.metadata()
         cfg = json.loads(meta["config"])
-        assert meta["format"] == "gen", meta
+        assert meta["format"] == "gen" or meta.get("gen_format_version"), meta
         for name, shape in shapes(cfg).items():
             t = f.get_tensor(name)
             assert tuple(t.shape) == shape and t.dtype == torch.float32, (name, t.shape, t.dtype)

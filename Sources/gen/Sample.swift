@@ -29,6 +29,7 @@ struct SampleOptions {
             OptionSpec(name: "count", value: "n", help: "Samples to generate.", defaultValue: "1"),
             OptionSpec(name: "seed", short: "s", value: "n", help: "Seed for reproducible samples (default: random)."),
             threadsOption,
+            OptionSpec(name: "ignore-eos", value: nil, help: "Keep going past <|endoftext|> (by default a sample ends there)."),
             OptionSpec(name: "each-line", value: nil, help: "Treat each line of standard input as a prompt; write one completion per line."),
             OptionSpec(name: "json", value: nil, help: "Write one JSON object per sample: prompt, completion, tokens, tokens_per_s."),
         ])
@@ -42,6 +43,7 @@ struct SampleOptions {
     var seed: UInt64
     var threads: Int
     var eachLine: Bool
+    var ignoreEOS: Bool
     var json: Bool
     var stops: [String]
 
@@ -59,6 +61,7 @@ struct SampleOptions {
         seed = a.has("seed") ? UInt64(try a.int("seed", min: 0)) : UInt64.random(in: 0...UInt64(Int64.max))
         threads = try threadCount(a)
         eachLine = a.has("each-line")
+        ignoreEOS = a.has("ignore-eos")
         json = a.has("json")
         stops = a.strings("stop")
         if prompt != nil && promptFile != nil { throw GenError.usage("--prompt and --prompt-file cannot be used together") }
@@ -76,7 +79,7 @@ struct SampleOptions {
         if eachLine {
             while let line = readLine(strippingNewline: true) {
                 for _ in 0..<count {
-                    let c = try generator.generate(line, maxTokens: maxTokens, stops: stops)
+                    let c = try generator.generate(line, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS)
                     try Output.write(json ? jsonLine(line, c)
                                           : c.text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n") + "\n")
                 }
@@ -87,12 +90,12 @@ struct SampleOptions {
         _ = try ck.tokenizer.encode(prompt)   // refuse unknown characters before printing anything
         for i in 0..<count {
             if json {
-                try Output.write(jsonLine(prompt, try generator.generate(prompt, maxTokens: maxTokens, stops: stops)))
+                try Output.write(jsonLine(prompt, try generator.generate(prompt, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS)))
             } else {
                 if i > 0 { try Output.write("\n---\n") }
                 try Output.write(prompt)
                 var failure: Error?
-                try generator.generate(prompt, maxTokens: maxTokens, stops: stops) { text in
+                try generator.generate(prompt, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS) { text in
                     if failure == nil { do { try Output.write(text) } catch { failure = error } }
                 }
                 if let failure { throw failure }

@@ -198,7 +198,7 @@ struct TrainOptions {
             tokenizer = try charVocabulary(of: paths)
         case "bpe":
             if !quiet { note("learning a BPE tokenizer of \(vocabSize) tokens") }
-            tokenizer = try BPETrainer.train(paths: paths, vocabSize: vocabSize, pattern: pattern)
+            tokenizer = try BPETrainer.train(paths: paths, vocabSize: vocabSize, pattern: pattern, special: ["<|endoftext|>"])
         default:
             tokenizer = try loadTokenizer(tokenizerChoice)
         }

@@ -17,10 +17,12 @@ public enum HuggingFaceGPT2 {
             }
             throw GenError("\(folder) is a folder, not a model file (nor a Hugging Face model folder with a config.json)")
         }
-        let config = try self.config(at: configPath)
         var files: [SafeTensorsFile] = []
         if fm.fileExists(atPath: folder + "/model.safetensors") {
-            files = [try SafeTensorsFile(path: folder + "/model.safetensors")]
+            let file = try SafeTensorsFile(path: folder + "/model.safetensors")
+            // A folder gen exported: its own file carries its tokenizer (a character-level one too).
+            if file.metadata["gen_format_version"] != nil { return try Checkpoint.load(folder + "/model.safetensors") }
+            files = [file]
         } else if fm.fileExists(atPath: folder + "/model.safetensors.index.json") {
             let index = folder + "/model.safetensors.index.json"
             guard let data = fm.contents(atPath: index),
@@ -37,6 +39,7 @@ public enum HuggingFaceGPT2 {
         } else {
             throw GenError("\(folder) has no model.safetensors (nor model.safetensors.index.json)")
         }
+        let config = try self.config(at: configPath)
         let tokenizer = try self.tokenizer(in: folder)
         return try checkpoint(config, tokenizer, files, name: folder)
     }
@@ -121,5 +124,53 @@ public enum HuggingFaceGPT2 {
             return try BPETokenizer.gpt2Files(vocab: folder + "/vocab.json", merges: folder + "/merges.txt")
         }
         throw GenError("\(folder) is a folder without a tokenizer (tokenizer.json, or vocab.json and merges.txt)")
+    }
+}
+
+extension HuggingFaceGPT2 {
+    /// config.json for a model of `config` (GPT2LMHeadModel, tied head).
+    static func configJSON(_ c: GPTConfig, endOfText: Int32?) -> String {
+        var fields: [String] = [
+            "\"architectures\": [\"GPT2LMHeadModel\"]", "\"model_type\": \"gpt2\"",
+            "\"n_layer\": \(c.nLayer)", "\"n_head\": \(c.nHead)", "\"n_embd\": \(c.nEmbd)",
+            "\"n_positions\": \(c.blockSize)", "\"n_ctx\": \(c.blockSize)", "\"vocab_size\": \(c.vocabSize)",
+            "\"n_inner\": \(c.nInner.map(String.init) ?? "null")",
+            "\"activation_function\": \"\(c.activation == .gelu ? "gelu" : "gelu_new")\"",
+            "\"layer_norm_epsilon\": \(c.layerNormEpsilon)", "\"tie_word_embeddings\": true",
+            "\"scale_attn_weights\": true", "\"torch_dtype\": \"float32\"",
+        ]
+        if let eot = endOfText { fields += ["\"bos_token_id\": \(eot)", "\"eos_token_id\": \(eot)"] }
+        return "{\n  " + fields.joined(separator: ",\n  ") + "\n}\n"
+    }
+
+    /// Writes `checkpoint` as a Hugging Face GPT-2 folder that transformers'
+    /// `GPT2LMHeadModel.from_pretrained` and `AutoTokenizer.from_pretrained` load: config.json,
+    /// model.safetensors (gen's own file, which says `format` = pt) and, for a BPE tokenizer,
+    /// tokenizer.json with tokenizer_config.json. A character-level tokenizer has no Hugging Face
+    /// form: its vocabulary stays in model.safetensors's `tokenizer` metadata, and no tokenizer
+    /// files are written. Each file is written whole, then renamed into place.
+    /// - Returns: the names of the files written.
+    @discardableResult
+    public static func export(_ checkpoint: Checkpoint, to folder: String) throws -> [String] {
+        var files = ["config.json", "model.safetensors"]
+        let eot = checkpoint.tokenizer.endOfText
+        try write(configJSON(checkpoint.model.config, endOfText: eot), to: folder + "/config.json")
+        try checkpoint.save(folder + "/model.safetensors")
+        if let bpe = checkpoint.tokenizer as? BPETokenizer {
+            try bpe.writeHuggingFaceJSON(to: folder + "/tokenizer.json")
+            var fields = ["\"tokenizer_class\": \"GPT2Tokenizer\"", "\"model_max_length\": \(checkpoint.model.config.blockSize)",
+                          "\"add_prefix_space\": false"]
+            if eot != nil {
+                fields += ["\"bos_token\": \"<|endoftext|>\"", "\"eos_token\": \"<|endoftext|>\"", "\"unk_token\": \"<|endoftext|>\""]
+            }
+            try write("{\n  " + fields.joined(separator: ",\n  ") + "\n}\n", to: folder + "/tokenizer_config.json")
+            files += ["tokenizer.json", "tokenizer_config.json"]
+        }
+        return files
+    }
+
+    static func write(_ text: String, to path: String) throws {
+        let bytes = Array(text.utf8)
+        try bytes.withUnsafeBytes { try SafeTensorsWriter.writeRaw($0, to: path) }
     }
 }

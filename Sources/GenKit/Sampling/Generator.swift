@@ -39,15 +39,18 @@ public final class Generator {
     }
 
     /// Generates up to `maxTokens` tokens after `prompt`; `onText` receives the completion's
-    /// text as it is made. An empty prompt starts from the newline token (or a random one).
+    /// text as it is made. A sample ends at `<|endoftext|>` (not printed) unless
+    /// `throughEndOfText`. An empty prompt starts from `<|endoftext|>` (as GPT-2's unconditional
+    /// samples do), else from the newline token, else from a random one.
     /// - Throws: `GenError` when the prompt holds characters the tokenizer does not know.
     @discardableResult
-    public func generate(_ prompt: String, maxTokens: Int, stops: [String] = [],
+    public func generate(_ prompt: String, maxTokens: Int, stops: [String] = [], throughEndOfText: Bool = false,
                          onText: (String) -> Void = { _ in }) throws -> Completion {
         var ids = try tokenizer.encode(prompt)
         if ids.isEmpty {
-            ids = [tokenizer.newlineToken ?? Int32(sampler.random.nextInt(below: model.config.vocabSize))]
+            ids = [tokenizer.endOfText ?? tokenizer.newlineToken ?? Int32(sampler.random.nextInt(below: model.config.vocabSize))]
         }
+        let endOfText = throughEndOfText ? nil : tokenizer.endOfText
         let T = model.config.blockSize
         let start = Date()
         var stream = Utf8Stream()
@@ -61,6 +64,7 @@ public final class Generator {
                     logits.baseAddress!.update(from: decoder.logits, count: logits.count)
                     return sampler.sample(logits.baseAddress!, recent: ids[...])
                 }
+                if next == endOfText { break }
                 ids.append(next)
                 made += 1
                 let piece = stop.push(stream.push(tokenizer.bytes(of: next)))

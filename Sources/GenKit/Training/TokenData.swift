@@ -20,7 +20,7 @@ public final class TokenData {
     /// Encodes `paths` with `tok` into a cache file in `directory`, then maps it.
     /// With a character tokenizer, unknown characters are an error listing the first few,
     /// unless `skipUnknown` (then `skipped` reports how many were dropped). A BPE tokenizer
-    /// encodes any text; large files are encoded on `threads` threads, 64 MB at a time.
+    /// encodes any text, with `<|endoftext|>` between files when it has that token; large files are encoded on `threads` threads, 64 MB at a time.
     public init(encoding paths: [String], with tok: Tokenizer, cacheDirectory directory: String,
                 skipUnknown: Bool = false, skipped: inout Int, threads: Int = 1) throws {
         width = tok.vocabSize <= 65536 ? 2 : 4
@@ -52,7 +52,9 @@ public final class TokenData {
             n += 1
         }
         if let bpe = tok as? BPETokenizer {
-            for p in paths {
+            for (k, p) in paths.enumerated() {
+                // Documents are separated as GPT-2's were: <|endoftext|> between files.
+                if k > 0, let eot = bpe.endOfText { try put(eot) }
                 let data = try Corpus.mapValidated(p)
                 bytes += data.count
                 try data.withUnsafeBytes { raw in

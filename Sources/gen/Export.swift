@@ -1,0 +1,50 @@
+import Foundation
+import GenKit
+
+/// `gen export`: a model as a Hugging Face GPT-2 folder.
+struct ExportOptions {
+    static let spec = CommandSpec(
+        name: "export",
+        abstract: "Write a model as a Hugging Face GPT-2 folder (config.json, model.safetensors, tokenizer.json).",
+        discussion: """
+        transformers loads the folder with GPT2LMHeadModel.from_pretrained(DIR) and \
+        AutoTokenizer.from_pretrained(DIR). A character-level model's tokenizer has no Hugging Face \
+        form: its weights and config are written, and its vocabulary stays in the metadata of \
+        model.safetensors (key "tokenizer"). The folder is created; an existing one is refused \
+        unless it is empty or --force is given.
+        """,
+        options: [
+            fromOption,
+            OptionSpec(name: "hf", value: "dir", help: "The folder to write.", required: true),
+            OptionSpec(name: "force", value: nil, help: "Write into an existing folder, replacing its files of these names."),
+        ])
+
+    var from: String, folder: String, force: Bool
+
+    init(_ a: ParsedArguments) throws {
+        from = a.string("from")!
+        folder = a.string("hf")!
+        force = a.has("force")
+    }
+
+    func run() throws -> Int32 {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: folder) {
+            guard isFolder(folder) else { throw GenError("\(folder) exists and is not a folder") }
+            let contents = try fm.contentsOfDirectory(atPath: folder)
+            if !contents.isEmpty && !force { throw GenError("\(folder) is not empty; pass --force to write into it, or choose another --hf") }
+        }
+        let ck = try Checkpoint.load(from)
+        if let id = fileIdentity(from), let inside = fileIdentity(folder + "/model.safetensors"), id == inside {
+            throw GenError("--from \(from) is the model.safetensors of --hf; choose another folder")
+        }
+        if !fm.fileExists(atPath: folder) {
+            do { try fm.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
+                throw GenError("cannot create \(folder): \(error.localizedDescription)")
+            }
+        }
+        let files = try HuggingFaceGPT2.export(ck, to: folder)
+        note("wrote \(folder): \(files.joined(separator: ", "))" + (ck.tokenizer is BPETokenizer ? "" : " (a character-level tokenizer has no Hugging Face form; its vocabulary is in model.safetensors's metadata)"))
+        return 0
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import Testing
+import GenKit
+
+/// Hugging Face models through the binary: export and read back, every command on a folder,
+/// and a GPT-2 124M-shaped model (random weights, written here) loaded, sampled and finetuned.
+@Suite struct TransferTests {
+    static let fixtures = repoRoot.appendingPathComponent("Tests/GenKitTests/Fixtures/hf").path
+
+    @Test func exportReadsBackEqual() throws {
+        let d = tempDir()
+        for tokenizer in ["bpe", "char"] {
+            let m = try tinyModel(in: d, steps: 3, extra: ["--tokenizer", tokenizer, "--vocab-size", "300", "--force"])
+            let dir = d.appendingPathComponent("hf-\(tokenizer)").path
+            let r = try gen(["export", "--from", m, "--hf", dir])
+            #expect(r.status == 0, "\(r.stderr)")
+            let a = try Checkpoint.load(m), b = try Checkpoint.load(dir)
+            #expect(a.model.parameters.array == b.model.parameters.array && a.model.config == b.model.config)
+            #expect(try a.tokenizer.encode("And God said") == b.tokenizer.encode("And God said"))
+            let files = try FileManager.default.contentsOfDirectory(atPath: dir)
+            #expect(files.contains("config.json") && files.contains("tokenizer.json") == (tokenizer == "bpe"))
+            // Never into a folder with something in it, unless asked.
+            let again = try gen(["export", "--from", m, "--hf", dir])
+            #expect(again.status == 1 && again.stderr.contains("is not empty"))
+        }
+    }
+
+    /// Every command that reads a model reads a Hugging Face folder.
+    @Test func everyCommandReadsAFolder() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let hf = Self.fixtures + "/lmhead"
+        #expect(try gen(["info", hf]).stdout.contains("Hugging Face GPT-2 model"))
+        #expect(try gen(["info", hf + "/model.safetensors", "--json"]).stdout.contains("\"source\":\"huggingface\""))
+        let s = try gen(["sample", "-m", hf, "-p", "And God", "-n", "8", "-s", "1"])
+        #expect(s.status == 0 && s.stdout.hasPrefix("And God"), "\(s.stderr)")
+        #expect(try gen(["sample", "-m", Self.fixtures + "/half", "-n", "5", "-s", "1"]).status == 0)
+        let e = try gen(["eval", "-m", hf, c, "--json"])
+        #expect(e.status == 0 && e.stdout.contains("bits_per_byte"), "\(e.stderr)")
+        let t = try gen(["tokenize", "-m", hf, "--allow-special"], stdin: "In the beginning God created the heaven and the earth.\n")
+        #expect(t.stdout.hasPrefix("41 78 261 296"), "\(t.stdout) \(t.stderr)")
+        #expect(try gen(["detokenize", "-m", Self.fixtures + "/base"], stdin: t.stdout).stdout == "In the beginning God created the heaven and the earth.\n")
+        let out = d.appendingPathComponent("ft.safetensors").path
+        let f = try gen(["finetune", "--from", hf, c, "--out", out, "--steps", "3", "--batch", "2", "--quiet"])
+        #expect(f.status == 0, "\(f.stderr)")
+        #expect(try Checkpoint.load(out).metadata["finetuned_from"] == "lmhead")
+    }
+
+    /// <|endoftext|> separates files when training a BPE model; a sample ends there by default.
+    @Test func endOfTextSeparatesAndEnds() throws {
+        let d = tempDir()
+        let a = corpus(in: d, bytes: 30_000, name: "a.txt"), b = corpus(in: d, bytes: 30_000, name: "b.txt")
+        let m = d.appendingPathComponent("m.safetensors").path
+        #expect(try gen(["train", a, b, "--tokenizer", "bpe", "--vocab-size", "300", "--out", m, "--steps", "2", "--quiet"] + tinyShape).status == 0)
+        let ck = try Checkpoint.load(m)
+        let eot = try #require(ck.tokenizer.endOfText)
+        var skipped = 0
+        let one = try TokenData(encoding: [a], with: ck.tokenizer, cacheDirectory: d.path, skipped: &skipped)
+        let two = try TokenData(encoding: [a, b], with: ck.tokenizer, cacheDirectory: d.path, skipped: &skipped)
+        #expect(two.count == 2 * one.count + 1 && two[one.count] == eot)
+        // An empty prompt starts from <|endoftext|>; no sample prints it unless --ignore-eos.
+        let s = try gen(["sample", "-m", m, "-n", "200", "-s", "2", "--count", "5", "--temp", "1.5"])
+        #expect(s.status == 0 && !s.stdout.contains("<|endoftext|>"))
+    }
+
+    /// GPT-2 124M's shape (12 layers, 768 channels, context 1024, vocabulary 50257), random
+    /// weights in a Hugging Face folder: loads, samples, and runs a finetuning step.
+    @Test func gpt2SmallShape() throws {
+        let d = tempDir()
+        let dir = d.appendingPathComponent("gpt2")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Self.fixtures + "/lmhead/tokenizer.json", toPath: dir.appendingPathComponent("tokenizer.json").path)
+        let config = GPTConfig(nLayer: 12, nHead: 12, nEmbd: 768, blockSize: 1024, vocabSize: 50257)
+        let model = GPTModel(config: config)
+        model.initialize(seed: 1)
+        let items = model.layout.tensors.map {
+            SafeTensorsWriter.Item(name: "transformer." + $0.name, shape: $0.shape,
+                                   bytes: UnsafeRawBufferPointer(start: model.parameters.pointer + $0.offset, count: $0.count * 4))
+        }
+        try SafeTensorsWriter.write(items, metadata: ["format": "pt"], to: dir.appendingPathComponent("model.safetensors").path)
+        try """
+            {"model_type": "gpt2", "n_layer": 12, "n_head": 12, "n_embd": 768, "n_positions": 1024, "vocab_size": 50257,
+             "activation_function": "gelu_new", "layer_norm_epsilon": 1e-05, "tie_word_embeddings": true}
+            """.write(to: dir.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        let info = try gen(["info", dir.path, "--json"])
+        #expect(info.stdout.contains("\"parameters\":124439808"), "\(info.stdout) \(info.stderr)")
+        let s = try gen(["sample", "-m", dir.path, "-p", "And God said", "-n", "4", "-s", "1"])
+        #expect(s.status == 0 && s.stdout.hasPrefix("And God said"), "\(s.stderr)")
+        let c = corpus(in: d, bytes: 40_000)
+        let out = d.appendingPathComponent("ft.safetensors").path
+        let f = try gen(["finetune", "--from", dir.path, c, "--out", out, "--steps", "1", "--batch", "1", "--quiet", "--val-fraction", "0"])
+        #expect(f.status == 0, "\(f.stderr)")
+        let ft = try Checkpoint.load(out)
+        #expect(ft.model.config == config && ft.metadata["step"] == "1")
+        #expect(ft.model.parameters.array != model.parameters.array)
+    }
+}
