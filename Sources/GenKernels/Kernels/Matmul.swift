@@ -30,6 +30,14 @@ public enum Matmul {
         Parallel.forRanges(blocks.byRows ? M : (N + 15) / 16, blocks)
     }
 
+    /// C (M,N) = op(A) · op(B) + beta · C, row-major with row strides lda, ldb, ldc, split over
+    /// gen's threads (the general product, for the adapters' small matrices).
+    public static func product(transA: Bool, transB: Bool, M: Int, N: Int, K: Int,
+                               _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
+                               beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int) {
+        gemm(transA, transB, M: M, N: N, K: K, A, lda: lda, B, ldb: ldb, beta: beta, C, ldc: ldc)
+    }
+
     struct Blocks: RangeKernel {
         let byRows: Bool
         let transA: Bool, transB: Bool
@@ -129,13 +137,13 @@ public enum Matmul {
 
     /// Backward of `forwardTransposed`.
     /// dout (M,N), inp (M,K), weight (N,K) -> dinp (M,K) overwritten, dweight (N,K) +=
-    public static func backwardTransposed(dinp: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>,
+    public static func backwardTransposed(dinp: UnsafeMutablePointer<Float>, dweight: UnsafeMutablePointer<Float>?,
                                           dout: UnsafePointer<Float>, inp: UnsafePointer<Float>,
                                           weight: UnsafePointer<Float>, M: Int, K: Int, N: Int) {
         // dinp (M,K) = dout (M,N) · weight (N,K)
         gemm(false, false, M: M, N: K, K: N, dout, lda: N, weight, ldb: K, beta: 0, dinp, ldc: K)
         // dweight (N,K) += doutᵀ (N,M) · inp (M,K)
-        gemm(true, false, M: N, N: K, K: M, dout, lda: N, inp, ldb: K, beta: 1, dweight, ldc: K)
+        if let dweight { gemm(true, false, M: N, N: K, K: M, dout, lda: N, inp, ldb: K, beta: 1, dweight, ldc: K) }
     }
 
     /// y (N) = x (K) · weight (K,N) + bias (N): one row, for decoding.

@@ -32,7 +32,7 @@ public final class Activations {
 
     /// Floats of each tensor, in allocation order, computed in floating point so that no
     /// shape, however large, overflows (the caller checks the total before allocating).
-    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool) -> [Double] {
+    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool, loraRank: Int = 0) -> [Double] {
         let L = Double(config.nLayer), C = Double(config.nEmbd), V = Double(config.vocabSize), NH = Double(config.nHead)
         let H = Double(config.hidden)
         let B = Double(B), T = Double(T)
@@ -44,20 +44,24 @@ public final class Activations {
         ]
         if dropout { sizes += [M * C, L * M * C, L * M * C, L * B * NH * T * T] }
         if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * H, B * NH * T] }
+        // Adapters: scaling·(x·Aᵀ) of each projection (L,4,M,r), and (M,r) of backward scratch.
+        if loraRank > 0 { sizes += [L * 4 * M * Double(loraRank), M * Double(loraRank)] }
         // Round each tensor up to 16 floats so every one starts 64-byte aligned.
         return sizes.map { ($0 / 16).rounded(.up) * 16 }
     }
 
     /// Bytes an `Activations` of this shape would hold.
-    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false) -> Double {
-        sizes(config: config, B: B, T: T, training: training, dropout: dropout).reduce(0, +) * 4
+    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false, loraRank: Int = 0) -> Double {
+        sizes(config: config, B: B, T: T, training: training, dropout: dropout, loraRank: loraRank).reduce(0, +) * 4
     }
 
-    public init(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false) {
+    /// - Parameter loraRank: the rank of the model's adapters (0: none).
+    public init(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false, loraRank: Int = 0) {
         self.B = B
         self.T = T
         self.config = config
-        let rounded = Self.sizes(config: config, B: B, T: T, training: training, dropout: dropout).map { Int($0) }
+        self.loraRank = loraRank
+        let rounded = Self.sizes(config: config, B: B, T: T, training: training, dropout: dropout, loraRank: loraRank).map { Int($0) }
         buffer = FloatBuffer(count: rounded.reduce(0, +), hugePages: training)
         var at = buffer.pointer
         var i = 0
@@ -76,7 +80,17 @@ public final class Activations {
         } else {
             dres = nil; dx = nil; datty = nil; dlnf = nil; dqkv = nil; dfch = nil; attScratch = nil
         }
+        if loraRank > 0 { loraU = next(); loraScratch = next() } else { loraU = nil; loraScratch = nil }
     }
+
+    let loraRank: Int
+
+    /// Activations for `model` (with room for its adapters' products).
+    public convenience init(model: GPTModel, B: Int, T: Int, training: Bool, dropout: Bool = false) {
+        self.init(config: model.config, B: B, T: T, training: training, dropout: dropout, loraRank: model.loraRank)
+    }
+    let loraU: UnsafeMutablePointer<Float>?        // (L,4,M,r)
+    let loraScratch: UnsafeMutablePointer<Float>?  // (M,r)
 
     /// Bytes held.
     public var bytes: Int { buffer.count * 4 }
@@ -89,12 +103,15 @@ public final class Activations {
         let ln2, ln2Mean, ln2Rstd: UnsafeMutablePointer<Float>
         let fch, fchGelu, fcproj, res3: UnsafeMutablePointer<Float>
         let attMask, attprojMask, fcprojMask: UnsafeMutablePointer<Float>?
+        /// Adapters' kept products scaling·(x·Aᵀ), (M,r) each; nil without adapters. (Four
+        /// fields, not an array: making a layer's views must not allocate.)
+        var uAttn, uAttnProj, uFc, uMlpProj: UnsafeMutablePointer<Float>?
     }
 
     func layer(_ l: Int) -> Layer {
         let C = config.nEmbd, Mmax = B * T
         let attStride = B * config.nHead * T * T
-        return Layer(input: l == 0 ? encoded : res3 + (l - 1) * Mmax * C,
+        var layer = Layer(input: l == 0 ? encoded : res3 + (l - 1) * Mmax * C,
                      ln1: ln1 + l * Mmax * C, ln1Mean: ln1Mean + l * Mmax, ln1Rstd: ln1Rstd + l * Mmax,
                      qkv: qkv + l * Mmax * 3 * C, atty: atty + l * Mmax * C, att: att + l * attStride,
                      attproj: attproj + l * Mmax * C, res2: res2 + l * Mmax * C,
@@ -104,6 +121,13 @@ public final class Activations {
                      attMask: attMask.map { $0 + l * attStride },
                      attprojMask: attprojMask.map { $0 + l * Mmax * C },
                      fcprojMask: fcprojMask.map { $0 + l * Mmax * C })
+        if let loraU {
+            let r = loraRank
+            let base = loraU + l * 4 * Mmax * r
+            layer.uAttn = base; layer.uAttnProj = base + Mmax * r
+            layer.uFc = base + 2 * Mmax * r; layer.uMlpProj = base + 3 * Mmax * r
+        }
+        return layer
     }
 
     /// Row r of layer l's output of the attention projection's key/value part, for filling a cache.

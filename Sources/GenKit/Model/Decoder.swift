@@ -27,7 +27,8 @@ public final class Decoder {
         func next() -> UnsafeMutablePointer<Float> { defer { at += sizes[i]; i += 1 }; return at }
         kCache = next(); vCache = next(); x = next(); x2 = next(); xn = next(); qkv = next(); y = next(); proj = next()
         fch = next(); scores = next(); mean = next(); rstd = next(); logits = next()
-        prefill = Activations(config: config, B: 1, T: T, training: false)
+        prefill = Activations(model: model, B: 1, T: T, training: false)
+        loraU = FloatBuffer(count: 4 * max(1, model.loraRank))
         tokenBuffer = TokenBuffer(count: T)
         // The single-position step's activations: the residual stream in x (and x2 between the
         // two branches), scratch reused across the block, GELU in place.
@@ -35,9 +36,15 @@ public final class Decoder {
                                  attproj: proj, res2: x2, ln2: xn, ln2Mean: mean, ln2Rstd: rstd,
                                  fch: fch, fchGelu: fch, fcproj: proj, res3: x,
                                  attMask: nil, attprojMask: nil, fcprojMask: nil)
+        if model.adapters != nil {
+            let r = model.loraRank, u = loraU.pointer
+            step.uAttn = u; step.uAttnProj = u + r; step.uFc = u + 2 * r; step.uMlpProj = u + 3 * r
+        }
     }
+    /// The adapters' products for the single-position step, (r) each.
+    let loraU: FloatBuffer
     let tokenBuffer: TokenBuffer
-    let step: Activations.Layer
+    var step: Activations.Layer
 
     /// Empties the cache.
     public func reset() { length = 0 }

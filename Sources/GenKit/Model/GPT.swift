@@ -41,23 +41,25 @@ public enum GPT {
 
     /// Backward of the loss `forward` just computed, scaled by `lossScale` (1/N for a mean over
     /// N positions, further divided by the number of micro-batches when accumulating).
-    /// Gradients are added to `g`; the caller zeroes them once per optimizer step.
-    public static func backward(_ p: ParameterViews, _ g: ParameterViews, _ config: GPTConfig, _ acts: Activations,
+    /// Gradients are added to `g` (nil: the base weights are frozen) and the adapters' to
+    /// `lora`; the caller zeroes them once per optimizer step.
+    public static func backward(_ p: ParameterViews, _ g: ParameterViews?, lora: LoRAViews? = nil, _ config: GPTConfig, _ acts: Activations,
                          tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>,
                          B: Int, t T: Int, lossScale: Float) {
         let L = config.nLayer, C = config.nEmbd, V = config.vocabSize
         let M = B * T
 
         CrossEntropy.backward(probabilities: acts.logits, targets: targets, scale: lossScale, M: M, V: V)
-        Matmul.backwardTransposed(dinp: acts.dlnf, dweight: g.wte, dout: acts.logits, inp: acts.lnf,
+        Matmul.backwardTransposed(dinp: acts.dlnf, dweight: g?.wte, dout: acts.logits, inp: acts.lnf,
                                   weight: p.wte, M: M, K: C, N: V)
         let dres = acts.dres!
         dres.update(repeating: 0, count: M * C)
-        LayerNorm.backward(dinp: dres, dweight: g.lnfw, dbias: g.lnfb, dout: acts.dlnf, inp: acts.layer(L - 1).res3,
+        LayerNorm.backward(dinp: dres, dweight: g?.lnfw, dbias: g?.lnfb, dout: acts.dlnf, inp: acts.layer(L - 1).res3,
                            weight: p.lnfw, mean: acts.lnfMean, rstd: acts.lnfRstd, M: M, C: C)
         for l in stride(from: L - 1, through: 0, by: -1) {
-            Block.backward(p.layer(l), g.layer(l), acts.layer(l), acts, B: B, T: T, config: config)
+            Block.backward(p.layer(l), g?.layer(l), lora: lora, layer: l, acts.layer(l), acts, B: B, T: T, config: config)
         }
+        guard let g else { return }
         if let mask = acts.embMask { Dropout.apply(dres, mask: mask, count: M * C) }
         Embedding.backward(dwte: g.wte, dwpe: g.wpe, dout: dres, tokens: tokens, B: B, T: T, C: C, V: V)
     }

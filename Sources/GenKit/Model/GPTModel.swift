@@ -5,7 +5,13 @@ public final class GPTModel {
     public let config: GPTConfig
     public let layout: ParameterLayout
     public let parameters: FloatBuffer
-    public let views: ParameterViews
+    public private(set) var views: ParameterViews
+    /// LoRA adapters beside the projections (nil: none). Every pass of the model uses them.
+    public var adapters: LoRAAdapters? {
+        didSet { views.lora = adapters.map { $0.views($0.parameters.pointer) } }
+    }
+    /// The rank of the adapters (0: none), for sizing activations.
+    public var loraRank: Int { adapters?.config.rank ?? 0 }
 
     /// A model with zeroed weights (to be filled by `initialize` or a checkpoint).
     public init(config: GPTConfig) {

@@ -1,27 +1,52 @@
 import GenKernels
 
-/// A projection, GPT-2's `Conv1D`: out (M,N) = inp (M,K) · weight (K,N) + bias (N).
+/// A projection, GPT-2's `Conv1D`: out (M,N) = inp (M,K) · weight (K,N) + bias (N), plus, when
+/// an adapter sits beside it, scaling · (inp·Aᵀ)·Bᵀ (LoRA, PEFT's layout: A (r,K), B (N,r)).
 /// The four projections of a block are `Linear`s, so that what changes a projection (another
-/// precision, an adapter beside it) is made here once, for training, evaluation and decoding.
+/// precision, an adapter) is made here once, for training, evaluation and decoding.
 public struct Linear {
     let weight: UnsafeMutablePointer<Float>   // (K,N)
     let bias: UnsafeMutablePointer<Float>     // (N)
     let K: Int, N: Int
+    var lora: LoRAWeights? = nil
 
-    /// inp (M,K) -> out (M,N). One row (decoding) streams the weights once; more rows go to sgemm.
-    func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, M: Int) {
+    /// inp (M,K) -> out (M,N). One row (decoding) streams the weights once; more rows go to
+    /// sgemm. With an adapter, `u` (M,r) keeps scaling·(inp·Aᵀ) for the backward pass.
+    func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, M: Int, u: UnsafeMutablePointer<Float>? = nil) {
         if M == 1 {
             Matmul.vectorForward(out, inp, weight, bias, K: K, N: N)
         } else {
             Matmul.forward(out, inp, weight, bias, M: M, K: K, N: N)
         }
+        guard let lora, let u else { return }
+        Matmul.forwardTransposed(u, inp, lora.a, M: M, K: K, N: lora.r)
+        AdamW.scale(u, count: M * lora.r, by: lora.scaling)
+        // out (M,N) += u (M,r) · Bᵀ (r,N)
+        Matmul.product(transA: false, transB: true, M: M, N: N, K: lora.r, u, lda: lora.r, lora.b, ldb: lora.r, beta: 1, out, ldc: N)
     }
 
     /// dout (M,N), inp (M,K) -> dinp (M,K) (overwritten); the weight's and bias's gradients are
-    /// added into `gradient`, when there is one (a frozen projection has none).
-    func backward(dinp: UnsafeMutablePointer<Float>, gradient: Linear?, dout: UnsafePointer<Float>,
-                  inp: UnsafePointer<Float>, M: Int) {
+    /// added into `gradient` when there is one (a frozen projection has none), the adapter's into
+    /// `loraGradient`. `u` is what `forward` kept; `scratch` holds (M,r).
+    func backward(dinp: UnsafeMutablePointer<Float>, gradient: Linear?, loraGradient: LoRAWeights? = nil,
+                  dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, M: Int,
+                  u: UnsafeMutablePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>? = nil) {
         Matmul.backward(dinp: dinp, dweight: gradient?.weight, dbias: gradient?.bias, dout: dout,
                         inp: inp, weight: weight, M: M, K: K, N: N)
+        guard let lora, let u, let du = scratch else { return }
+        let r = lora.r
+        // dB (N,r) += doutᵀ (N,M) · u (M,r)
+        if let g = loraGradient {
+            Matmul.product(transA: true, transB: false, M: N, N: r, K: M, dout, lda: N, u, ldb: r, beta: 1, g.b, ldc: r)
+        }
+        // du (M,r) = scaling · dout (M,N) · B (N,r)
+        Matmul.product(transA: false, transB: false, M: M, N: r, K: N, dout, lda: N, lora.b, ldb: r, beta: 0, du, ldc: r)
+        AdamW.scale(du, count: M * r, by: lora.scaling)
+        // dA (r,K) += duᵀ (r,M) · inp (M,K)
+        if let g = loraGradient {
+            Matmul.product(transA: true, transB: false, M: r, N: K, K: M, du, lda: r, inp, ldb: K, beta: 1, g.a, ldc: K)
+        }
+        // dinp (M,K) += du (M,r) · A (r,K)
+        Matmul.product(transA: false, transB: false, M: M, N: K, K: r, du, lda: r, lora.a, ldb: K, beta: 1, dinp, ldc: K)
     }
 }

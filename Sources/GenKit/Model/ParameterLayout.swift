@@ -105,6 +105,8 @@ public struct ParameterViews {
     public let wte, wpe, lnfw, lnfb: UnsafeMutablePointer<Float>
     let ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb: UnsafeMutablePointer<Float>
     let C: Int, H: Int
+    /// Adapters beside the projections, if any.
+    public var lora: LoRAViews?
 
     public init(_ base: UnsafeMutablePointer<Float>, _ layout: ParameterLayout) {
         wte = base + layout.offset(.wte)
@@ -131,10 +133,10 @@ public struct ParameterViews {
     public func layer(_ l: Int) -> BlockWeights {
         let C = self.C, H = self.H
         return BlockWeights(ln1w: ln1w + l * C, ln1b: ln1b + l * C,
-                            attn: Linear(weight: qkvw + l * 3 * C * C, bias: qkvb + l * 3 * C, K: C, N: 3 * C),
-                            proj: Linear(weight: attprojw + l * C * C, bias: attprojb + l * C, K: C, N: C),
+                            attn: Linear(weight: qkvw + l * 3 * C * C, bias: qkvb + l * 3 * C, K: C, N: 3 * C, lora: lora?.weights(layer: l, .attn)),
+                            proj: Linear(weight: attprojw + l * C * C, bias: attprojb + l * C, K: C, N: C, lora: lora?.weights(layer: l, .attnProj)),
                             ln2w: ln2w + l * C, ln2b: ln2b + l * C,
-                            fc: Linear(weight: fcw + l * C * H, bias: fcb + l * H, K: C, N: H),
-                            fcproj: Linear(weight: fcprojw + l * H * C, bias: fcprojb + l * C, K: H, N: C))
+                            fc: Linear(weight: fcw + l * C * H, bias: fcb + l * H, K: C, N: H, lora: lora?.weights(layer: l, .fc)),
+                            fcproj: Linear(weight: fcprojw + l * H * C, bias: fcprojb + l * C, K: H, N: C, lora: lora?.weights(layer: l, .mlpProj)))
     }
 }

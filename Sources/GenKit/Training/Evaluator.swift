@@ -34,7 +34,7 @@ public final class Evaluator {
         try Machine.checkFits(Activations.bytes(config: model.config, B: batchSize, T: T, training: false),
                               "evaluating a model with a context of \(T)")
         batch = TokenBatch(B: batchSize, T: T)
-        acts = Activations(config: model.config, B: batchSize, T: T, training: false)
+        acts = Activations(model: model, B: batchSize, T: T, training: false)
     }
 
     /// - Throws: `GenError` when the text has fewer than 2 tokens.

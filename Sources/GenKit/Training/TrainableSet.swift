@@ -20,10 +20,20 @@ public struct TrainableSet: Sendable {
 
     /// The tensors of `layout` that `trains` selects.
     public init(_ layout: ParameterLayout, trains: (ParameterLayout.Tensor) -> Bool) {
+        self.init(layout.tensors.filter(trains).map { ($0.offset, $0.count, $0.decays) })
+    }
+
+    /// Every adapter (all are matrices, so all decay).
+    public init(_ adapters: LoRAAdapters) {
+        self.init(adapters.tensors.map { ($0.offset, $0.count, true) })
+    }
+
+    /// Tensors given as (offset, count, decays) in their buffer.
+    init(_ tensors: [(offset: Int, count: Int, decays: Bool)]) {
         var runs: [Run] = []
         var spans: [Range<Int>] = []
         var count = 0
-        for t in layout.tensors.sorted(by: { $0.offset < $1.offset }) where trains(t) {
+        for t in tensors.sorted(by: { $0.offset < $1.offset }) {
             if let last = runs.last, last.decays == t.decays, last.offset + last.count == t.offset {
                 runs[runs.count - 1].count += t.count
             } else {

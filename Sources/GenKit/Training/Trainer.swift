@@ -2,6 +2,8 @@ import GenKernels
 
 /// Everything an optimizer step needs besides the weights: gradients, AdamW moments,
 /// activations and the micro-batch, each one allocation made here, before the first step.
+/// A model with adapters trains its adapters only: the base weights are frozen and get no
+/// gradient buffer.
 public final class Trainer {
     public let model: GPTModel
     public var settings: TrainingSettings
@@ -10,10 +12,12 @@ public final class Trainer {
     public let trainable: TrainableSet
     /// What the steps minimise.
     public let objective: TrainingObjective
+    /// The floats AdamW updates: the model's parameters, or its adapters'.
+    public let optimized: FloatBuffer
     public let gradients: FloatBuffer
     public let m: FloatBuffer
     public let v: FloatBuffer
-    let grads: ParameterViews
+    let grads: GradientViews
     public let activations: Activations
     /// The micro-batch being trained on.
     public let batch: TokenBatch
@@ -31,13 +35,21 @@ public final class Trainer {
         self.settings = settings
         self.T = context ?? model.config.blockSize
         precondition(T <= model.config.blockSize)
-        self.trainable = trainable ?? .all(model.layout)
         self.objective = objective
-        gradients = FloatBuffer(count: model.layout.count, hugePages: true)
+        if let adapters = model.adapters {
+            optimized = adapters.parameters
+            self.trainable = trainable ?? TrainableSet(adapters)
+            gradients = FloatBuffer(count: adapters.parameters.count, hugePages: true)
+            grads = GradientViews(base: nil, lora: adapters.views(gradients.pointer))
+        } else {
+            optimized = model.parameters
+            self.trainable = trainable ?? .all(model.layout)
+            gradients = FloatBuffer(count: model.layout.count, hugePages: true)
+            grads = GradientViews(base: ParameterViews(gradients.pointer, model.layout), lora: nil)
+        }
         m = FloatBuffer(count: self.trainable.count, hugePages: true)
         v = FloatBuffer(count: self.trainable.count, hugePages: true)
-        grads = ParameterViews(gradients.pointer, model.layout)
-        activations = Activations(config: model.config, B: settings.batchSize, T: T, training: true,
+        activations = Activations(model: model, B: settings.batchSize, T: T, training: true,
                                   dropout: settings.dropout > 0)
         batch = TokenBatch(B: settings.batchSize, T: T)
         dropoutRandom = Random(seed: seed ^ 0x5EED_D20B)
@@ -101,7 +113,7 @@ public final class Trainer {
     public func applyAdamW(lr: Float) {
         step += 1
         for run in trainable.runs {
-            AdamW.update(param: model.parameters.pointer + run.offset, grad: gradients.pointer + run.offset,
+            AdamW.update(param: optimized.pointer + run.offset, grad: gradients.pointer + run.offset,
                          m: m.pointer + run.stateOffset, v: v.pointer + run.stateOffset, count: run.count,
                          lr: lr, beta1: settings.beta1, beta2: settings.beta2, eps: settings.eps,
                          weightDecay: run.decays ? settings.weightDecay : 0, step: step)
