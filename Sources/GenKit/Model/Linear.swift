@@ -10,9 +10,17 @@ public struct Linear {
     let K: Int, N: Int
     var lora: LoRAWeights? = nil
 
+    public init(weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>, K: Int, N: Int, lora: LoRAWeights? = nil) {
+        self.weight = weight
+        self.bias = bias
+        self.K = K
+        self.N = N
+        self.lora = lora
+    }
+
     /// inp (M,K) -> out (M,N). One row (decoding) streams the weights once; more rows go to
     /// sgemm. With an adapter, `u` (M,r) keeps scaling·(inp·Aᵀ) for the backward pass.
-    func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, M: Int, u: UnsafeMutablePointer<Float>? = nil) {
+    public func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, M: Int, u: UnsafeMutablePointer<Float>? = nil) {
         if M == 1 {
             Matmul.vectorForward(out, inp, weight, bias, K: K, N: N)
         } else {
@@ -28,7 +36,7 @@ public struct Linear {
     /// dout (M,N), inp (M,K) -> dinp (M,K) (overwritten); the weight's and bias's gradients are
     /// added into `gradient` when there is one (a frozen projection has none), the adapter's into
     /// `loraGradient`. `u` is what `forward` kept; `scratch` holds (M,r).
-    func backward(dinp: UnsafeMutablePointer<Float>, gradient: Linear?, loraGradient: LoRAWeights? = nil,
+    public func backward(dinp: UnsafeMutablePointer<Float>, gradient: Linear?, loraGradient: LoRAWeights? = nil,
                   dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, M: Int,
                   u: UnsafeMutablePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>? = nil) {
         Matmul.backward(dinp: dinp, dweight: gradient?.weight, dbias: gradient?.bias, dout: dout,

@@ -61,6 +61,13 @@ public struct LoRAWeights {
     let b: UnsafeMutablePointer<Float>   // (N,r)
     let r: Int
     let scaling: Float
+
+    public init(a: UnsafeMutablePointer<Float>, b: UnsafeMutablePointer<Float>, r: Int, scaling: Float) {
+        self.a = a
+        self.b = b
+        self.r = r
+        self.scaling = scaling
+    }
 }
 
 /// Views of a buffer laid out as `LoRAAdapters` (the adapters, or their gradients).
@@ -139,5 +146,98 @@ public final class LoRAAdapters {
     /// Views of `buffer` (the adapters' parameters or a buffer of the same layout).
     func views(_ buffer: UnsafeMutablePointer<Float>) -> LoRAViews {
         LoRAViews(base: buffer, offsets: offsets, r: config.rank, scaling: config.scaling)
+    }
+}
+
+extension LoRAAdapters {
+    /// Reads a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) made
+    /// for a GPT-2 of shape `model`: by gen or by PEFT.
+    /// - Throws: `GenError` for a config gen does not compute (DoRA, rsLoRA, per-layer ranks,
+    ///   trained biases), a missing tensor or a wrong shape.
+    public static func load(folder: String, model: GPTConfig) throws -> LoRAAdapters {
+        let configPath = folder + "/adapter_config.json"
+        guard let data = FileManager.default.contents(atPath: configPath),
+              let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw GenError("\(folder) is not a PEFT adapter folder (no readable adapter_config.json)")
+        }
+        guard o["peft_type"] as? String == "LORA" else { throw GenError("\(configPath): peft_type is not LORA") }
+        guard let r = o["r"] as? Int, let alpha = (o["lora_alpha"] as? NSNumber)?.floatValue else {
+            throw GenError("\(configPath): r or lora_alpha is missing")
+        }
+        for key in ["use_dora", "use_rslora"] where o[key] as? Bool == true {
+            throw GenError("\(configPath): \(key) is true; gen computes plain LoRA")
+        }
+        if let bias = o["bias"] as? String, bias != "none" { throw GenError("\(configPath): bias is \"\(bias)\"; gen's adapters train no biases") }
+        for key in ["rank_pattern", "alpha_pattern"] where !((o[key] as? [String: Any]) ?? [:]).isEmpty {
+            throw GenError("\(configPath): \(key) is not empty; gen uses one rank and alpha for every layer")
+        }
+        for key in ["layers_to_transform", "modules_to_save"] where o[key] != nil && !(o[key] is NSNull) {
+            throw GenError("\(configPath): \(key) is set; gen adapts every layer and saves no other modules")
+        }
+        let names: [String]
+        if let list = o["target_modules"] as? [String] { names = list } else if let one = o["target_modules"] as? String { names = [one] } else {
+            throw GenError("\(configPath): target_modules is missing")
+        }
+        var targets = Set<LoRATarget>()
+        for n in names {
+            let matched = LoRATarget.allCases.filter { $0.rawValue == n || $0.rawValue.hasSuffix("." + n) }
+            guard !matched.isEmpty else { throw GenError("\(configPath): target module \"\(n)\" is not a GPT-2 projection (c_attn, attn.c_proj, c_fc, mlp.c_proj)") }
+            targets.formUnion(matched)
+        }
+        let dropout = (o["lora_dropout"] as? NSNumber)?.floatValue ?? 0
+        let adapters = try LoRAAdapters(config: LoRAConfig(rank: r, alpha: alpha, dropout: dropout,
+                                                           targets: LoRATarget.allCases.filter(targets.contains)), model: model)
+        let file = try SafeTensorsFile(path: folder + "/adapter_model.safetensors")
+        for t in adapters.tensors {
+            guard let e = file.entries[t.name] ?? file.entries[t.name.replacingOccurrences(of: ".weight", with: ".default.weight")] else {
+                throw GenError("\(folder): missing tensor \(t.name)")
+            }
+            guard e.shape == t.shape else { throw GenError("\(folder): tensor \(t.name) has shape \(e.shape), expected \(t.shape) (is the adapter for this model?)") }
+            let key = file.entries[t.name] != nil ? t.name : t.name.replacingOccurrences(of: ".weight", with: ".default.weight")
+            try file.copyFloats(key, into: adapters.parameters.pointer + t.offset, count: t.count)
+        }
+        return adapters
+    }
+
+    /// Writes the adapters as PEFT does: adapter_config.json and adapter_model.safetensors, each
+    /// whole before it is renamed into place.
+    public func save(folder: String, baseModel: String) throws {
+        let items = tensors.map {
+            SafeTensorsWriter.Item(name: $0.name, shape: $0.shape,
+                                   bytes: UnsafeRawBufferPointer(start: parameters.pointer + $0.offset, count: $0.count * 4))
+        }
+        try SafeTensorsWriter.write(items, metadata: ["format": "pt"], to: folder + "/adapter_model.safetensors")
+        let config: [String: Any] = [
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.config.rank, "lora_alpha": Double(self.config.alpha),
+            "lora_dropout": Double(self.config.dropout), "target_modules": self.config.targets.map(\.peftName),
+            "fan_in_fan_out": true, "bias": "none", "base_model_name_or_path": baseModel, "inference_mode": true,
+            "init_lora_weights": true, "use_dora": false, "use_rslora": false,
+        ]
+        let json = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+        try json.withUnsafeBytes { try SafeTensorsWriter.writeRaw($0, to: folder + "/adapter_config.json") }
+    }
+}
+
+extension GPTModel {
+    /// A model whose projections are the base's plus its adapters' products, merged into plain
+    /// weights: W + scaling · Aᵀ·Bᵀ for each adapted projection (weights [in, out]).
+    public func merged() -> GPTModel {
+        let out = GPTModel(config: config)
+        out.parameters.pointer.update(from: parameters.pointer, count: parameters.count)
+        guard let adapters, let lora = views.lora else { return out }
+        let v = out.views
+        for l in 0..<config.nLayer {
+            let w = v.layer(l)
+            for (t, linear) in [(LoRATarget.attn, w.attn), (.attnProj, w.proj), (.fc, w.fc), (.mlpProj, w.fcproj)] {
+                guard let a = lora.weights(layer: l, t) else { continue }
+                // W (K,N) += scaling · Aᵀ (K,r) · Bᵀ (r,N)
+                let scaled = FloatBuffer(count: a.r * linear.K)
+                scaled.pointer.update(from: a.a, count: a.r * linear.K)
+                AdamW.scale(scaled.pointer, count: a.r * linear.K, by: adapters.config.scaling)
+                Matmul.product(transA: true, transB: true, M: linear.K, N: linear.N, K: a.r, scaled.pointer, lda: linear.K,
+                               a.b, ldb: a.r, beta: 1, linear.weight, ldc: linear.N)
+            }
+        }
+        return out
     }
 }
