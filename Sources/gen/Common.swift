@@ -2,6 +2,15 @@ import Foundation
 import GenKit
 
 let fromOption = OptionSpec(name: "from", short: "m", value: "file", help: "The model file.", required: true)
+let adapterOption = OptionSpec(name: "adapter", value: "dir", help: "LoRA adapters (a PEFT adapter folder, by gen or PEFT) to apply on top of --from, without merging.")
+
+/// The model of --from, with the adapters of --adapter when given.
+func loadModel(_ from: String, adapter: String?) throws -> Checkpoint {
+    let ck = try Checkpoint.load(from)
+    if let adapter { ck.model.adapters = try LoRAAdapters.load(folder: adapter, model: ck.model.config) }
+    return ck
+}
+
 let threadsOption = OptionSpec(name: "threads", value: "n", help: "Threads to use (at most the cores online).", defaultValue: "\(Machine.cores)")
 
 /// --threads, capped at the cores online: more threads than cores only wait for each other.

@@ -15,24 +15,27 @@ struct EvalOptions {
         arguments: [ArgumentSpec(name: "textfile", help: "The text (UTF-8); '-' reads standard input.")],
         options: [
             fromOption,
+            adapterOption,
             threadsOption,
             OptionSpec(name: "json", value: nil, help: "Print {\"loss\", \"perplexity\", \"bits_per_byte\", \"tokens\", \"bytes\"}."),
         ])
 
     var from: String
+    var adapter: String?
     var text: String
     var threads: Int
     var json: Bool
 
     init(_ a: ParsedArguments) throws {
         from = a.string("from")!
+        adapter = a.string("adapter")
         text = a.positionals[0]
         threads = try threadCount(a)
         json = a.has("json")
     }
 
     func run() throws -> Int32 {
-        let ck = try Checkpoint.load(from)
+        let ck = try loadModel(from, adapter: adapter)
         let files = try CorpusFiles([text], folder: NSTemporaryDirectory())
         let r: Evaluator.Result
         do {

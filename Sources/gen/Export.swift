@@ -1,6 +1,42 @@
 import Foundation
 import GenKit
 
+/// `gen merge`: a model with its LoRA adapters merged into plain weights.
+struct MergeOptions {
+    static let spec = CommandSpec(
+        name: "merge",
+        abstract: "Merge LoRA adapters into a model's weights and write the merged model.",
+        discussion: "Each adapted projection's weight becomes W + alpha/r · Aᵀ·Bᵀ. --from and --adapter are never modified.",
+        options: [
+            fromOption,
+            OptionSpec(name: "adapter", value: "dir", help: "The PEFT adapter folder to merge.", required: true),
+            OptionSpec(name: "out", value: "file", help: "Where to write the merged model.", required: true),
+            OptionSpec(name: "force", value: nil, help: "Replace an existing --out file."),
+        ])
+
+    var from: String, adapter: String, out: String, force: Bool
+
+    init(_ a: ParsedArguments) throws {
+        from = a.string("from")!
+        adapter = a.string("adapter")!
+        out = a.string("out")!
+        force = a.has("force")
+    }
+
+    func run() throws -> Int32 {
+        let outputs = try RunOutputs(out: out, log: nil, inputs: [from, adapter + "/adapter_model.safetensors"], replace: force, resume: false)
+        let ck = try loadModel(from, adapter: adapter)
+        var meta = ck.metadata
+        meta["merged_from"] = Paths.fileName(of: from) + " + " + Paths.fileName(of: adapter)
+        for k in ["checkpoint_id", "gen_source", "source"] { meta[k] = nil }
+        try withExtendedLifetime(outputs) {
+            try Checkpoint(model: ck.model.merged(), tokenizer: ck.tokenizer, metadata: meta).save(out)
+        }
+        note("wrote \(out): \(Paths.fileName(of: from)) with the adapters of \(adapter) merged")
+        return 0
+    }
+}
+
 /// `gen export`: a model as a Hugging Face GPT-2 folder.
 struct ExportOptions {
     static let spec = CommandSpec(

@@ -68,15 +68,20 @@ final class RunOutputs {
     /// - Parameters:
     ///   - inputs: files the run reads (corpora, the model finetuned, a tokenizer file).
     ///   - replace: an existing model may be replaced (--force); `resume` continues it.
-    init(out: String, log: String?, inputs: [String], replace: Bool, resume: Bool) throws {
+    ///   - adapterFolder: the output is a PEFT adapter folder (created here), not a model file.
+    init(out: String, log: String?, inputs: [String], replace: Bool, resume: Bool, adapterFolder: Bool = false) throws {
         self.out = out
         folder = Paths.folder(of: out)
         lockPath = folder + "/." + Paths.fileName(of: out) + ".lock"
-        let statePath = out + ".state"
+        let statePath = adapterFolder ? out + "/training_state.safetensors" : out + ".state"
         guard isFolder(folder) else { throw GenError("cannot write \(out): the folder \(folder) does not exist") }
         guard access(folder, W_OK) == 0 else { throw GenError("cannot write \(out): the folder \(folder) is not writable") }
-        for (path, what) in [(out, "--out"), (statePath, "the state file")] where isFolder(path) {
-            throw GenError("\(what) \(path) is a folder; choose another --out")
+        if adapterFolder {
+            if FileManager.default.fileExists(atPath: out) && !isFolder(out) { throw GenError("--out \(out) is a file; an adapter run writes a folder") }
+        } else {
+            for (path, what) in [(out, "--out"), (statePath, "the state file")] where isFolder(path) {
+                throw GenError("\(what) \(path) is a folder; choose another --out")
+            }
         }
         // Inputs are never written: not by the model, its state or the log.
         let written = [(out, "--out"), (statePath, "the state file of --out")] + (log.map { [($0, "--log")] } ?? [])
@@ -101,6 +106,11 @@ final class RunOutputs {
         // read-only was marked so by someone.
         for path in [out, statePath] where isReadOnly(path) {
             throw GenError("\(path) is read-only; gen will not replace it (make it writable, or choose another --out)")
+        }
+        if adapterFolder && !fm.fileExists(atPath: out) {
+            do { try fm.createDirectory(atPath: out, withIntermediateDirectories: false) } catch {
+                throw GenError("cannot create \(out): \(error.localizedDescription)")
+            }
         }
         removeLeftovers()
     }

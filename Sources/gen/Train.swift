@@ -73,7 +73,10 @@ struct TrainOptions {
                 return o
             }
             + shapeOptions.map { o in var o = o; o.hidden = true; return o }
-            + [OptionSpec(name: "skip-unknown", value: nil, help: "Drop characters the model does not know (and say how many) instead of refusing.")])
+            + [OptionSpec(name: "skip-unknown", value: nil, help: "Drop characters the model does not know (and say how many) instead of refusing."),
+               OptionSpec(name: "lora", value: "r", help: "Train LoRA adapters of this rank instead of every weight; --out is then a PEFT adapter folder (default: <from>-lora)."),
+               OptionSpec(name: "lora-alpha", value: "a", help: "LoRA scaling numerator: the adapters add alpha/r · (x·Aᵀ)·Bᵀ (default: 2·r)."),
+               OptionSpec(name: "lora-targets", value: "list", help: "Projections to adapt, comma-separated.", defaultValue: "c_attn,attn.c_proj,c_fc,mlp.c_proj")])
 
     var corpus: [String]
     var from: String?
@@ -89,6 +92,7 @@ struct TrainOptions {
     var printEvery: Int
     var log: String?
     var resume: Bool, force: Bool, quiet: Bool, skipUnknown: Bool
+    var lora: LoRAConfig?
 
     init(_ a: ParsedArguments, finetune: Bool) throws {
         if finetune {
@@ -99,8 +103,23 @@ struct TrainOptions {
         corpus = a.positionals
         from = a.string("from")
         out = a.string("out")!
+        if finetune && a.has("lora") {
+            let r = try a.int("lora", min: 1, max: 4096)
+            let alpha = a.has("lora-alpha") ? try a.float("lora-alpha", min: 0) : Float(2 * r)
+            var targets: [LoRATarget] = []
+            for name in a.string("lora-targets")!.split(separator: ",").map(String.init) {
+                guard let t = LoRATarget.allCases.first(where: { $0.peftName == name || $0.rawValue == name }) else {
+                    throw GenError.usage("The value '\(name)' is invalid for '--lora-targets <list>': c_attn, attn.c_proj, c_fc or mlp.c_proj")
+                }
+                if !targets.contains(t) { targets.append(t) }
+            }
+            lora = LoRAConfig(rank: r, alpha: alpha, targets: targets)
+        } else if a.has("lora-alpha") || a.has("lora-targets") {
+            throw GenError.usage("--lora-alpha and --lora-targets go with --lora <r>")
+        }
         if let from, !a.has("out") {
-            out = (from.hasSuffix(".safetensors") ? String(from.dropLast(".safetensors".count)) : from) + "-finetuned.safetensors"
+            let stem = from.hasSuffix(".safetensors") ? String(from.dropLast(".safetensors".count)) : from
+            out = stem + (lora == nil ? "-finetuned.safetensors" : "-lora")
         }
         config = GPTConfig(nLayer: try a.int("layers", min: 1), nHead: try a.int("heads", min: 1), nEmbd: try a.int("embd", min: 1),
                            blockSize: try a.int("context", min: 1), vocabSize: 1)
@@ -138,7 +157,7 @@ struct TrainOptions {
 
     func run() throws -> Int32 {
         let outputs = try RunOutputs(out: out, log: log, inputs: corpus + [from, tokenizerChoice].compactMap { $0 },
-                                     replace: force, resume: resume)
+                                     replace: force, resume: resume, adapterFolder: lora != nil)
         let files = try CorpusFiles(corpus, folder: outputs.folder)
         do {
             return try withExtendedLifetime(outputs) { try train(files.paths, folder: outputs.folder) }
@@ -154,8 +173,9 @@ struct TrainOptions {
                                  skipUnknown: skipUnknown, skipped: &skipped, threads: options.threads)
         if skipped > 0 && !quiet { note("skipped \(skipped) characters the model does not know") }
         let nTrain = try trainingSplit(data, context: model.config.blockSize)
-        try Machine.checkTrainingFits(model.config, settings)
-        let policy = CheckpointPolicy(path: out, every: saveEvery, tokenizer: tokenizer, metadata: metadata)
+        try Machine.checkTrainingFits(model.config, settings, adapters: model.adapters)
+        let policy = CheckpointPolicy(path: out, every: saveEvery, tokenizer: tokenizer, metadata: metadata,
+                                      baseModel: lora == nil ? nil : from)
         let training = TrainingRun(model: model, settings: settings, data: data, trainTokens: nTrain, options: options, checkpoint: policy)
         if resume { try training.resume(modelMetadata: metadata) }
         let reporter = try TrainReporter(quiet: quiet, printEvery: printEvery, logPath: log)
@@ -186,6 +206,19 @@ struct TrainOptions {
     func startingModel(_ paths: [String]) throws -> (GPTModel, Tokenizer, [String: String]) {
         var meta = ["corpus": corpus.map { $0 == "-" ? "<stdin>" : Paths.fileName(of: $0) }.joined(separator: " "),
                     "generator": "gen \(genVersion)"]
+        if let lora, let from {
+            // Adapters on a frozen base: new ones, or those of the run being resumed.
+            let ck = try Checkpoint.load(from)
+            if resume {
+                ck.model.adapters = try LoRAAdapters.load(folder: out, model: ck.model.config)
+                meta = (try SafeTensorsFile(path: out + "/adapter_model.safetensors")).metadata
+            } else {
+                let adapters = try LoRAAdapters(config: lora, model: ck.model.config)
+                adapters.initialize(seed: options.seed)
+                ck.model.adapters = adapters
+            }
+            return (ck.model, ck.tokenizer, meta)
+        }
         if resume || from != nil {
             let ck = try Checkpoint.load(resume ? out : from!)
             meta = ck.metadata.merging(meta) { _, new in new }

@@ -16,6 +16,7 @@ let commands: [Command] = [
     Command(spec: EvalOptions.spec) { try EvalOptions($0).run() },
     Command(spec: InfoOptions.spec) { try InfoOptions($0).run() },
     Command(spec: ExportOptions.spec) { try ExportOptions($0).run() },
+    Command(spec: MergeOptions.spec) { try MergeOptions($0).run() },
     Command(spec: BenchOptions.spec) { try BenchOptions($0).run() },
     Command(spec: TokenizerTrainOptions.spec) { try TokenizerTrainOptions($0).run() },
     Command(spec: TokenizeOptions.spec) { try TokenizeOptions($0).run() },

@@ -178,14 +178,15 @@ public enum CheckpointPair {
     static func pendingStatePath(_ statePath: String) -> String { statePath + ".next" }
 
     /// Writes the pair.
-    static func save(_ checkpoint: Checkpoint, to path: String, state: TrainingState, trainer: Trainer, statePath: String) throws {
+    /// - Parameter prepareModel: writes the model file (given the metadata to add) under a
+    ///   temporary name beside its destination.
+    static func save(modelStep: Int, state: TrainingState, trainer: Trainer, statePath: String,
+                     prepareModel: ([String: String]) throws -> PendingFile) throws {
         let id = String(UInt64.random(in: 0...UInt64.max), radix: 16) + String(UInt64.random(in: 0...UInt64.max), radix: 16)
-        var model = checkpoint
-        model.metadata[idKey] = id
         var s = state
         s.extra[idKey] = id
-        s.extra["model_step"] = model.metadata["step"]
-        let pendingModel = try model.prepare(path)
+        s.extra["model_step"] = String(modelStep)
+        let pendingModel = try prepareModel([idKey: id, "step": String(modelStep)])
         let pendingState: PendingFile
         do { pendingState = try TrainingState.prepare(s, trainer: trainer, for: statePath) } catch { pendingModel.discard(); throw error }
         let next = pendingStatePath(statePath)

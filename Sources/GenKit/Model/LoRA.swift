@@ -202,11 +202,22 @@ extension LoRAAdapters {
     /// Writes the adapters as PEFT does: adapter_config.json and adapter_model.safetensors, each
     /// whole before it is renamed into place.
     public func save(folder: String, baseModel: String) throws {
+        try prepareWeights(folder: folder, metadata: [:]).commit()
+        try writeConfig(folder: folder, baseModel: baseModel)
+    }
+
+    /// adapter_model.safetensors, whole under a temporary name, for `commit`.
+    func prepareWeights(folder: String, metadata: [String: String]) throws -> PendingFile {
         let items = tensors.map {
             SafeTensorsWriter.Item(name: $0.name, shape: $0.shape,
                                    bytes: UnsafeRawBufferPointer(start: parameters.pointer + $0.offset, count: $0.count * 4))
         }
-        try SafeTensorsWriter.write(items, metadata: ["format": "pt"], to: folder + "/adapter_model.safetensors")
+        return try SafeTensorsWriter.prepare(items, metadata: metadata.merging(["format": "pt"]) { _, b in b },
+                                             for: folder + "/adapter_model.safetensors")
+    }
+
+    /// adapter_config.json.
+    public func writeConfig(folder: String, baseModel: String) throws {
         let config: [String: Any] = [
             "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.config.rank, "lora_alpha": Double(self.config.alpha),
             "lora_dropout": Double(self.config.dropout), "target_modules": self.config.targets.map(\.peftName),

@@ -29,11 +29,14 @@ public enum Machine {
     /// Refuses a training run that cannot fit in memory (weights, gradients, two AdamW moments
     /// and activations), before anything is allocated, rather than be killed for it later.
     /// - Throws: `GenError` with the figures.
-    public static func checkTrainingFits(_ config: GPTConfig, _ settings: TrainingSettings) throws {
+    /// With adapters the base weights are held once (no gradients, no moments) and the
+    /// adapters four times.
+    public static func checkTrainingFits(_ config: GPTConfig, _ settings: TrainingSettings, adapters: LoRAAdapters? = nil) throws {
         try config.validate()
         let params = config.parameterEstimate
-        let need = 4 * 4 * params + Activations.bytes(config: config, B: settings.batchSize, T: config.blockSize,
-                                                      training: true, dropout: settings.dropout > 0)
+        let held = adapters.map { 4 * params + 16 * Double($0.parameters.count) } ?? 16 * params
+        let need = held + Activations.bytes(config: config, B: settings.batchSize, T: config.blockSize, training: true,
+                                            dropout: settings.dropout > 0, loraRank: adapters?.config.rank ?? 0)
         let have = memoryBytes
         if need > have * 0.8 {
             throw GenError(String(format: "this run needs %.3g GB of memory (weights, gradients, AdamW state and activations) but the machine has %.1f GB; use a smaller batch, context or model", need / 1e9, have / 1e9))

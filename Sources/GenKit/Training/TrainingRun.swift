@@ -18,9 +18,12 @@ extension TrainingRunDelegate {
     public func trainingRunShouldStop(_ run: TrainingRun) -> Bool { false }
 }
 
-/// When and where a run writes its model and optimizer state.
+/// When and where a run writes its model and optimizer state. A run of a model with adapters
+/// writes a PEFT adapter folder at `path` (adapter_config.json, adapter_model.safetensors, and
+/// its optimizer state as training_state.safetensors); any other run writes a model file at
+/// `path` and its state beside it (`path`.state).
 public struct CheckpointPolicy {
-    /// The model file; the optimizer state goes beside it, in `statePath`.
+    /// The model file, or the adapter folder.
     public var path: String
     /// Steps between checkpoints (0: only at the end, or when stopped).
     public var every: Int
@@ -28,14 +31,20 @@ public struct CheckpointPolicy {
     /// Written into every model file, with the run's own facts (step, losses, date, seed).
     public var metadata: [String: String]
 
-    public init(path: String, every: Int, tokenizer: Tokenizer, metadata: [String: String] = [:]) {
+    /// For an adapter run: what adapter_config.json names as the base model.
+    public var baseModel: String?
+
+    public init(path: String, every: Int, tokenizer: Tokenizer, metadata: [String: String] = [:], baseModel: String? = nil) {
         self.path = path
         self.every = every
         self.tokenizer = tokenizer
         self.metadata = metadata
+        self.baseModel = baseModel
     }
 
-    public var statePath: String { path + ".state" }
+    /// The file whose save id the state must match: the model file, or adapter_model.safetensors.
+    public var modelFile: String { baseModel == nil ? path : path + "/adapter_model.safetensors" }
+    public var statePath: String { baseModel == nil ? path + ".state" : path + "/training_state.safetensors" }
 }
 
 /// A training run: the step loop over a `Trainer`, with batches from a `BatchSource`,
@@ -124,7 +133,7 @@ public final class TrainingRun {
     ///   names the save its state must come from.
     public func resume(modelMetadata: [String: String]) throws {
         guard let checkpoint else { throw GenError("this run has no checkpoint to resume from") }
-        let statePath = try CheckpointPair.resolve(modelPath: checkpoint.path, modelMetadata: modelMetadata, statePath: checkpoint.statePath)
+        let statePath = try CheckpointPair.resolve(modelPath: checkpoint.modelFile, modelMetadata: modelMetadata, statePath: checkpoint.statePath)
         let state = try TrainingState.load(statePath, into: trainer)
         if state.settings.batchSize != trainer.settings.batchSize {
             throw GenError.usage("a batch of \(trainer.settings.batchSize) differs from the saved run's \(state.settings.batchSize)", setting: "batch")
@@ -201,7 +210,7 @@ public final class TrainingRun {
     public func save() throws {
         guard let checkpoint else { return }
         let model = trainer.model
-        let norm = AdamW.sumOfSquares(model.parameters.pointer, count: model.parameters.count)
+        let norm = AdamW.sumOfSquares(trainer.optimized.pointer, count: trainer.optimized.count)
         guard norm.isFinite else {
             let kept = lastSavedStep.map { "the last good checkpoint (step \($0)) is kept in \(checkpoint.path)" } ?? "nothing was written"
             throw GenError("the weights are no longer finite at step \(trainer.step); \(kept); try a lower learning rate")
@@ -216,8 +225,13 @@ public final class TrainingRun {
         let state = TrainingState(step: trainer.step, dataRandom: Random(state: source.state),
                                   dropoutRandom: trainer.dropoutRandom, settings: trainer.settings,
                                   extra: ["seed": String(options.seed), "threads": String(options.threads)])
-        try CheckpointPair.save(Checkpoint(model: model, tokenizer: checkpoint.tokenizer, metadata: meta), to: checkpoint.path,
-                                state: state, trainer: trainer, statePath: checkpoint.statePath)
+        try CheckpointPair.save(modelStep: trainer.step, state: state, trainer: trainer, statePath: checkpoint.statePath) { added in
+            if let adapters = model.adapters, let base = checkpoint.baseModel {
+                try adapters.writeConfig(folder: checkpoint.path, baseModel: base)
+                return try adapters.prepareWeights(folder: checkpoint.path, metadata: added.merging(["gen_step": String(trainer.step)]) { a, _ in a })
+            }
+            return try Checkpoint(model: model, tokenizer: checkpoint.tokenizer, metadata: meta.merging(added) { _, b in b }).prepare(checkpoint.path)
+        }
         lastSavedStep = trainer.step
         delegate?.trainingRun(self, saved: checkpoint.path, atStep: trainer.step)
     }
