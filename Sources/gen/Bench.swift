@@ -17,6 +17,7 @@ struct BenchOptions {
             OptionSpec(name: "steps", value: "n", help: "Measured steps.", defaultValue: "20"),
             OptionSpec(name: "warmup", value: "n", help: "Steps run before measuring.", defaultValue: "3"),
             OptionSpec(name: "dropout", value: "p", help: "Dropout.", defaultValue: "0"),
+            OptionSpec(name: "lora", value: "r", help: "Train LoRA adapters of this rank on all four projections (the weights frozen)."),
             threadsOption,
             OptionSpec(name: "json", value: nil, help: "Print one JSON object."),
         ])
@@ -25,6 +26,7 @@ struct BenchOptions {
     var settings = TrainingSettings()
     var steps: Int, warmup: Int, threads: Int
     var json: Bool
+    var lora: LoRAConfig?
 
     init(_ a: ParsedArguments) throws {
         config = GPTConfig(nLayer: try a.int("layers", min: 1), nHead: try a.int("heads", min: 1), nEmbd: try a.int("embd", min: 1),
@@ -36,11 +38,12 @@ struct BenchOptions {
         warmup = try a.int("warmup", min: 0)
         threads = try threadCount(a)
         json = a.has("json")
+        if a.has("lora") { let r = try a.int("lora", min: 1, max: 4096); lora = LoRAConfig(rank: r, alpha: Float(2 * r)) }
     }
 
     func run() throws -> Int32 {
-        try Machine.checkTrainingFits(config, settings)
-        let r = try TrainingBenchmark.run(config: config, settings: settings, steps: steps, warmup: warmup, threads: threads)
+        try Machine.checkTrainingFits(config, settings, adapters: try lora.map { try LoRAAdapters(config: $0, model: config) })
+        let r = try TrainingBenchmark.run(config: config, settings: settings, steps: steps, warmup: warmup, threads: threads, lora: lora)
         if json {
             try Output.line("{\"ms_per_step\":\(String(format: "%.3f", r.millisecondsPerStep)),\"tokens_per_s\":\(String(format: "%.1f", r.tokensPerSecond)),\"gflops\":\(String(format: "%.1f", r.gflops)),\"heap_growth\":\(r.heapGrowth),\"rss_growth\":\(r.residentGrowth),\"loss\":\(r.loss),\"threads\":\(threads),\"blas_core\":\(jsonString(Machine.matrixKernel)),\"parameters\":\(r.parameters)}")
         } else {

@@ -13,35 +13,36 @@ public enum Matmul {
     /// C (M,N) = alpha · op(A) · op(B) + beta · C, split over gen's threads by rows of C, or by
     /// columns when the rows are few. Row-major; lda/ldb/ldc are the row strides.
     @inline(__always)
-    static func gemm(_ transA: Bool, _ transB: Bool, M: Int, N: Int, K: Int,
+    static func gemm(_ transA: Bool, _ transB: Bool, M: Int, N: Int, K: Int, alpha: Float = 1,
                      _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
                      beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int) {
         let ta = blasTranspose(transA), tb = blasTranspose(transB)
         BLAS.keepSingleThreaded()
         let work = M * N * K
         if Parallel.threads <= 1 || work < 1 << 17 {
-            cblas_sgemm(CblasRowMajor, ta, tb, Int32(M), Int32(N), Int32(K), 1, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
+            cblas_sgemm(CblasRowMajor, ta, tb, Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
             return
         }
         // Split C by rows (rows of op(A)), or by columns (of op(B), in blocks of 16) when the
         // rows are few.
-        let blocks = Blocks(byRows: M >= N, transA: transA, transB: transB, M: M, N: N, K: K,
+        let blocks = Blocks(byRows: M >= N, transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha,
                             A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc)
         Parallel.forRanges(blocks.byRows ? M : (N + 15) / 16, blocks)
     }
 
-    /// C (M,N) = op(A) · op(B) + beta · C, row-major with row strides lda, ldb, ldc, split over
-    /// gen's threads (the general product, for the adapters' small matrices).
-    public static func product(transA: Bool, transB: Bool, M: Int, N: Int, K: Int,
+    /// C (M,N) = alpha · op(A) · op(B) + beta · C, row-major with row strides lda, ldb, ldc,
+    /// split over gen's threads (the general product, for the adapters' small matrices).
+    public static func product(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float = 1,
                                _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
                                beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int) {
-        gemm(transA, transB, M: M, N: N, K: K, A, lda: lda, B, ldb: ldb, beta: beta, C, ldc: ldc)
+        gemm(transA, transB, M: M, N: N, K: K, alpha: alpha, A, lda: lda, B, ldb: ldb, beta: beta, C, ldc: ldc)
     }
 
     struct Blocks: RangeKernel {
         let byRows: Bool
         let transA: Bool, transB: Bool
         let M: Int, N: Int, K: Int
+        let alpha: Float
         let A: UnsafePointer<Float>, lda: Int
         let B: UnsafePointer<Float>, ldb: Int
         let beta: Float
@@ -51,12 +52,12 @@ public enum Matmul {
             if byRows {
                 let a = transA ? A + r.lowerBound : A + r.lowerBound * lda
                 cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(r.count), Int32(N), Int32(K),
-                            1, a, Int32(lda), B, Int32(ldb), beta, C + r.lowerBound * ldc, Int32(ldc))
+                            alpha, a, Int32(lda), B, Int32(ldb), beta, C + r.lowerBound * ldc, Int32(ldc))
             } else {
                 let c0 = r.lowerBound * 16, c1 = min(N, r.upperBound * 16)
                 let b = transB ? B + c0 * ldb : B + c0
                 cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(M), Int32(c1 - c0), Int32(K),
-                            1, A, Int32(lda), b, Int32(ldb), beta, C + c0, Int32(ldc))
+                            alpha, A, Int32(lda), b, Int32(ldb), beta, C + c0, Int32(ldc))
             }
         }
     }

@@ -27,8 +27,8 @@ public struct Linear {
             Matmul.forward(out, inp, weight, bias, M: M, K: K, N: N)
         }
         guard let lora, let u else { return }
-        Matmul.forwardTransposed(u, inp, lora.a, M: M, K: K, N: lora.r)
-        AdamW.scale(u, count: M * lora.r, by: lora.scaling)
+        // u (M,r) = scaling · inp (M,K) · Aᵀ (K,r)
+        Matmul.product(transA: false, transB: true, M: M, N: lora.r, K: K, alpha: lora.scaling, inp, lda: K, lora.a, ldb: K, beta: 0, u, ldc: lora.r)
         // out (M,N) += u (M,r) · Bᵀ (r,N)
         Matmul.product(transA: false, transB: true, M: M, N: N, K: lora.r, u, lda: lora.r, lora.b, ldb: lora.r, beta: 1, out, ldc: N)
     }
@@ -48,8 +48,7 @@ public struct Linear {
             Matmul.product(transA: true, transB: false, M: N, N: r, K: M, dout, lda: N, u, ldb: r, beta: 1, g.b, ldc: r)
         }
         // du (M,r) = scaling · dout (M,N) · B (N,r)
-        Matmul.product(transA: false, transB: false, M: M, N: r, K: N, dout, lda: N, lora.b, ldb: r, beta: 0, du, ldc: r)
-        AdamW.scale(du, count: M * r, by: lora.scaling)
+        Matmul.product(transA: false, transB: false, M: M, N: r, K: N, alpha: lora.scaling, dout, lda: N, lora.b, ldb: r, beta: 0, du, ldc: r)
         // dA (r,K) += duᵀ (r,M) · inp (M,K)
         if let g = loraGradient {
             Matmul.product(transA: true, transB: false, M: r, N: K, K: M, du, lda: r, inp, ldb: K, beta: 1, g.a, ldc: K)

@@ -22,10 +22,17 @@ public enum TrainingBenchmark {
     /// Runs `warmup` steps, then `steps` measured ones. With MALLOC_TRACE set and
     /// libc_malloc_debug.so preloaded, every allocation made by the measured steps, on any
     /// thread, is written to that file.
-    public static func run(config: GPTConfig, settings: TrainingSettings, steps: Int, warmup: Int, threads: Int) throws -> Result {
+    /// With `lora`, the model's weights are frozen and adapters of that config train.
+    public static func run(config: GPTConfig, settings: TrainingSettings, steps: Int, warmup: Int, threads: Int,
+                           lora: LoRAConfig? = nil) throws -> Result {
         try config.validate()
         let model = GPTModel(config: config)
         model.initialize(seed: 0)
+        if let lora {
+            let adapters = try LoRAAdapters(config: lora, model: config)
+            adapters.initialize(seed: 1)
+            model.adapters = adapters
+        }
         let trainer = Trainer(model: model, settings: settings)
         let source = RandomTokens(vocabSize: config.vocabSize)
         var times = [Double](repeating: 0, count: max(1, steps))
