@@ -87,8 +87,11 @@ enum Block {
                         dout: dbranch, inp: a.atty, M: M, u: a.uAttnProj, scratch: s.loraScratch)
         Attention.backward(dqkv: s.dqkv, dout: s.datty, qkv: a.qkv, att: a.att, mask: a.attMask,
                            scratch: s.attScratch, B: B, T: T, C: C, NH: NH)
-        w.attn.backward(dinp: s.dx, gradient: g?.attn, loraGradient: lora?.weights(layer: l, .attn),
+        // The first block's input gradient reaches only the embeddings: not needed when they are frozen.
+        let needInput = g != nil || l > 0
+        w.attn.backward(dinp: needInput ? s.dx : nil, gradient: g?.attn, loraGradient: lora?.weights(layer: l, .attn),
                         dout: s.dqkv, inp: a.ln1, M: M, u: a.uAttn, scratch: s.loraScratch)
+        guard needInput else { return }
         LayerNorm.backward(dinp: dres, dweight: g?.ln1w, dbias: g?.ln1b, dout: s.dx, inp: a.input,
                            weight: w.ln1w, mean: a.ln1Mean, rstd: a.ln1Rstd, M: M, C: C)
     }

@@ -33,10 +33,10 @@ public struct Linear {
         Matmul.product(transA: false, transB: true, M: M, N: N, K: lora.r, u, lda: lora.r, lora.b, ldb: lora.r, beta: 1, out, ldc: N)
     }
 
-    /// dout (M,N), inp (M,K) -> dinp (M,K) (overwritten); the weight's and bias's gradients are
+    /// dout (M,N), inp (M,K) -> dinp (M,K) (overwritten; nil: not needed); the weight's and bias's gradients are
     /// added into `gradient` when there is one (a frozen projection has none), the adapter's into
     /// `loraGradient`. `u` is what `forward` kept; `scratch` holds (M,r).
-    public func backward(dinp: UnsafeMutablePointer<Float>, gradient: Linear?, loraGradient: LoRAWeights? = nil,
+    public func backward(dinp: UnsafeMutablePointer<Float>?, gradient: Linear?, loraGradient: LoRAWeights? = nil,
                   dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, M: Int,
                   u: UnsafeMutablePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>? = nil) {
         Matmul.backward(dinp: dinp, dweight: gradient?.weight, dbias: gradient?.bias, dout: dout,
@@ -54,6 +54,7 @@ public struct Linear {
             Matmul.product(transA: true, transB: false, M: r, N: K, K: M, du, lda: r, inp, ldb: K, beta: 1, g.a, ldc: K)
         }
         // dinp (M,K) += du (M,r) · A (r,K)
+        guard let dinp else { return }
         Matmul.product(transA: false, transB: false, M: M, N: K, K: r, du, lda: r, lora.a, ldb: K, beta: 1, dinp, ldc: K)
     }
 }
