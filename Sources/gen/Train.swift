@@ -76,6 +76,7 @@ struct TrainOptions {
             + [OptionSpec(name: "skip-unknown", value: nil, help: "Drop characters the model does not know (and say how many) instead of refusing."),
                OptionSpec(name: "lora", value: "r", help: "Train LoRA adapters of this rank instead of every weight; --out is then a PEFT adapter folder (default: <from>-lora)."),
                OptionSpec(name: "lora-alpha", value: "a", help: "LoRA scaling numerator: the adapters add alpha/r · (x·Aᵀ)·Bᵀ (default: 2·r)."),
+               OptionSpec(name: "lora-dropout", value: "p", help: "Dropout on the adapters' inputs (PEFT's lora_dropout).", defaultValue: "0"),
                OptionSpec(name: "lora-targets", value: "list", help: "Projections to adapt, comma-separated.", defaultValue: "c_attn,attn.c_proj,c_fc,mlp.c_proj")])
 
     var corpus: [String]
@@ -113,9 +114,9 @@ struct TrainOptions {
                 }
                 if !targets.contains(t) { targets.append(t) }
             }
-            lora = LoRAConfig(rank: r, alpha: alpha, targets: targets)
-        } else if a.has("lora-alpha") || a.has("lora-targets") {
-            throw GenError.usage("--lora-alpha and --lora-targets go with --lora <r>")
+            lora = LoRAConfig(rank: r, alpha: alpha, dropout: try a.float("lora-dropout", min: 0, max: 0.95), targets: targets)
+        } else if a.has("lora-alpha") || a.has("lora-targets") || a.has("lora-dropout") {
+            throw GenError.usage("--lora-alpha, --lora-dropout and --lora-targets go with --lora <r>")
         }
         if let from, !a.has("out") {
             let stem = from.hasSuffix(".safetensors") ? String(from.dropLast(".safetensors".count)) : from

@@ -103,7 +103,7 @@ import GenKit
         let c = corpus(in: d)
         let base = TransferTests.fixtures + "/lmhead"
         let a = d.appendingPathComponent("a").path, b = d.appendingPathComponent("b").path
-        let common = ["--lora", "4", "--steps", "12", "--batch", "4", "--save-every", "6", "--quiet", "--seed", "2", "--threads", "2"]
+        let common = ["--lora", "4", "--lora-dropout", "0.1", "--steps", "12", "--batch", "4", "--save-every", "6", "--quiet", "--seed", "2", "--threads", "2"]
         var r = try gen(["finetune", "--from", base, c, "--out", a] + common)
         #expect(r.status == 0, "\(r.stderr)")
         let files = try FileManager.default.contentsOfDirectory(atPath: a).sorted()

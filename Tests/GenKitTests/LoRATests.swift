@@ -72,7 +72,8 @@ import GenKernels
     }
 
     /// The layer's backward (input, A, B) against central differences of its forward.
-    @Test func linearBackwardMatchesFiniteDifferences() throws {
+    @Test(arguments: [false, true])
+    func linearBackwardMatchesFiniteDifferences(dropout: Bool) throws {
         let M = 3, K = 5, N = 4, r = 2
         var rng = Random(seed: 8)
         var w = randomArray(K * N, &rng, scale: 0.5), bias = randomArray(N, &rng, scale: 0.1)
@@ -80,21 +81,27 @@ import GenKernels
         var x = randomArray(M * K, &rng)
         let weights = randomArray(M * N, &rng)
         let scaling: Float = 1.5
+        // An input-dropout mask (0 or 1/(1-p)), fixed, as the trainer draws it.
+        let mask: [Float] = dropout ? (0..<(M * K)).map { _ in rng.nextFloat() < 0.3 ? 0 : 1 / 0.7 } : []
         func run(_ x: [Float], _ a: [Float], _ b: [Float], backward: Bool) -> (Double, [Float], [Float], [Float]) {
             var out = [Float](repeating: 0, count: M * N), u = [Float](repeating: 0, count: M * r)
             var dx = [Float](repeating: 0, count: M * K), da = [Float](repeating: 0, count: r * K), db = [Float](repeating: 0, count: N * r)
             var scratch = [Float](repeating: 0, count: M * r)
+            var dropped = [Float](repeating: 0, count: M * K), m = mask
             var x = x, a = a, b = b, dout = weights
             w.withUnsafeMutableBufferPointer { wp in bias.withUnsafeMutableBufferPointer { bp in
                 a.withUnsafeMutableBufferPointer { ap in b.withUnsafeMutableBufferPointer { bbp in
                     da.withUnsafeMutableBufferPointer { dap in db.withUnsafeMutableBufferPointer { dbp in
                         let lin = Linear(weight: wp.baseAddress!, bias: bp.baseAddress!, K: K, N: N,
                                          lora: LoRAWeights(a: ap.baseAddress!, b: bbp.baseAddress!, r: r, scaling: scaling))
-                        lin.forward(&out, &x, M: M, u: &u)
-                        if backward {
-                            lin.backward(dinp: &dx, gradient: nil, loraGradient: LoRAWeights(a: dap.baseAddress!, b: dbp.baseAddress!, r: r, scaling: scaling),
-                                         dout: &dout, inp: &x, M: M, u: &u, scratch: &scratch)
-                        }
+                        m.withUnsafeMutableBufferPointer { mp in dropped.withUnsafeMutableBufferPointer { dp in
+                            let mk = dropout ? UnsafePointer(mp.baseAddress!) : nil, dr = dropout ? dp.baseAddress! : nil
+                            lin.forward(&out, &x, M: M, u: &u, mask: mk, dropped: dr)
+                            if backward {
+                                lin.backward(dinp: &dx, gradient: nil, loraGradient: LoRAWeights(a: dap.baseAddress!, b: dbp.baseAddress!, r: r, scaling: scaling),
+                                             dout: &dout, inp: &x, M: M, u: &u, scratch: &scratch, mask: mk, dropped: dr)
+                            }
+                        } }
                     } }
                 } }
             } }

@@ -32,7 +32,8 @@ public final class Activations {
 
     /// Floats of each tensor, in allocation order, computed in floating point so that no
     /// shape, however large, overflows (the caller checks the total before allocating).
-    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool, loraRank: Int = 0) -> [Double] {
+    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool, loraRank: Int = 0,
+                      loraDropout: Bool = false) -> [Double] {
         let L = Double(config.nLayer), C = Double(config.nEmbd), V = Double(config.vocabSize), NH = Double(config.nHead)
         let H = Double(config.hidden)
         let B = Double(B), T = Double(T)
@@ -46,6 +47,8 @@ public final class Activations {
         if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * H, B * NH * T] }
         // Adapters: scaling·(x·Aᵀ) of each projection (L,4,M,r), and (M,r) of backward scratch.
         if loraRank > 0 { sizes += [L * 4 * M * Double(loraRank), M * Double(loraRank)] }
+        // Adapters' input dropout: masks and dropped inputs of the four projections (L,M,3C+H) each.
+        if loraRank > 0 && loraDropout { sizes += [L * M * (3 * C + H), L * M * (3 * C + H)] }
         // Round each tensor up to 16 floats so every one starts 64-byte aligned.
         return sizes.map { ($0 / 16).rounded(.up) * 16 }
     }
@@ -56,12 +59,14 @@ public final class Activations {
     }
 
     /// - Parameter loraRank: the rank of the model's adapters (0: none).
-    public init(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false, loraRank: Int = 0) {
+    public init(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false, loraRank: Int = 0,
+                loraDropout: Bool = false) {
         self.B = B
         self.T = T
         self.config = config
         self.loraRank = loraRank
-        let rounded = Self.sizes(config: config, B: B, T: T, training: training, dropout: dropout, loraRank: loraRank).map { Int($0) }
+        let rounded = Self.sizes(config: config, B: B, T: T, training: training, dropout: dropout, loraRank: loraRank,
+                                 loraDropout: loraDropout).map { Int($0) }
         buffer = FloatBuffer(count: rounded.reduce(0, +), hugePages: training)
         var at = buffer.pointer
         var i = 0
@@ -81,15 +86,18 @@ public final class Activations {
             dres = nil; dx = nil; datty = nil; dlnf = nil; dqkv = nil; dfch = nil; attScratch = nil
         }
         if loraRank > 0 { loraU = next(); loraScratch = next() } else { loraU = nil; loraScratch = nil }
+        if loraRank > 0 && loraDropout { loraMask = next(); loraDropped = next() } else { loraMask = nil; loraDropped = nil }
     }
 
     let loraRank: Int
 
     /// Activations for `model` (with room for its adapters' products).
     public convenience init(model: GPTModel, B: Int, T: Int, training: Bool, dropout: Bool = false) {
-        self.init(config: model.config, B: B, T: T, training: training, dropout: dropout, loraRank: model.loraRank)
+        self.init(config: model.config, B: B, T: T, training: training, dropout: dropout, loraRank: model.loraRank,
+                  loraDropout: training && (model.adapters?.config.dropout ?? 0) > 0)
     }
     let loraU: UnsafeMutablePointer<Float>?        // (L,4,M,r)
+    let loraMask, loraDropped: UnsafeMutablePointer<Float>?   // (L,M,3C+H) each
     let loraScratch: UnsafeMutablePointer<Float>?  // (M,r)
 
     /// Bytes held.
@@ -106,6 +114,9 @@ public final class Activations {
         /// Adapters' kept products scaling·(x·Aᵀ), (M,r) each; nil without adapters. (Four
         /// fields, not an array: making a layer's views must not allocate.)
         var uAttn, uAttnProj, uFc, uMlpProj: UnsafeMutablePointer<Float>?
+        /// Adapters' input dropout: masks (0 or 1/(1-p)) and the dropped inputs, per projection.
+        var maskAttn, maskAttnProj, maskFc, maskMlpProj: UnsafeMutablePointer<Float>?
+        var xAttn, xAttnProj, xFc, xMlpProj: UnsafeMutablePointer<Float>?
     }
 
     func layer(_ l: Int) -> Layer {
@@ -126,6 +137,12 @@ public final class Activations {
             let base = loraU + l * 4 * Mmax * r
             layer.uAttn = base; layer.uAttnProj = base + Mmax * r
             layer.uFc = base + 2 * Mmax * r; layer.uMlpProj = base + 3 * Mmax * r
+        }
+        if let loraMask, let loraDropped {
+            let per = Mmax * (3 * C + config.hidden)
+            let m = loraMask + l * per, x = loraDropped + l * per
+            layer.maskAttn = m; layer.maskAttnProj = m + Mmax * C; layer.maskFc = m + 2 * Mmax * C; layer.maskMlpProj = m + 3 * Mmax * C
+            layer.xAttn = x; layer.xAttnProj = x + Mmax * C; layer.xFc = x + 2 * Mmax * C; layer.xMlpProj = x + 3 * Mmax * C
         }
         return layer
     }

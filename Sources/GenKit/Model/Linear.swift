@@ -20,15 +20,23 @@ public struct Linear {
 
     /// inp (M,K) -> out (M,N). One row (decoding) streams the weights once; more rows go to
     /// sgemm. With an adapter, `u` (M,r) keeps scaling·(inp·Aᵀ) for the backward pass.
-    public func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, M: Int, u: UnsafeMutablePointer<Float>? = nil) {
+    /// With `mask` (0 or 1/(1-p), (M,K)), the adapter sees the dropped input, kept in `dropped`.
+    public func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, M: Int, u: UnsafeMutablePointer<Float>? = nil,
+                        mask: UnsafePointer<Float>? = nil, dropped: UnsafeMutablePointer<Float>? = nil) {
         if M == 1 {
             Matmul.vectorForward(out, inp, weight, bias, K: K, N: N)
         } else {
             Matmul.forward(out, inp, weight, bias, M: M, K: K, N: N)
         }
         guard let lora, let u else { return }
-        // u (M,r) = scaling · inp (M,K) · Aᵀ (K,r)
-        Matmul.product(transA: false, transB: true, M: M, N: lora.r, K: K, alpha: lora.scaling, inp, lda: K, lora.a, ldb: K, beta: 0, u, ldc: lora.r)
+        var x = inp
+        if let mask, let dropped {
+            dropped.update(from: inp, count: M * K)
+            Dropout.apply(dropped, mask: mask, count: M * K)
+            x = UnsafePointer(dropped)
+        }
+        // u (M,r) = scaling · x (M,K) · Aᵀ (K,r)
+        Matmul.product(transA: false, transB: true, M: M, N: lora.r, K: K, alpha: lora.scaling, x, lda: K, lora.a, ldb: K, beta: 0, u, ldc: lora.r)
         // out (M,N) += u (M,r) · Bᵀ (r,N)
         Matmul.product(transA: false, transB: true, M: M, N: N, K: lora.r, u, lda: lora.r, lora.b, ldb: lora.r, beta: 1, out, ldc: N)
     }
@@ -38,7 +46,8 @@ public struct Linear {
     /// `loraGradient`. `u` is what `forward` kept; `scratch` holds (M,r).
     public func backward(dinp: UnsafeMutablePointer<Float>?, gradient: Linear?, loraGradient: LoRAWeights? = nil,
                   dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, M: Int,
-                  u: UnsafeMutablePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>? = nil) {
+                  u: UnsafeMutablePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>? = nil,
+                  mask: UnsafePointer<Float>? = nil, dropped: UnsafeMutablePointer<Float>? = nil) {
         Matmul.backward(dinp: dinp, dweight: gradient?.weight, dbias: gradient?.bias, dout: dout,
                         inp: inp, weight: weight, M: M, K: K, N: N)
         guard let lora, let u, let du = scratch else { return }
@@ -49,12 +58,20 @@ public struct Linear {
         }
         // du (M,r) = scaling · dout (M,N) · B (N,r)
         Matmul.product(transA: false, transB: false, M: M, N: r, K: N, alpha: lora.scaling, dout, lda: N, lora.b, ldb: r, beta: 0, du, ldc: r)
-        // dA (r,K) += duᵀ (r,M) · inp (M,K)
+        // dA (r,K) += duᵀ (r,M) · x (M,K), x the (dropped) input the adapter saw
         if let g = loraGradient {
-            Matmul.product(transA: true, transB: false, M: r, N: K, K: M, du, lda: r, inp, ldb: K, beta: 1, g.a, ldc: K)
+            let x = dropped.map { UnsafePointer($0) } ?? inp
+            Matmul.product(transA: true, transB: false, M: r, N: K, K: M, du, lda: r, x, ldb: K, beta: 1, g.a, ldc: K)
+        }
+        guard let dinp else { return }
+        if let mask, let dropped {
+            // dinp += (du · A) ⊙ mask, through `dropped`, which is no longer needed
+            Matmul.product(transA: false, transB: false, M: M, N: K, K: r, du, lda: r, lora.a, ldb: K, beta: 0, dropped, ldc: K)
+            Dropout.apply(dropped, mask: mask, count: M * K)
+            Residual.forward(dinp, dinp, dropped, count: M * K)
+            return
         }
         // dinp (M,K) += du (M,r) · A (r,K)
-        guard let dinp else { return }
         Matmul.product(transA: false, transB: false, M: M, N: K, K: r, du, lda: r, lora.a, ldb: K, beta: 1, dinp, ldc: K)
     }
 }

@@ -66,6 +66,7 @@ public final class Trainer {
     /// scaled for a mean over `microBatches`. Returns the micro-batch's loss.
     public func accumulateGradients(microBatches: Int) -> Float {
         if settings.dropout > 0 { drawDropoutMasks() }
+        if let p = model.adapters?.config.dropout, p > 0 { drawAdapterDropoutMasks(p) }
         return objective.accumulate(model, activations, batch, gradients: grads, microBatches: microBatches)
     }
 
@@ -117,6 +118,18 @@ public final class Trainer {
                          m: m.pointer + run.stateOffset, v: v.pointer + run.stateOffset, count: run.count,
                          lr: lr, beta1: settings.beta1, beta2: settings.beta2, eps: settings.eps,
                          weightDecay: run.decays ? settings.weightDecay : 0, step: step)
+        }
+    }
+
+    /// Masks of the adapters' input dropout (PEFT's lora_dropout), for every projection.
+    func drawAdapterDropoutMasks(_ p: Float) {
+        guard let masks = activations.loraMask else { return }
+        let keep = 1 / (1 - p)
+        let per = activations.B * activations.T * (3 * model.config.nEmbd + model.config.hidden)
+        for l in 0..<model.config.nLayer {
+            // Each projection's mask uses its first B*T rows; drawn whole for simplicity.
+            let m = masks + l * per
+            for i in 0..<per { m[i] = dropoutRandom.nextFloat() < p ? 0 : keep }
         }
     }
 
