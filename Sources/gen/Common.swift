@@ -1,7 +1,7 @@
 import Foundation
 import GenKit
 
-let fromOption = OptionSpec(name: "from", short: "m", value: "file", help: "The model file.", required: true)
+let fromOption = OptionSpec(name: "from", short: "m", value: "model", help: "A gen model file, or a Hugging Face GPT-2 folder (or its .safetensors with config.json beside it).", required: true)
 let adapterOption = OptionSpec(name: "adapter", value: "dir", help: "LoRA adapters (a PEFT adapter folder, by gen or PEFT) to apply on top of --from, without merging.")
 
 /// The model of --from, with the adapters of --adapter when given.

@@ -6,7 +6,7 @@ struct InfoOptions {
     static let spec = CommandSpec(
         name: "info",
         abstract: "Describe a model file: shape, tokenizer, training facts.",
-        arguments: [ArgumentSpec(name: "file", help: "A model file written by gen.")],
+        arguments: [ArgumentSpec(name: "file", help: "A gen model file, or a Hugging Face GPT-2 folder or .safetensors file.")],
         options: [OptionSpec(name: "json", value: nil, help: "Print the description as one JSON object.")])
 
     /// Training facts in the metadata, and whether each is a number in JSON.

@@ -9,7 +9,7 @@ import GenKernels
         #expect(v.status == 0 && v.stdout == "0.1.0\n")
         let h = try gen(["--help"])
         #expect(h.status == 0 && h.stdout.contains("USAGE: gen <subcommand>") && h.stdout.contains("SUBCOMMANDS:"))
-        for cmd in ["train", "finetune", "sample", "eval", "info", "bench", "tokenize", "detokenize", "tokenizer train"] {
+        for cmd in ["train", "finetune", "sample", "eval", "info", "export", "merge", "bench", "tokenize", "detokenize", "tokenizer train"] {
             let r = try gen(["help"] + cmd.split(separator: " ").map(String.init))
             #expect(r.status == 0 && r.stdout.hasPrefix("OVERVIEW:") && r.stdout.contains("USAGE: gen \(cmd)"), "help \(cmd)")
             #expect(try gen(cmd.split(separator: " ").map(String.init) + ["--help"]).stdout == r.stdout)
@@ -27,7 +27,7 @@ import GenKernels
         (["train", "x.txt", "--lr", "fast"], "Error: The value 'fast' is invalid for '--lr <x>': not a number"),
         (["train"], "Error: Missing expected argument '<corpus> ...'"),
         (["trian"], "Error: Unknown subcommand 'trian'\nDid you mean 'train'?"),
-        (["sample", "--prompt", "x"], "Error: Missing expected argument '--from <file>'"),
+        (["sample", "--prompt", "x"], "Error: Missing expected argument '--from <model>'"),
         (["finetune", "--from", "m.safetensors", "x.txt", "--layers", "8"], "Error: finetune takes the model's shape from --from; '--layers' cannot be changed"),
         (["eval", "--from", "m.safetensors"], "Error: Missing expected argument '<textfile>'"),
         (["info"], "Error: Missing expected argument '<file>'"),
