@@ -119,7 +119,9 @@ struct TrainOptions {
             throw GenError.usage("--lora-alpha, --lora-dropout and --lora-targets go with --lora <r>")
         }
         if let from, !a.has("out") {
-            let stem = from.hasSuffix(".safetensors") ? String(from.dropLast(".safetensors".count)) : from
+            var stem = from
+            while stem.count > 1 && stem.hasSuffix("/") { stem.removeLast() }   // a Hugging Face folder given as gpt2/
+            if stem.hasSuffix(".safetensors") { stem.removeLast(".safetensors".count) }
             out = stem + (lora == nil ? "-finetuned.safetensors" : "-lora")
         }
         config = GPTConfig(nLayer: try a.int("layers", min: 1), nHead: try a.int("heads", min: 1), nEmbd: try a.int("embd", min: 1),

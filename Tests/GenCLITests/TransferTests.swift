@@ -44,6 +44,11 @@ import GenKit
         let f = try gen(["finetune", "--from", hf, c, "--out", out, "--steps", "3", "--batch", "2", "--quiet"])
         #expect(f.status == 0, "\(f.stderr)")
         #expect(try Checkpoint.load(out).metadata["finetuned_from"] == "lmhead")
+        // A folder given with a trailing slash: the default output goes beside it, not into it.
+        let copy = d.appendingPathComponent("hf").path
+        try FileManager.default.copyItem(atPath: hf, toPath: copy)
+        #expect(try gen(["finetune", "--from", copy + "/", c, "--steps", "1", "--batch", "2", "--quiet"]).status == 0)
+        #expect(FileManager.default.fileExists(atPath: copy + "-finetuned.safetensors"))
     }
 
     /// <|endoftext|> separates files when training a BPE model; a sample ends there by default.
