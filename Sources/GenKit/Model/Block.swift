@@ -52,6 +52,16 @@ enum Block {
         Residual.forward(a.res3, a.res2, a.fcproj, count: M * C)
     }
 
+    /// The gradient reaching a residual branch's output: `dres` itself, or, when the branch had
+    /// dropout, dres ⊙ mask written into `scratch`.
+    static func branchGradient(_ dres: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>?,
+                               scratch: UnsafeMutablePointer<Float>, count: Int) -> UnsafePointer<Float> {
+        guard let mask else { return UnsafePointer(dres) }
+        scratch.update(from: dres, count: count)
+        Dropout.apply(scratch, mask: mask, count: count)
+        return UnsafePointer(scratch)
+    }
+
     /// Backward of `forward` over B sequences of T positions. On entry `s.dres` (M,C) holds
     /// dL/d(res3); on return it holds dL/d(input). Gradients are added into `g` (nil: the base
     /// weights are frozen) and the adapters' into `lora` (layer `layer`'s).
@@ -60,12 +70,7 @@ enum Block {
         let M = B * T, C = config.nEmbd, NH = config.nHead, H = config.hidden
         let dres = s.dres!
         // MLP branch: dres holds dL/d(res3).
-        var dbranch = UnsafePointer(dres)
-        if let mask = a.fcprojMask {
-            s.datty.update(from: dres, count: M * C)
-            Dropout.apply(s.datty, mask: mask, count: M * C)
-            dbranch = UnsafePointer(s.datty)
-        }
+        var dbranch = branchGradient(dres, mask: a.fcprojMask, scratch: s.datty, count: M * C)
         w.fcproj.backward(dinp: s.dfch, gradient: g?.fcproj, loraGradient: lora?.weights(layer: l, .mlpProj),
                           dout: dbranch, inp: a.fchGelu, M: M, u: a.uMlpProj, scratch: s.loraScratch,
                           mask: a.maskMlpProj, dropped: a.xMlpProj)
@@ -78,12 +83,7 @@ enum Block {
         LayerNorm.backward(dinp: dres, dweight: g?.ln2w, dbias: g?.ln2b, dout: s.dx, inp: a.res2,
                            weight: w.ln2w, mean: a.ln2Mean, rstd: a.ln2Rstd, M: M, C: C)
         // Attention branch: dres holds dL/d(res2).
-        dbranch = UnsafePointer(dres)
-        if let mask = a.attprojMask {
-            s.dx.update(from: dres, count: M * C)
-            Dropout.apply(s.dx, mask: mask, count: M * C)
-            dbranch = UnsafePointer(s.dx)
-        }
+        dbranch = branchGradient(dres, mask: a.attprojMask, scratch: s.dx, count: M * C)
         w.proj.backward(dinp: s.datty, gradient: g?.proj, loraGradient: lora?.weights(layer: l, .attnProj),
                         dout: dbranch, inp: a.atty, M: M, u: a.uAttnProj, scratch: s.loraScratch,
                         mask: a.maskAttnProj, dropped: a.xAttnProj)
