@@ -22,23 +22,26 @@ public enum CrossEntropy {
         }
     }
 
-    /// probabilities (M,V) -> dlogits (M,V) in place = (p - onehot(target)) * scale
+    /// probabilities (M,V) -> dlogits (M,V) in place = (p - onehot(target)) * scale, times
+    /// rowScales[r] (M) for row r when given (a loss that weighs positions differently).
     public static func backward(probabilities: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>,
-                                scale: Float, M: Int, V: Int) {
-        Parallel.forRanges(M, minimumPerThread: 16, Backward(probabilities: probabilities, targets: targets, scale: scale, V: V))
+                                scale: Float, rowScales: UnsafePointer<Float>? = nil, M: Int, V: Int) {
+        Parallel.forRanges(M, minimumPerThread: 16, Backward(probabilities: probabilities, targets: targets, scale: scale, rowScales: rowScales, V: V))
     }
 
     struct Backward: RangeKernel {
         let probabilities: UnsafeMutablePointer<Float>
         let targets: UnsafePointer<Int32>
         let scale: Float
+        let rowScales: UnsafePointer<Float>?
         let V: Int
         func run(_ rows: Range<Int>) {
-            let sv = Float32x16(repeating: scale)
             for r in rows {
                 let p = probabilities + r * V
                 let tgt = Int(targets[r])
-                if tgt < 0 { p.update(repeating: 0, count: V); continue }
+                let scale = self.scale * (rowScales?[r] ?? 1)
+                if tgt < 0 || scale == 0 { p.update(repeating: 0, count: V); continue }
+                let sv = Float32x16(repeating: scale)
                 var i = 0
                 while i + 16 <= V { store16(load16(p + i) * sv, p + i); i += 16 }
                 while i < V { p[i] *= scale; i += 1 }

@@ -126,6 +126,16 @@ public struct SafeTensorsFile {
         return out
     }
 
+    /// Tensor `name` (F64) as an array.
+    public func doubles(_ name: String) throws -> [Double] {
+        guard let e = entries[name] else { throw GenError("missing tensor \(name)") }
+        guard e.dtype == "F64" else { throw GenError("tensor \(name) is \(e.dtype), expected F64") }
+        return bytes.withUnsafeBytes { raw in
+            let src = raw.baseAddress! + dataStart + e.begin
+            return (0..<e.count).map { src.loadUnaligned(fromByteOffset: $0 * 8, as: Double.self) }
+        }
+    }
+
     /// Tensor `name` (I32 or I64) as Int32 values.
     public func int32s(_ name: String) throws -> [Int32] {
         guard let e = entries[name] else { throw GenError("missing tensor \(name)") }

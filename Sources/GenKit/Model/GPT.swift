@@ -40,16 +40,17 @@ public enum GPT {
     }
 
     /// Backward of the loss `forward` just computed, scaled by `lossScale` (1/N for a mean over
-    /// N positions, further divided by the number of micro-batches when accumulating).
+    /// N positions, further divided by the number of micro-batches when accumulating), and per
+    /// position by `rowScales` (B·t) when given.
     /// Gradients are added to `g` (nil: the base weights are frozen) and the adapters' to
     /// `lora`; the caller zeroes them once per optimizer step.
     public static func backward(_ p: ParameterViews, _ g: ParameterViews?, lora: LoRAViews? = nil, _ config: GPTConfig, _ acts: Activations,
                          tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>,
-                         B: Int, t T: Int, lossScale: Float) {
+                         B: Int, t T: Int, lossScale: Float, rowScales: UnsafePointer<Float>? = nil) {
         let L = config.nLayer, C = config.nEmbd, V = config.vocabSize
         let M = B * T
 
-        CrossEntropy.backward(probabilities: acts.logits, targets: targets, scale: lossScale, M: M, V: V)
+        CrossEntropy.backward(probabilities: acts.logits, targets: targets, scale: lossScale, rowScales: rowScales, M: M, V: V)
         Matmul.backwardTransposed(dinp: acts.dlnf, dweight: g?.wte, dout: acts.logits, inp: acts.lnf,
                                   weight: p.wte, M: M, K: C, N: V)
         let dres = acts.dres!

@@ -6,12 +6,16 @@ public final class TokenBatch {
     public let B: Int, T: Int
     public let inputs: TokenBuffer    // (B,T)
     public let targets: TokenBuffer   // (B,T)
+    /// What each row is, as the source numbers it (a preference pair's index), or -1.
+    public let ids: TokenBuffer       // (B)
 
     public init(B: Int, T: Int) {
         self.B = B
         self.T = T
         inputs = TokenBuffer(count: B * T)
         targets = TokenBuffer(count: B * T)
+        ids = TokenBuffer(count: B)
+        ids.pointer.update(repeating: -1, count: B)
     }
 
     /// Sets position t of row b.
