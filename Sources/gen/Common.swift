@@ -52,6 +52,10 @@ final class TrainReporter: TrainingRunDelegate {
     let started = Date()
     var lastDraw = Date.distantPast
     var drawn = false
+    /// Figures of the objective besides the loss (DPO's rewards), since the last call: for
+    /// the training steps, or (true) for the validation just done. Logged, and the progress
+    /// line shows rewards/accuracies and rewards/margins.
+    var metrics: ((_ validation: Bool) -> (loss: Double, values: [(String, Double)]))?
 
     init(quiet: Bool, printEvery: Int, logPath: String?) throws {
         self.quiet = quiet
@@ -75,9 +79,14 @@ final class TrainReporter: TrainingRunDelegate {
     }
 
     func trainingRun(_ run: TrainingRun, finished r: TrainingRun.StepReport) {
-        write("{\"step\":\(r.step),\"loss\":\(r.loss),\"lr\":\(r.learningRate),\"tokens_per_s\":\(Int(r.tokensPerSecond)),\"ms\":\(String(format: "%.2f", r.milliseconds))}")
+        let values = metrics?(false).values ?? []
+        write("{\"step\":\(r.step),\"loss\":\(r.loss),\"lr\":\(r.learningRate),\"tokens_per_s\":\(Int(r.tokensPerSecond)),\"ms\":\(String(format: "%.2f", r.milliseconds))"
+              + values.map { ",\"\($0.0)\":\($0.1)" }.joined() + "}")
         if quiet { return }
-        let v = run.lastValidationLoss.map { String(format: " | val %.4f", $0) } ?? ""
+        var v = run.lastValidationLoss.map { String(format: " | val %.4f", $0) } ?? ""
+        for (key, short) in [("rewards/accuracies", "acc"), ("rewards/margins", "margin")] {
+            if let x = values.first(where: { $0.0 == key })?.1 { v += String(format: " | \(short) %.3f", x) }
+        }
         let line = "step \(r.step)/\(r.steps) | loss \(String(format: "%.4f", r.loss))\(v) | lr \(String(format: "%.2e", r.learningRate)) | "
             + "\(formatCount(Int(r.tokensPerSecond))) tok/s | \(formatDuration(r.elapsed)) elapsed | ETA \(formatDuration(r.remaining))"
         let validated = r.validationLoss != nil
@@ -95,7 +104,8 @@ final class TrainReporter: TrainingRunDelegate {
     }
 
     func trainingRun(_ run: TrainingRun, validated loss: Float, atStep step: Int) {
-        write("{\"step\":\(step),\"val_loss\":\(loss)}")
+        let values = metrics?(true).values ?? []
+        write("{\"step\":\(step),\"val_loss\":\(loss)" + values.map { ",\"val_\($0.0)\":\($0.1)" }.joined() + "}")
     }
 
     func trainingRunShouldStop(_ run: TrainingRun) -> Bool { Interrupt.shouldStop(afterStep: run.trainer.step) }

@@ -17,6 +17,8 @@ let commands: [Command] = [
     Command(spec: InfoOptions.spec) { try InfoOptions($0).run() },
     Command(spec: ExportOptions.spec) { try ExportOptions($0).run() },
     Command(spec: MergeOptions.spec) { try MergeOptions($0).run() },
+    Command(spec: ReviewOptions.spec) { try ReviewOptions($0).run() },
+    Command(spec: PreferOptions.spec) { try PreferOptions($0).run() },
     Command(spec: BenchOptions.spec) { try BenchOptions($0).run() },
     Command(spec: TokenizerTrainOptions.spec) { try TokenizerTrainOptions($0).run() },
     Command(spec: TokenizeOptions.spec) { try TokenizeOptions($0).run() },
