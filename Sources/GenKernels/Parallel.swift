@@ -38,9 +38,11 @@ public enum Parallel {
         return m
     }()
 
-    /// Runs `kernel` on `min(threads, count / minimumPerThread)` disjoint contiguous ranges
-    /// covering `0..<count`, in parallel, and returns when all are done. The kernel is a value
-    /// passed by address to the pool's threads: nothing is allocated.
+    /// Runs `kernel` on disjoint contiguous ranges covering `0..<count`, in parallel, and
+    /// returns when all are done. The work is cut into up to `chunksPerThread` chunks per thread
+    /// (none smaller than `minimumPerThread`), which the threads take one at a time: when another
+    /// process holds a core, the threads that run take the chunks of the one that waits. The
+    /// kernel is a value passed by address to the pool's threads: nothing is allocated.
     @inline(__always)
     public static func forRanges<K: RangeKernel>(_ count: Int, minimumPerThread: Int = 1, _ kernel: K) {
         let n = min(threads, 256, max(1, count / max(1, minimumPerThread)))
@@ -48,13 +50,17 @@ public enum Parallel {
             kernel.run(0..<count)
             return
         }
-        let split = Split(kernel: kernel, count: count, parts: n)
+        let chunks = min(count / max(1, minimumPerThread), n * chunksPerThread, count)
+        let split = Split(kernel: kernel, count: count, parts: max(n, chunks))
         withUnsafePointer(to: split) { p in
-            currentPool().run(parts: n, context: UnsafeRawPointer(p)) { raw, part in
+            currentPool().run(parts: split.parts, context: UnsafeRawPointer(p)) { raw, part in
                 raw.assumingMemoryBound(to: Split<K>.self).pointee.run(part)
             }
         }
     }
+
+    /// Chunks per thread of a parallel region.
+    static let chunksPerThread = 2
 
     /// The same for a closure, for work outside the training step: a closure handed to other
     /// threads is boxed on the heap (withoutActuallyEscaping), one small allocation per call.
@@ -96,78 +102,130 @@ struct Split<K: RangeKernel> {
     }
 }
 
-/// `size - 1` worker threads plus the caller. Workers spin briefly for the next region, then
-/// sleep on a condition variable.
+/// `size - 1` worker threads plus the caller, taking the chunks of a region one at a time.
+///
+/// A region is one atomic word: its number, its chunk count and the next chunk to take. A
+/// thread takes chunk i by advancing the word from i to i + 1 (compare-and-swap, so a chunk of
+/// a region that has ended can never be taken), runs it, and counts it done; the caller takes
+/// chunks too and returns when all are done. Nothing waits by spinning for long: workers spin
+/// briefly for the next region, then sleep on a condition variable; the caller, once nothing is
+/// left to take, spins briefly, then sleeps until the last chunk is done. While spinning, a
+/// thread yields its core every 64 pauses to any thread that can run there (a worker that
+/// another process had pushed off its own core, or that process): on a busy machine a spinning
+/// pool steals no time, on an idle one a yield returns at once.
 final class ThreadPool: @unchecked Sendable {
     let size: Int
+    /// region number (32 bits) | chunks (16 bits) | next chunk (16 bits)
+    private let claim = Atomic<UInt64>(0)
+    private let done = Atomic<Int>(0)
     private let generation = Atomic<Int>(0)
-    private let remaining = Atomic<Int>(0)
     private let sleepers = Atomic<Int>(0)
+    private let callerSleeping = Atomic<Bool>(false)
     private let busy = Atomic<Bool>(false)
+    private var region: UInt64 = 0
     /// The running region: a context pointer and a function without captures, so that
     /// starting a region allocates nothing.
     private var context: UnsafeRawPointer?
     private var invoke: ((UnsafeRawPointer, Int) -> Void)?
-    private var parts = 0
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    /// Steps (`politePause`) a waiting thread takes before it sleeps: tens of microseconds,
+    /// within which the next region usually starts on an idle machine.
+    static let spins = 20_000
 
     init(size: Int) {
         self.size = size
         pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
+        pthread_cond_init(wake, nil)
+        pthread_cond_init(finished, nil)
         for i in 1..<size {
             let box = Unmanaged.passRetained(WorkerStart(pool: self, index: i)).toOpaque()
             var thread = pthread_t()
             pthread_create(&thread, nil, { raw in
                 let start = Unmanaged<WorkerStart>.fromOpaque(raw!).takeRetainedValue()
-                start.pool.work(start.index)
+                start.pool.work()
                 return nil
             }, box)
             pthread_detach(thread)
         }
     }
 
-    /// Runs body(0..<parts) with part 0 on the calling thread. A region started while another
-    /// runs (another caller thread, or nesting) runs serially on its caller instead.
+    /// Takes the next chunk of the running region: (chunk, chunks), or nil when none is left.
+    @inline(__always)
+    private func take() -> (Int, Int)? {
+        var word = claim.load(ordering: .acquiring)
+        while true {
+            let chunks = Int((word >> 16) & 0xFFFF), next = Int(word & 0xFFFF)
+            if next >= chunks { return nil }
+            let (exchanged, now) = claim.compareExchange(expected: word, desired: word + 1, ordering: .acquiringAndReleasing)
+            if exchanged { return (next, chunks) }
+            word = now
+        }
+    }
+
+    /// Takes and runs chunks until none is left; wakes a sleeping caller after the last.
+    @inline(__always)
+    private func runChunks() {
+        while let (i, chunks) = take() {
+            invoke!(context!, i)
+            if done.add(1, ordering: .sequentiallyConsistent).newValue == chunks && callerSleeping.load(ordering: .sequentiallyConsistent) {
+                pthread_mutex_lock(mutex)
+                pthread_cond_signal(finished)
+                pthread_mutex_unlock(mutex)
+            }
+        }
+    }
+
+    /// Runs body(0..<parts), in chunks taken by the caller and the workers. A region started
+    /// while another runs (another caller thread, or nesting) runs serially on its caller.
     func run(parts: Int, context: UnsafeRawPointer, _ invoke: @escaping (UnsafeRawPointer, Int) -> Void) {
-        guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+        guard parts <= 0xFFFF, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
             for p in 0..<parts { invoke(context, p) }
             return
         }
         self.context = context
         self.invoke = invoke
-        self.parts = parts
-        remaining.store(size - 1, ordering: .sequentiallyConsistent)
+        done.store(0, ordering: .sequentiallyConsistent)
+        region &+= 1
+        claim.store((region & 0xFFFF_FFFF) << 32 | UInt64(parts) << 16, ordering: .sequentiallyConsistent)
         generation.add(1, ordering: .sequentiallyConsistent)
         if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
             pthread_mutex_lock(mutex)
-            pthread_cond_broadcast(cond)
+            pthread_cond_broadcast(wake)
             pthread_mutex_unlock(mutex)
         }
-        invoke(context, 0)
-        while remaining.load(ordering: .acquiring) > 0 { spinPause() }
+        runChunks()
+        var spins = 0
+        while done.load(ordering: .acquiring) < parts {
+            spins += 1
+            if spins < Self.spins { politePause(spins); continue }
+            pthread_mutex_lock(mutex)
+            callerSleeping.store(true, ordering: .sequentiallyConsistent)
+            while done.load(ordering: .sequentiallyConsistent) < parts { pthread_cond_wait(finished, mutex) }
+            callerSleeping.store(false, ordering: .sequentiallyConsistent)
+            pthread_mutex_unlock(mutex)
+        }
         self.invoke = nil
         self.context = nil
         busy.store(false, ordering: .releasing)
     }
 
-    private func work(_ index: Int) {
+    private func work() {
         var seen = 0
         while true {
             var spins = 0
             while generation.load(ordering: .acquiring) == seen {
                 spins += 1
-                if spins < 50_000 { spinPause(); continue }
+                if spins < Self.spins { politePause(spins); continue }
                 pthread_mutex_lock(mutex)
                 sleepers.add(1, ordering: .sequentiallyConsistent)
-                while generation.load(ordering: .sequentiallyConsistent) == seen { pthread_cond_wait(cond, mutex) }
+                while generation.load(ordering: .sequentiallyConsistent) == seen { pthread_cond_wait(wake, mutex) }
                 sleepers.subtract(1, ordering: .sequentiallyConsistent)
                 pthread_mutex_unlock(mutex)
             }
             seen = generation.load(ordering: .acquiring)
-            if index < parts { invoke!(context!, index) }
-            remaining.subtract(1, ordering: .releasing)
+            runChunks()
         }
     }
 }
@@ -180,3 +238,10 @@ private final class WorkerStart {
 
 @inline(__always)
 private func spinPause() { gen_cpu_relax() }
+
+/// One step of a wait: a pause, and every 64th a yield, so that a thread that waits gives its
+/// core to any other thread that can run there (free when none can).
+@inline(__always)
+private func politePause(_ i: Int) {
+    if i & 63 == 63 { sched_yield() } else { gen_cpu_relax() }
+}
