@@ -59,8 +59,10 @@ public enum Parallel {
         }
     }
 
-    /// Chunks per thread of a parallel region.
-    static let chunksPerThread = 2
+    /// Chunks per thread of a parallel region. One: a worker that has not started its chunk
+    /// when the caller is done leaves it to the caller; more chunks made small regions (decoding)
+    /// slower on an idle machine and were no faster under load.
+    static let chunksPerThread = 1
 
     /// The same for a closure, for work outside the training step: a closure handed to other
     /// threads is boxed on the heap (withoutActuallyEscaping), one small allocation per call.
@@ -130,9 +132,10 @@ final class ThreadPool: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    /// Steps (`politePause`) a waiting thread takes before it sleeps: tens of microseconds,
-    /// within which the next region usually starts on an idle machine.
-    static let spins = 20_000
+    /// Steps (`politePause`) a waiting thread takes before it sleeps (about a millisecond):
+    /// on an idle machine the next region starts within that, and a sleeping worker would
+    /// cost a wake-up per region (20,000 steps made small shapes' steps up to 20% slower).
+    static let spins = 50_000
 
     init(size: Int) {
         self.size = size
