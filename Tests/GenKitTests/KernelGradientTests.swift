@@ -146,15 +146,18 @@ import GenKernels
         #expect(relativeError(dw, numW) < tolerance)
     }
 
-    @Test(arguments: [(2, 5, 8, 2), (1, 7, 18, 3)])
+    /// Attention's tiles: T = 70 and 150 span two and three blocks of 64 query rows (the last
+    /// one short), with the gradient checked at every position of every block.
+    @Test(arguments: [(2, 5, 8, 2), (1, 7, 18, 3), (1, 70, 4, 1), (1, 150, 2, 1)])
     func attention(B: Int, T: Int, C: Int, NH: Int) {
         var rng = Random(seed: 5)
         var qkv = randomArray(B * T * 3 * C, &rng)
         let r = randomArray(B * T * C, &rng)
-        func run(_ qkv: [Float]) -> (out: [Float], att: [Float]) {
-            var out = [Float](repeating: 0, count: B * T * C), att = [Float](repeating: 0, count: B * NH * T * T)
-            Attention.forward(&out, att: &att, qkv: qkv, B: B, T: T, C: C, NH: NH)
-            return (out, att)
+        var scratch = [Float](repeating: 0, count: Attention.scratchCount(T: T))
+        func run(_ qkv: [Float]) -> (out: [Float], stats: [Float]) {
+            var out = [Float](repeating: 0, count: B * T * C), stats = [Float](repeating: 0, count: B * NH * T)
+            Attention.forward(&out, stats: &stats, qkv: qkv, scratch: &scratch, B: B, T: T, C: C, NH: NH)
+            return (out, stats)
         }
         // Forward against a naive masked softmax in Double.
         let f = run(qkv)
@@ -177,8 +180,8 @@ import GenKernels
             }
         } } }
         #expect(relativeError(f.out, naive) < 1e-5)
-        var dqkv = [Float](repeating: 0, count: qkv.count), scratch = [Float](repeating: 0, count: B * NH * T)
-        Attention.backward(dqkv: &dqkv, dout: r, qkv: qkv, att: f.att, scratch: &scratch, B: B, T: T, C: C, NH: NH)
+        var dqkv = [Float](repeating: 0, count: qkv.count)
+        Attention.backward(dqkv: &dqkv, dout: r, qkv: qkv, stats: f.stats, scratch: &scratch, B: B, T: T, C: C, NH: NH)
         let num = (0..<qkv.count).map { i in Float(numericGradient(&qkv, i, h: 1e-2) { weightedSum(run($0).out, r) }) }
         #expect(relativeError(dqkv, num) < tolerance)
     }
@@ -190,17 +193,18 @@ import GenKernels
         var qkv = randomArray(B * T * 3 * C, &rng)
         let r = randomArray(B * T * C, &rng)
         let mask: [Float] = (0..<(B * NH * T * T)).map { _ in rng.nextFloat() < 0.3 ? 0 : 1 / 0.7 }
-        func run(_ qkv: [Float]) -> (out: [Float], att: [Float]) {
-            var out = [Float](repeating: 0, count: B * T * C), att = [Float](repeating: 0, count: B * NH * T * T)
-            Attention.forward(&out, att: &att, qkv: qkv, mask: mask, B: B, T: T, C: C, NH: NH)
-            return (out, att)
+        var scratch = [Float](repeating: 0, count: Attention.scratchCount(T: T))
+        func run(_ qkv: [Float]) -> (out: [Float], stats: [Float]) {
+            var out = [Float](repeating: 0, count: B * T * C), stats = [Float](repeating: 0, count: B * NH * T)
+            Attention.forward(&out, stats: &stats, qkv: qkv, mask: mask, scratch: &scratch, B: B, T: T, C: C, NH: NH)
+            return (out, stats)
         }
         let f = run(qkv)
-        var plain = [Float](repeating: 0, count: B * T * C), att = [Float](repeating: 0, count: B * NH * T * T)
-        Attention.forward(&plain, att: &att, qkv: qkv, B: B, T: T, C: C, NH: NH)
+        var plain = [Float](repeating: 0, count: B * T * C), stats = [Float](repeating: 0, count: B * NH * T)
+        Attention.forward(&plain, stats: &stats, qkv: qkv, scratch: &scratch, B: B, T: T, C: C, NH: NH)
         #expect(relativeError(f.out, plain) > 1e-3)   // the mask changes the output
-        var dqkv = [Float](repeating: 0, count: qkv.count), scratch = [Float](repeating: 0, count: B * NH * T)
-        Attention.backward(dqkv: &dqkv, dout: r, qkv: qkv, att: f.att, mask: mask, scratch: &scratch, B: B, T: T, C: C, NH: NH)
+        var dqkv = [Float](repeating: 0, count: qkv.count)
+        Attention.backward(dqkv: &dqkv, dout: r, qkv: qkv, stats: f.stats, mask: mask, scratch: &scratch, B: B, T: T, C: C, NH: NH)
         let num = (0..<qkv.count).map { i in Float(numericGradient(&qkv, i, h: 1e-2) { weightedSum(run($0).out, r) }) }
         #expect(relativeError(dqkv, num) < tolerance)
     }

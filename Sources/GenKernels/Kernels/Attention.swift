@@ -1,104 +1,168 @@
-/// Causal multi-head self-attention on a fused qkv tensor. Each query row attends to keys
-/// 0...t only: the masked upper half is never computed.
+import COpenBLAS
+import Glibc
+
+/// Causal multi-head self-attention on a fused qkv tensor, in tiles (FlashAttention's plan on
+/// the CPU): for each head, blocks of `blockRows` queries against the keys they may see. A
+/// block's scores are one sgemm into a (rows, T) tile that stays in cache, its softmax rows are
+/// computed whole (a block sees all its keys at once, so no rescaling is needed), and its
+/// output is a second sgemm. Only each row's log-sum-exp is kept; the backward pass recomputes
+/// the probabilities from it. Memory: (B,NH,T) statistics plus a fixed scratch, not the
+/// (B,NH,T,T) probabilities.
 public enum Attention {
-    /// qkv (B,T,3C), mask (B,NH,T,T) or nil -> out (B,T,C), att (B,NH,T,T) softmax probabilities
-    /// (only entries t2 <= t are written). With a dropout mask (0 or 1/(1-p)) the output uses
-    /// the probabilities times the mask; `att` keeps them unmasked.
-    public static func forward(_ out: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>,
+    /// Query rows per tile.
+    public static let blockRows = 64
+    /// Tiles of scratch (each work part uses its own).
+    public static let parts = 16
+
+    /// Floats of scratch `forward` and `backward` need for contexts up to T.
+    public static func scratchCount(T: Int) -> Int { parts * 2 * min(blockRows, T) * T }
+
+    /// qkv (B,T,3C), mask (B,NH,T,T) or nil -> out (B,T,C), stats (B,NH,T): each row's
+    /// log-sum-exp of its scaled scores. With a dropout mask (0 or 1/(1-p)) the output uses the
+    /// probabilities times the mask. `scratch` holds `scratchCount(T:)` floats.
+    public static func forward(_ out: UnsafeMutablePointer<Float>, stats: UnsafeMutablePointer<Float>,
                                qkv: UnsafePointer<Float>, mask: UnsafePointer<Float>? = nil,
-                               B: Int, T: Int, C: Int, NH: Int) {
-        let hs = C / NH
-        let scale = 1 / Float(hs).squareRoot()
-        let C3 = 3 * C
-        Parallel.forRanges(B * NH, Forward(out: out, att: att, qkv: qkv, mask: mask, T: T, C: C, NH: NH, hs: hs, scale: scale, C3: C3))
+                               scratch: UnsafeMutablePointer<Float>, B: Int, T: Int, C: Int, NH: Int) {
+        let tiles = Tiles(qkv: qkv, mask: mask, scratch: scratch, T: T, C: C, NH: NH)
+        let items = B * NH * tiles.blocks
+        Parallel.forRanges(min(parts, items), Forward(tiles: tiles, out: out, stats: stats, items: items))
+    }
+
+    /// What forward and backward share: the shapes and where a head's tensors are.
+    struct Tiles {
+        let qkv: UnsafePointer<Float>
+        let mask: UnsafePointer<Float>?
+        let scratch: UnsafeMutablePointer<Float>
+        let T, C, NH, hs, C3, rows, blocks: Int
+        let scale: Float
+
+        init(qkv: UnsafePointer<Float>, mask: UnsafePointer<Float>?, scratch: UnsafeMutablePointer<Float>, T: Int, C: Int, NH: Int) {
+            self.qkv = qkv; self.mask = mask; self.scratch = scratch
+            self.T = T; self.C = C; self.NH = NH
+            hs = C / NH; C3 = 3 * C
+            rows = min(Attention.blockRows, T)
+            blocks = (T + rows - 1) / rows
+            scale = 1 / Float(hs).squareRoot()
+        }
+
+        /// Scores of queries q0..<q1 of head bh against keys 0..<q1, scaled, into tile (rows, T).
+        @inline(__always)
+        func scores(_ tile: UnsafeMutablePointer<Float>, bh: Int, q0: Int, q1: Int) {
+            let b = bh / NH, h = bh % NH
+            let base = qkv + b * T * C3 + h * hs
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(q1 - q0), Int32(q1), Int32(hs), scale,
+                        base + q0 * C3, Int32(C3), base + C, Int32(C3), 0, tile, Int32(T))
+        }
+
+        /// Multiplies row t's probabilities (keys 0...t) by the dropout mask.
+        @inline(__always)
+        func applyMask(_ row: UnsafeMutablePointer<Float>, bh: Int, t: Int) {
+            guard let mask else { return }
+            let m = mask + (bh * T + t) * T
+            for t2 in 0...t { row[t2] *= m[t2] }
+        }
     }
 
     struct Forward: RangeKernel {
-        let out, att: UnsafeMutablePointer<Float>
-        let qkv: UnsafePointer<Float>
-        let mask: UnsafePointer<Float>?
-        let T, C, NH, hs: Int
-        let scale: Float
-        let C3: Int
-        func run(_ pairs: Range<Int>) {
-            for bh in pairs {
-                let b = bh / NH, h = bh % NH
-                let base = qkv + b * T * C3 + h * hs
-                for t in 0..<T {
-                    let q = base + t * C3
-                    let row = att + (bh * T + t) * T
-                    for t2 in 0...t { row[t2] = dot(q, base + t2 * C3 + C, hs) * scale }
-                    softmaxRow(row, t + 1)
-                    let o = out + (b * T + t) * C + h * hs
-                    o.update(repeating: 0, count: hs)
-                    if let mask {
-                        let m = mask + (bh * T + t) * T
-                        for t2 in 0...t where m[t2] != 0 { axpy(row[t2] * m[t2], base + t2 * C3 + 2 * C, o, hs) }
-                    } else {
-                        for t2 in 0...t { axpy(row[t2], base + t2 * C3 + 2 * C, o, hs) }
+        let tiles: Tiles
+        let out, stats: UnsafeMutablePointer<Float>
+        let items: Int
+        func run(_ range: Range<Int>) {
+            let f = tiles, T = f.T
+            let parts = min(Attention.parts, items)
+            for part in range {
+                let tile = f.scratch + part * 2 * f.rows * T
+                var item = part
+                while item < items {
+                    let bh = item / f.blocks, q0 = (item % f.blocks) * f.rows, q1 = min(T, q0 + f.rows)
+                    f.scores(tile, bh: bh, q0: q0, q1: q1)
+                    for t in q0..<q1 {
+                        let row = tile + (t - q0) * T
+                        let (m, logSum) = softmaxRow(row, t + 1)
+                        stats[bh * T + t] = m + logSum
+                        if t + 1 < q1 { (row + t + 1).update(repeating: 0, count: q1 - t - 1) }
+                        f.applyMask(row, bh: bh, t: t)
                     }
+                    // out rows q0..<q1 (stride C) = P (rows, q1) · V (q1, hs)
+                    let b = bh / f.NH, h = bh % f.NH
+                    let base = f.qkv + b * T * f.C3 + h * f.hs
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(q1 - q0), Int32(f.hs), Int32(q1), 1,
+                                tile, Int32(T), base + 2 * f.C, Int32(f.C3), 0, out + (b * T + q0) * f.C + h * f.hs, Int32(f.C))
+                    item += parts
                 }
             }
         }
     }
 
-    /// dout (B,T,C), qkv (B,T,3C), att (B,NH,T,T), mask (B,NH,T,T) or nil -> dqkv (B,T,3C) overwritten.
-    /// scratch holds B*NH*T floats.
+    /// dout (B,T,C), qkv (B,T,3C), stats (B,NH,T) from `forward`, mask (B,NH,T,T) or nil ->
+    /// dqkv (B,T,3C) overwritten. `scratch` holds `scratchCount(T:)` floats.
     public static func backward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
-                                qkv: UnsafePointer<Float>, att: UnsafePointer<Float>, mask: UnsafePointer<Float>? = nil,
+                                qkv: UnsafePointer<Float>, stats: UnsafePointer<Float>, mask: UnsafePointer<Float>? = nil,
                                 scratch: UnsafeMutablePointer<Float>, B: Int, T: Int, C: Int, NH: Int) {
-        let hs = C / NH
-        let scale = 1 / Float(hs).squareRoot()
-        let C3 = 3 * C
-        Parallel.forRanges(B * NH, Backward(dqkv: dqkv, dout: dout, qkv: qkv, att: att, mask: mask, scratch: scratch, T: T, C: C, NH: NH, hs: hs, scale: scale, C3: C3))
+        let tiles = Tiles(qkv: qkv, mask: mask, scratch: scratch, T: T, C: C, NH: NH)
+        // A head's key and value gradients gather all its query blocks: one head per item.
+        let items = B * NH
+        Parallel.forRanges(min(parts, items), Backward(tiles: tiles, dqkv: dqkv, dout: dout, stats: stats, items: items))
     }
 
     struct Backward: RangeKernel {
+        let tiles: Tiles
         let dqkv: UnsafeMutablePointer<Float>
-        let dout, qkv, att: UnsafePointer<Float>
-        let mask: UnsafePointer<Float>?
-        let scratch: UnsafeMutablePointer<Float>
-        let T, C, NH, hs: Int
-        let scale: Float
-        let C3: Int
-        func run(_ pairs: Range<Int>) {
-            for bh in pairs {
-                let b = bh / NH, h = bh % NH
-                let base = qkv + b * T * C3 + h * hs
-                let dbase = dqkv + b * T * C3 + h * hs
-                for t in 0..<T {
-                    for part in 0..<3 { (dbase + t * C3 + part * C).update(repeating: 0, count: hs) }
-                }
-                let dp = scratch + bh * T
-                for t in 0..<T {
-                    let row = att + (bh * T + t) * T
-                    let dy = dout + (b * T + t) * C + h * hs
-                    var sum: Float = 0
-                    if let mask {
-                        // y = Σ (p·m) v: dp = m · (dy·v), dv += p·m · dy.
-                        let m = mask + (bh * T + t) * T
-                        for t2 in 0...t {
-                            if m[t2] == 0 { dp[t2] = 0; continue }
-                            let d = m[t2] * dot(dy, base + t2 * C3 + 2 * C, hs)
-                            dp[t2] = d
-                            sum += d * row[t2]
-                            axpy(row[t2] * m[t2], dy, dbase + t2 * C3 + 2 * C, hs)   // dv
-                        }
-                    } else {
-                        for t2 in 0...t {
-                            let d = dot(dy, base + t2 * C3 + 2 * C, hs)
-                            dp[t2] = d
-                            sum += d * row[t2]
-                            axpy(row[t2], dy, dbase + t2 * C3 + 2 * C, hs)   // dv
-                        }
+        let dout, stats: UnsafePointer<Float>
+        let items: Int
+        func run(_ range: Range<Int>) {
+            let f = tiles, T = f.T, C = f.C, C3 = f.C3, hs = f.hs
+            let parts = min(Attention.parts, items)
+            for part in range {
+                let p = f.scratch + part * 2 * f.rows * T     // probabilities, (rows, T)
+                let dp = p + f.rows * T                        // their gradient, then the scores'
+                var bh = part
+                while bh < items {
+                    let b = bh / f.NH, h = bh % f.NH
+                    let base = f.qkv + b * T * C3 + h * hs
+                    let dbase = dqkv + b * T * C3 + h * hs
+                    let dy = dout + b * T * C + h * hs
+                    for t in 0..<T {
+                        (dbase + t * C3 + C).update(repeating: 0, count: hs)
+                        (dbase + t * C3 + 2 * C).update(repeating: 0, count: hs)
                     }
-                    let q = base + t * C3
-                    let dq = dbase + t * C3
-                    for t2 in 0...t {
-                        let ds = row[t2] * (dp[t2] - sum) * scale
-                        axpy(ds, base + t2 * C3 + C, dq, hs)          // dq
-                        axpy(ds, q, dbase + t2 * C3 + C, hs)          // dk
+                    for q0 in stride(from: 0, to: T, by: f.rows) {
+                        let q1 = min(T, q0 + f.rows), n = q1 - q0
+                        // P recomputed from the scores and each row's log-sum-exp.
+                        f.scores(p, bh: bh, q0: q0, q1: q1)
+                        // dP (n, q1) = dY (n, hs) · Vᵀ
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(q1), Int32(hs), 1,
+                                    dy + q0 * C, Int32(C), base + 2 * C, Int32(C3), 0, dp, Int32(T))
+                        for t in q0..<q1 {
+                            let row = p + (t - q0) * T, drow = dp + (t - q0) * T
+                            let lse = stats[bh * T + t], lv = Float32x16(repeating: lse)
+                            var i = 0
+                            while i + 16 <= t + 1 { store16(simdExp(load16(row + i) - lv), row + i); i += 16 }
+                            while i <= t { row[i] = expf(row[i] - lse); i += 1 }
+                            // With a mask, y = Σ (p·m) v: dP = m · (dY·v).
+                            if let mask = f.mask {
+                                let m = mask + (bh * T + t) * T
+                                for t2 in 0...t { drow[t2] *= m[t2] }
+                            }
+                            var sum: Float = 0
+                            for t2 in 0...t { sum += row[t2] * drow[t2] }
+                            // dS = P ⊙ (dP − Σ P·dP) · scale; nothing past the diagonal.
+                            for t2 in 0...t { drow[t2] = row[t2] * (drow[t2] - sum) * f.scale }
+                            if t + 1 < q1 {
+                                (row + t + 1).update(repeating: 0, count: q1 - t - 1)
+                                (drow + t + 1).update(repeating: 0, count: q1 - t - 1)
+                            }
+                            f.applyMask(row, bh: bh, t: t)
+                        }
+                        // dQ (n, hs) = dS · K;  dK (q1, hs) += dSᵀ · Q;  dV (q1, hs) += (P⊙M)ᵀ · dY
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(hs), Int32(q1), 1,
+                                    dp, Int32(T), base + C, Int32(C3), 0, dbase + q0 * C3, Int32(C3))
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(q1), Int32(hs), Int32(n), 1,
+                                    dp, Int32(T), base + q0 * C3, Int32(C3), 1, dbase + C, Int32(C3))
+                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(q1), Int32(hs), Int32(n), 1,
+                                    p, Int32(T), dy + q0 * C, Int32(C), 1, dbase + 2 * C, Int32(C3))
                     }
+                    bh += parts
                 }
             }
         }

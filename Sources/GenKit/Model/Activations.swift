@@ -13,7 +13,8 @@ public final class Activations {
     let ln1, ln1Mean, ln1Rstd: UnsafeMutablePointer<Float>   // (L,M,C), (L,M), (L,M)
     let qkv: UnsafeMutablePointer<Float>       // (L,M,3C)
     let atty: UnsafeMutablePointer<Float>      // (L,M,C)
-    let att: UnsafeMutablePointer<Float>       // (L,B,NH,T,T)
+    let attStats: UnsafeMutablePointer<Float>  // (L,B,NH,T): each attention row's log-sum-exp
+    let attTiles: UnsafeMutablePointer<Float>  // Attention.scratchCount(T:)
     let attproj, res2: UnsafeMutablePointer<Float>   // (L,M,C)
     let ln2, ln2Mean, ln2Rstd: UnsafeMutablePointer<Float>
     let fch, fchGelu: UnsafeMutablePointer<Float>    // (L,M,H), H the MLP width
@@ -28,7 +29,6 @@ public final class Activations {
     let dres, dx, datty, dlnf: UnsafeMutablePointer<Float>!   // (M,C)
     let dqkv: UnsafeMutablePointer<Float>!     // (M,3C)
     let dfch: UnsafeMutablePointer<Float>!     // (M,H)
-    let attScratch: UnsafeMutablePointer<Float>!   // (B*NH*T)
 
     /// Floats of each tensor, in allocation order, computed in floating point so that no
     /// shape, however large, overflows (the caller checks the total before allocating).
@@ -39,12 +39,13 @@ public final class Activations {
         let B = Double(B), T = Double(T)
         let M = B * T
         var sizes: [Double] = [
-            M * C, L * M * C, L * M, L * M, L * M * 3 * C, L * M * C, L * B * NH * T * T,
+            M * C, L * M * C, L * M, L * M, L * M * 3 * C, L * M * C, L * B * NH * T,
+            Double(Attention.scratchCount(T: Int(T))),
             L * M * C, L * M * C, L * M * C, L * M, L * M, L * M * H, L * M * H,
             L * M * C, L * M * C, M * C, M, M, M * V, M,
         ]
         if dropout { sizes += [M * C, L * M * C, L * M * C, L * B * NH * T * T] }
-        if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * H, B * NH * T] }
+        if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * H] }
         // Adapters: scaling·(x·Aᵀ) of each projection (L,4,M,r), and (M,r) of backward scratch.
         if loraRank > 0 { sizes += [L * 4 * M * Double(loraRank), M * Double(loraRank)] }
         // Adapters' input dropout: masks and dropped inputs of the four projections (L,M,3C+H) each.
@@ -72,7 +73,7 @@ public final class Activations {
         var i = 0
         func next() -> UnsafeMutablePointer<Float> { defer { at += rounded[i]; i += 1 }; return at }
         encoded = next(); ln1 = next(); ln1Mean = next(); ln1Rstd = next(); qkv = next(); atty = next()
-        att = next(); attproj = next(); res2 = next(); ln2 = next(); ln2Mean = next(); ln2Rstd = next()
+        attStats = next(); attTiles = next(); attproj = next(); res2 = next(); ln2 = next(); ln2Mean = next(); ln2Rstd = next()
         fch = next(); fchGelu = next(); fcproj = next(); res3 = next(); lnf = next(); lnfMean = next()
         lnfRstd = next(); logits = next(); losses = next()
         if dropout {
@@ -81,9 +82,9 @@ public final class Activations {
             embMask = nil; attprojMask = nil; fcprojMask = nil; attMask = nil
         }
         if training {
-            dres = next(); dx = next(); datty = next(); dlnf = next(); dqkv = next(); dfch = next(); attScratch = next()
+            dres = next(); dx = next(); datty = next(); dlnf = next(); dqkv = next(); dfch = next()
         } else {
-            dres = nil; dx = nil; datty = nil; dlnf = nil; dqkv = nil; dfch = nil; attScratch = nil
+            dres = nil; dx = nil; datty = nil; dlnf = nil; dqkv = nil; dfch = nil
         }
         if loraRank > 0 { loraU = next(); loraScratch = next() } else { loraU = nil; loraScratch = nil }
         if loraRank > 0 && loraDropout { loraMask = next(); loraDropped = next() } else { loraMask = nil; loraDropped = nil }
@@ -107,7 +108,7 @@ public final class Activations {
     struct Layer {
         let input: UnsafeMutablePointer<Float>                 // (M,C): the block's input (residual)
         let ln1, ln1Mean, ln1Rstd: UnsafeMutablePointer<Float>
-        let qkv, atty, att, attproj, res2: UnsafeMutablePointer<Float>
+        let qkv, atty, attStats, attproj, res2: UnsafeMutablePointer<Float>
         let ln2, ln2Mean, ln2Rstd: UnsafeMutablePointer<Float>
         let fch, fchGelu, fcproj, res3: UnsafeMutablePointer<Float>
         let attMask, attprojMask, fcprojMask: UnsafeMutablePointer<Float>?
@@ -124,7 +125,7 @@ public final class Activations {
         let attStride = B * config.nHead * T * T
         var layer = Layer(input: l == 0 ? encoded : res3 + (l - 1) * Mmax * C,
                      ln1: ln1 + l * Mmax * C, ln1Mean: ln1Mean + l * Mmax, ln1Rstd: ln1Rstd + l * Mmax,
-                     qkv: qkv + l * Mmax * 3 * C, atty: atty + l * Mmax * C, att: att + l * attStride,
+                     qkv: qkv + l * Mmax * 3 * C, atty: atty + l * Mmax * C, attStats: attStats + l * B * config.nHead * T,
                      attproj: attproj + l * Mmax * C, res2: res2 + l * Mmax * C,
                      ln2: ln2 + l * Mmax * C, ln2Mean: ln2Mean + l * Mmax, ln2Rstd: ln2Rstd + l * Mmax,
                      fch: fch + l * Mmax * config.hidden, fchGelu: fchGelu + l * Mmax * config.hidden,

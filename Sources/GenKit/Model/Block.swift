@@ -12,9 +12,10 @@ public struct BlockWeights {
 
 /// How a block's attention sees the other positions.
 enum AttentionContext {
-    /// B sequences of T positions, each attending causally to its own earlier positions;
-    /// the probabilities are kept in the block's `att` for the backward pass.
-    case sequences(B: Int, T: Int)
+    /// B sequences of T positions, each attending causally to its own earlier positions, with
+    /// `tiles` as the attention's scratch; each row's log-sum-exp is kept in the block's
+    /// `attStats` for the backward pass.
+    case sequences(B: Int, T: Int, tiles: UnsafeMutablePointer<Float>)
     /// One new position, attending to the `position` keys and values cached before it; its own
     /// key and value are appended to the caches (each (T,C)) first.
     case cached(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>,
@@ -31,8 +32,8 @@ enum Block {
         LayerNorm.forward(a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, a.input, weight: w.ln1w, bias: w.ln1b, M: M, C: C, eps: eps)
         w.attn.forward(a.qkv, a.ln1, M: M, u: a.uAttn, mask: a.maskAttn, dropped: a.xAttn)
         switch attention {
-        case .sequences(let B, let T):
-            Attention.forward(a.atty, att: a.att, qkv: a.qkv, mask: a.attMask, B: B, T: T, C: C, NH: NH)
+        case .sequences(let B, let T, let tiles):
+            Attention.forward(a.atty, stats: a.attStats, qkv: a.qkv, mask: a.attMask, scratch: tiles, B: B, T: T, C: C, NH: NH)
         case .cached(let keys, let values, let scores, let position):
             (keys + position * C).update(from: a.qkv + C, count: C)
             (values + position * C).update(from: a.qkv + 2 * C, count: C)
@@ -87,8 +88,8 @@ enum Block {
         w.proj.backward(dinp: s.datty, gradient: g?.proj, loraGradient: lora?.weights(layer: l, .attnProj),
                         dout: dbranch, inp: a.atty, M: M, u: a.uAttnProj, scratch: s.loraScratch,
                         mask: a.maskAttnProj, dropped: a.xAttnProj)
-        Attention.backward(dqkv: s.dqkv, dout: s.datty, qkv: a.qkv, att: a.att, mask: a.attMask,
-                           scratch: s.attScratch, B: B, T: T, C: C, NH: NH)
+        Attention.backward(dqkv: s.dqkv, dout: s.datty, qkv: a.qkv, stats: a.attStats, mask: a.attMask,
+                           scratch: s.attTiles, B: B, T: T, C: C, NH: NH)
         // The first block's input gradient reaches only the embeddings: not needed when they are frozen.
         let needInput = g != nil || l > 0
         w.attn.backward(dinp: needInput ? s.dx : nil, gradient: g?.attn, loraGradient: lora?.weights(layer: l, .attn),

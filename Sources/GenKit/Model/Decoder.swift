@@ -32,7 +32,7 @@ public final class Decoder {
         tokenBuffer = TokenBuffer(count: T)
         // The single-position step's activations: the residual stream in x (and x2 between the
         // two branches), scratch reused across the block, GELU in place.
-        step = Activations.Layer(input: x, ln1: xn, ln1Mean: mean, ln1Rstd: rstd, qkv: qkv, atty: y, att: scores,
+        step = Activations.Layer(input: x, ln1: xn, ln1Mean: mean, ln1Rstd: rstd, qkv: qkv, atty: y, attStats: scores,
                                  attproj: proj, res2: x2, ln2: xn, ln2Mean: mean, ln2Rstd: rstd,
                                  fch: fch, fchGelu: fch, fcproj: proj, res3: x,
                                  attMask: nil, attprojMask: nil, fcprojMask: nil)

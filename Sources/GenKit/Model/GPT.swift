@@ -20,7 +20,7 @@ public enum GPT {
         Embedding.forward(acts.encoded, tokens: tokens, wte: p.wte, wpe: p.wpe, B: B, T: T, C: C)
         if let mask = acts.embMask { Dropout.apply(acts.encoded, mask: mask, count: M * C) }
         for l in 0..<L {
-            Block.forward(p.layer(l), acts.layer(l), M: M, config: config, attention: .sequences(B: B, T: T))
+            Block.forward(p.layer(l), acts.layer(l), M: M, config: config, attention: .sequences(B: B, T: T, tiles: acts.attTiles))
         }
         let last = acts.layer(L - 1).res3
         if lastOnly {
