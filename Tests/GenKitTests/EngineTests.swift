@@ -97,3 +97,64 @@ import Glibc
         #expect(!BLAS.coreName.isEmpty && BLAS.coreName != "unknown")
     }
 }
+
+/// The sampler ranks only candidates (a heap) for top-k, top-p and min-p: it must pick what
+/// ranking the whole vocabulary picks, for the same random draw.
+@Suite struct SamplerTests {
+    /// The rules written out over a full sort (most likely first, ties by lower id).
+    static func reference(_ logits: [Float], _ p: SamplingParameters, _ r: Float) -> Int32 {
+        let m = logits.map { $0 / p.temperature }.max()!
+        let e = logits.map { exp(Double($0 / p.temperature - m)) }
+        let z = e.reduce(0, +)
+        let probs = e.map { $0 / z }
+        let order = probs.indices.sorted { probs[$0] > probs[$1] || (probs[$0] == probs[$1] && $0 < $1) }
+        var keep = p.topK > 0 ? min(p.topK, order.count) : order.count
+        if p.minP > 0 {
+            var k = 0
+            while k < keep && probs[order[k]] >= probs[order[0]] * Double(p.minP) { k += 1 }
+            keep = max(1, k)
+        }
+        if p.topP < 1 {
+            var acc = 0.0, k = 0
+            while k < keep { acc += probs[order[k]]; k += 1; if acc >= Double(p.topP) { break } }
+            keep = max(1, k)
+        }
+        let total = order.prefix(keep).reduce(0.0) { $0 + probs[$1] }
+        var acc = 0.0
+        for k in 0..<keep { acc += probs[order[k]]; if Double(r) * total < acc { return Int32(order[k]) } }
+        return Int32(order[keep - 1])
+    }
+
+    @Test func candidatesPickWhatAFullRankingPicks() {
+        let V = 3000
+        var rng = Random(seed: 77)
+        var settings: [SamplingParameters] = []
+        for (k, topP, minP, t) in [(0, Float(0.9), Float(0), Float(1)), (40, 1, 0, 1), (0, 1, 0.05, 1), (10, 0.5, 0, 0.7),
+                                   (0, 0.999, 0, 2), (0, 0.95, 0.01, 3), (2000, 1, 0, 1)] {
+            var p = SamplingParameters()
+            p.topK = k; p.topP = topP; p.minP = minP; p.temperature = t
+            settings.append(p)
+        }
+        var differences = 0, fallbacks = 0
+        for p in settings {
+            let sampler = Sampler(vocabSize: V, parameters: p, seed: 1)
+            for trial in 0..<40 {
+                // Peaked logits, flat ones, and ties.
+                let scale: Float = trial % 3 == 0 ? 0.1 : 4
+                var logits = (0..<V).map { _ in Float(rng.nextNormal()) * scale }
+                if trial % 5 == 0 { for i in stride(from: 0, to: V, by: 7) { logits[i] = 3 } }
+                var copy = sampler.random
+                let r = copy.nextFloat()
+                let expected = Self.reference(logits, p, r)
+                let got = logits.withUnsafeBufferPointer { b in
+                    var l = Array(b)
+                    return l.withUnsafeMutableBufferPointer { sampler.sample($0.baseAddress!, recent: []) }
+                }
+                if got != expected { differences += 1 }
+                if p.topK == 0 && p.topP > 0.99 { fallbacks += 1 }
+            }
+        }
+        #expect(differences == 0)
+        #expect(fallbacks > 0)
+    }
+}

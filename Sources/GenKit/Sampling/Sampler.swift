@@ -19,7 +19,11 @@ public struct SamplingParameters: Sendable, Equatable {
 }
 
 /// Picks next tokens from logits. Its buffers are allocated once, for the vocabulary size.
+/// With top-k, top-p or min-p, only the candidates are ranked (a heap of the k, or of 256, most
+/// likely tokens), not the whole vocabulary, unless the 256 cannot hold the nucleus.
 public final class Sampler {
+    /// Tokens ranked for top-p and min-p before falling back to the whole vocabulary.
+    static let candidates = 256
     public var parameters: SamplingParameters
     public var random: Random
     var order: [Int32]
@@ -65,11 +69,18 @@ public final class Sampler {
             }
             return Int32(V - 1)
         }
-        for i in 0..<V { order[i] = Int32(i) }
         let pr = probs
-        order.sort { pr[Int($0)] > pr[Int($1)] || (pr[Int($0)] == pr[Int($1)] && $0 < $1) }
-        var keep = V
-        if p.topK > 0 { keep = min(keep, p.topK) }
+        var ranked = rankTop(p.topK > 0 ? min(p.topK, V) : min(V, Self.candidates))
+        // Without top-k, the candidates must hold the whole nucleus and every token above the
+        // min-p floor; when they may not, rank the whole vocabulary.
+        if p.topK == 0 && ranked < V {
+            var mass: Float = 0
+            for k in 0..<ranked { mass += pr[Int(order[k])] }
+            let nucleusShort = p.topP < 1 && mass < p.topP
+            let floorShort = p.minP > 0 && pr[Int(order[ranked - 1])] >= pr[Int(order[0])] * p.minP
+            if nucleusShort || floorShort { ranked = rankTop(V) }
+        }
+        var keep = ranked
         if p.minP > 0 {
             let floor = pr[Int(order[0])] * p.minP
             var k = 0
@@ -95,6 +106,49 @@ public final class Sampler {
             if r < acc { return order[k] }
         }
         return order[keep - 1]
+    }
+
+    /// Puts the n most likely tokens in order[0..<n], most likely first (ties: lower id first),
+    /// through a heap of n that most tokens leave at one comparison. Returns n.
+    func rankTop(_ n: Int) -> Int {
+        let V = probs.count
+        // "a ranks after b": less likely, or as likely with a higher id.
+        @inline(__always) func after(_ a: Int32, _ b: Int32, _ pr: UnsafeBufferPointer<Float>) -> Bool {
+            pr[Int(a)] < pr[Int(b)] || (pr[Int(a)] == pr[Int(b)] && a > b)
+        }
+        probs.withUnsafeBufferPointer { pr in
+            order.withUnsafeMutableBufferPointer { heap in
+                // A heap whose root ranks last of those kept.
+                func siftDown(_ start: Int, _ count: Int) {
+                    var i = start
+                    while true {
+                        let l = 2 * i + 1, r = l + 1
+                        var worst = i
+                        if l < count && after(heap[l], heap[worst], pr) { worst = l }
+                        if r < count && after(heap[r], heap[worst], pr) { worst = r }
+                        if worst == i { return }
+                        heap.swapAt(i, worst)
+                        i = worst
+                    }
+                }
+                for i in 0..<n { heap[i] = Int32(i) }
+                for i in stride(from: n / 2 - 1, through: 0, by: -1) { siftDown(i, n) }
+                if n < V {
+                    for i in n..<V where after(heap[0], Int32(i), pr) {
+                        heap[0] = Int32(i)
+                        siftDown(0, n)
+                    }
+                }
+                // Heap sort: the root (the last-ranked) goes to the end each time.
+                var count = n
+                while count > 1 {
+                    heap.swapAt(0, count - 1)
+                    count -= 1
+                    siftDown(0, count)
+                }
+            }
+        }
+        return n
     }
 }
 
