@@ -72,6 +72,7 @@ import GenKit
     /// weights in a Hugging Face folder: loads, samples, and runs a finetuning step.
     @Test func gpt2SmallShape() throws {
         let d = tempDir()
+        defer { try? FileManager.default.removeItem(at: d) }   // half a gigabyte
         let dir = d.appendingPathComponent("gpt2")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: Self.fixtures + "/lmhead/tokenizer.json", toPath: dir.appendingPathComponent("tokenizer.json").path)
