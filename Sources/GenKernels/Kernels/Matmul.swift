@@ -147,14 +147,15 @@ public enum Matmul {
         if let dweight { gemm(true, false, M: N, N: K, K: M, dout, lda: N, inp, ldb: K, beta: 1, dweight, ldc: K) }
     }
 
-    /// y (N) = x (K) · weight (K,N) + bias (N): one row, for decoding.
-    /// Each thread owns a block of columns and streams the weight rows once, keeping 64
-    /// columns of y in registers; decoding is bound by reading the weights.
+    /// y (N) = x (K) · weight (K,N) + bias (N): one row, for decoding, which is bound by
+    /// reading the weights. Each thread owns a band of columns and streams its part of every
+    /// weight row, a contiguous run, while its part of y stays in L1: four rows at a time,
+    /// y += x[k]·W[k] + … in order of k.
     public static func vectorForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                      _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                                      K: Int, N: Int) {
-        let blocks = (N + 63) / 64
-        Parallel.forRanges(blocks, minimumPerThread: K * N >= 1 << 15 ? 1 : 1 << 30, VectorBlocks(y: y, x: x, weight: weight, bias: bias, K: K, N: N))
+        let blocks = (N + 15) / 16
+        Parallel.forRanges(blocks, minimumPerThread: K * N >= 1 << 15 ? 4 : 1 << 30, VectorBlocks(y: y, x: x, weight: weight, bias: bias, K: K, N: N))
     }
 
     struct VectorBlocks: RangeKernel {
@@ -163,28 +164,35 @@ public enum Matmul {
         let bias: UnsafePointer<Float>?
         let K, N: Int
         func run(_ range: Range<Int>) {
-            var c = range.lowerBound * 64
-            let end = min(N, range.upperBound * 64)
-            while c + 64 <= end {
-                var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
-                if let bias { a0 = load16(bias + c); a1 = load16(bias + c + 16); a2 = load16(bias + c + 32); a3 = load16(bias + c + 48) }
-                var w = weight + c
-                for k in 0..<K {
-                    let xv = Float32x16(repeating: x[k])
-                    a0 = a0.addingProduct(xv, load16(w))
-                    a1 = a1.addingProduct(xv, load16(w + 16))
-                    a2 = a2.addingProduct(xv, load16(w + 32))
-                    a3 = a3.addingProduct(xv, load16(w + 48))
-                    w += N
+            let c0 = range.lowerBound * 16, c1 = min(N, range.upperBound * 16)
+            let width = c1 - c0
+            let v = width / 16 * 16
+            let out = y + c0
+            if let bias { out.update(from: bias + c0, count: width) } else { out.update(repeating: 0, count: width) }
+            var k = 0
+            while k + 4 <= K {
+                let w0 = weight + k * N + c0, w1 = w0 + N, w2 = w1 + N, w3 = w2 + N
+                let x0 = Float32x16(repeating: x[k]), x1 = Float32x16(repeating: x[k + 1])
+                let x2 = Float32x16(repeating: x[k + 2]), x3 = Float32x16(repeating: x[k + 3])
+                var c = 0
+                while c < v {
+                    var a = load16(out + c)
+                    a = a.addingProduct(x0, load16(w0 + c))
+                    a = a.addingProduct(x1, load16(w1 + c))
+                    a = a.addingProduct(x2, load16(w2 + c))
+                    a = a.addingProduct(x3, load16(w3 + c))
+                    store16(a, out + c)
+                    c += 16
                 }
-                store16(a0, y + c); store16(a1, y + c + 16); store16(a2, y + c + 32); store16(a3, y + c + 48)
-                c += 64
+                while c < width {
+                    out[c] = out[c] + x[k] * w0[c] + x[k + 1] * w1[c] + x[k + 2] * w2[c] + x[k + 3] * w3[c]
+                    c += 1
+                }
+                k += 4
             }
-            while c < end {
-                var acc = bias?[c] ?? 0
-                for k in 0..<K { acc += x[k] * weight[k * N + c] }
-                y[c] = acc
-                c += 1
+            while k < K {
+                axpy(x[k], weight + k * N + c0, out, width)
+                k += 1
             }
         }
     }
