@@ -122,10 +122,6 @@ public enum Attention {
                     let base = f.qkv + b * T * C3 + h * hs
                     let dbase = dqkv + b * T * C3 + h * hs
                     let dy = dout + b * T * C + h * hs
-                    for t in 0..<T {
-                        (dbase + t * C3 + C).update(repeating: 0, count: hs)
-                        (dbase + t * C3 + 2 * C).update(repeating: 0, count: hs)
-                    }
                     for q0 in stride(from: 0, to: T, by: f.rows) {
                         let q1 = min(T, q0 + f.rows), n = q1 - q0
                         // P recomputed from the scores and each row's log-sum-exp.
@@ -154,17 +150,28 @@ public enum Attention {
                             }
                             f.applyMask(row, bh: bh, t: t)
                         }
-                        // dQ (n, hs) = dS · K;  dK (q1, hs) += dSᵀ · Q;  dV (q1, hs) += (P⊙M)ᵀ · dY
+                        // dQ (n, hs) = dS · K;  dK (q1, hs) += dSᵀ · Q;  dV (q1, hs) += (P⊙M)ᵀ · dY.
+                        // Key rows q0..<q1 are first reached by this block (set), earlier ones add.
                         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(hs), Int32(q1), 1,
                                     dp, Int32(T), base + C, Int32(C3), 0, dbase + q0 * C3, Int32(C3))
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(q1), Int32(hs), Int32(n), 1,
-                                    dp, Int32(T), base + q0 * C3, Int32(C3), 1, dbase + C, Int32(C3))
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(q1), Int32(hs), Int32(n), 1,
-                                    p, Int32(T), dy + q0 * C, Int32(C), 1, dbase + 2 * C, Int32(C3))
+                        if q0 > 0 { keyGradients(p, dp, first: 0, count: q0, q0: q0, n: n, beta: 1, base, dbase, dy) }
+                        keyGradients(p, dp, first: q0, count: n, q0: q0, n: n, beta: 0, base, dbase, dy)
                     }
                     bh += parts
                 }
             }
+        }
+
+        /// dK and dV of key rows first..<first+count from query rows q0..<q0+n: (dS)ᵀ·Q and
+        /// (P⊙M)ᵀ·dY, set (beta 0) or added (beta 1).
+        @inline(__always)
+        func keyGradients(_ p: UnsafeMutablePointer<Float>, _ dp: UnsafeMutablePointer<Float>, first: Int, count: Int, q0: Int, n: Int,
+                          beta: Float, _ base: UnsafePointer<Float>, _ dbase: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>) {
+            let f = tiles, T = f.T, C = f.C, C3 = f.C3
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(count), Int32(f.hs), Int32(n), 1,
+                        dp + first, Int32(T), base + q0 * C3, Int32(C3), beta, dbase + first * C3 + C, Int32(C3))
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(count), Int32(f.hs), Int32(n), 1,
+                        p + first, Int32(T), dy + q0 * C, Int32(C), beta, dbase + first * C3 + 2 * C, Int32(C3))
         }
     }
 
