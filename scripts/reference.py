@@ -144,13 +144,13 @@ def cmd_fixtures(args):
 
 def cmd_train(args):
     torch.set_num_threads(args.threads)
-    cfg = dict(n_layer=args.layers, n_head=args.heads, n_embd=args.embd, block_size=args.context, vocab_size=65)
+    cfg = dict(n_layer=args.layers, n_head=args.heads, n_embd=args.embd, block_size=args.context, vocab_size=args.vocab)
     params = init_params(cfg, 0)
     optimizer = make_optimizer(params, 1e-3, (0.9, 0.99), 1e-8, 0.1)
     g = torch.Generator().manual_seed(0)
     times = []
     for step in range(args.warmup + args.steps):
-        data = torch.randint(0, 65, (args.batch, args.context + 1), generator=g)
+        data = torch.randint(0, args.vocab, (args.batch, args.context + 1), generator=g)
         x, y = data[:, :-1], data[:, 1:]
         t0 = time.perf_counter()
         _, loss = forward(params, cfg, x, y, sdpa=True)
@@ -278,6 +278,7 @@ def main():
         p.add_argument("--embd", type=int, default=128)
         p.add_argument("--context", type=int, default=64)
         p.add_argument("--batch", type=int, default=12)
+        p.add_argument("--vocab", type=int, default=65)
         p.add_argument("--threads", type=int, default=os.cpu_count())
         p.add_argument("--steps", type=int, default=20)
         p.add_argument("--warmup", type=int, default=3)
