@@ -55,7 +55,7 @@ final class TrainReporter: TrainingRunDelegate {
     /// Figures of the objective besides the loss (DPO's rewards), since the last call: for
     /// the training steps, or (true) for the validation just done. Logged, and the progress
     /// line shows rewards/accuracies and rewards/margins.
-    var metrics: ((_ validation: Bool) -> (loss: Double, values: [(String, Double)]))?
+    var metrics: ((_ validation: Bool) -> [(String, Double)])?
 
     init(quiet: Bool, printEvery: Int, logPath: String?) throws {
         self.quiet = quiet
@@ -79,7 +79,7 @@ final class TrainReporter: TrainingRunDelegate {
     }
 
     func trainingRun(_ run: TrainingRun, finished r: TrainingRun.StepReport) {
-        let values = metrics?(false).values ?? []
+        let values = metrics?(false) ?? []
         write("{\"step\":\(r.step),\"loss\":\(r.loss),\"lr\":\(r.learningRate),\"tokens_per_s\":\(Int(r.tokensPerSecond)),\"ms\":\(String(format: "%.2f", r.milliseconds))"
               + values.map { ",\"\($0.0)\":\($0.1)" }.joined() + "}")
         if quiet { return }
@@ -104,7 +104,7 @@ final class TrainReporter: TrainingRunDelegate {
     }
 
     func trainingRun(_ run: TrainingRun, validated loss: Float, atStep step: Int) {
-        let values = metrics?(true).values ?? []
+        let values = metrics?(true) ?? []
         write("{\"step\":\(step),\"val_loss\":\(loss)" + values.map { ",\"val_\($0.0)\":\($0.1)" }.joined() + "}")
     }
 
@@ -114,6 +114,36 @@ final class TrainReporter: TrainingRunDelegate {
     func finish() {
         if !quiet && tty && drawn { fputs("\n", stderr); drawn = false }
     }
+}
+
+/// Runs `run` to its end with `reporter` as its delegate and Ctrl-C/SIGTERM caught, and says
+/// how it ended. Returns the exit status: 0, or 130 when interrupted (the checkpoint in `out`
+/// holds the last step). `lossLabel` names the loss in the closing line.
+func runToEnd(_ run: TrainingRun, reporter: TrainReporter, out: String, quiet: Bool, lossLabel: String) throws -> Int32 {
+    run.delegate = reporter
+    Interrupt.install()
+    let outcome = try withExtendedLifetime(reporter) {
+        do { return try run.run() } catch { reporter.finish(); throw error }
+    }
+    reporter.finish()
+    if case .stopped(let step) = outcome {
+        if !quiet { note("interrupted: saved \(out) at step \(step); continue with --resume") }
+        return 130
+    }
+    if !quiet {
+        let v = run.lastValidationLoss.map { String(format: ", val loss %.4f", $0) } ?? ""
+        note("saved \(out): step \(run.trainer.step), \(lossLabel) \(String(format: "%.4f", run.lastLoss))\(v), \(formatDuration(reporter.elapsed))")
+    }
+    return 0
+}
+
+/// The output a run writes beside the model it starts from: `gpt2/` or `m.safetensors` with
+/// `suffix` (e.g. "-finetuned.safetensors") in place of the extension or trailing slash.
+func outputBeside(_ from: String, suffix: String) -> String {
+    var stem = from
+    while stem.count > 1 && stem.hasSuffix("/") { stem.removeLast() }   // a Hugging Face folder given as gpt2/
+    if stem.hasSuffix(".safetensors") { stem.removeLast(".safetensors".count) }
+    return stem + suffix
 }
 
 /// Columns of the terminal on stderr (80 when it cannot tell).

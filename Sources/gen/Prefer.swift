@@ -59,12 +59,7 @@ struct PreferOptions {
         guard beta > 0 else { throw GenError.usage("--beta must be more than 0", setting: "beta") }
         if adapter != nil && a.has("lora") { throw GenError.usage("--adapter trains the adapters given; --lora makes new ones: use one of them") }
         train = try TrainOptions(a, finetune: true)
-        if !a.has("out") {
-            var stem = from
-            while stem.count > 1 && stem.hasSuffix("/") { stem.removeLast() }
-            if stem.hasSuffix(".safetensors") { stem.removeLast(".safetensors".count) }
-            train.out = stem + (train.lora == nil && adapter == nil ? "-dpo.safetensors" : "-dpo-lora")
-        }
+        if !a.has("out") { train.out = outputBeside(from, suffix: train.lora == nil && adapter == nil ? "-dpo.safetensors" : "-dpo-lora") }
     }
 
     var adapterRun: Bool { train.lora != nil || adapter != nil }
@@ -135,28 +130,11 @@ struct PreferOptions {
         let run = TrainingRun(trainer: trainer, source: source, validation: validation, options: options, checkpoint: policy)
         if train.resume { try run.resume(modelMetadata: metadata) }
         let reporter = try TrainReporter(quiet: quiet, printEvery: train.printEvery, logPath: train.log)
-        reporter.metrics = { validation in
-            let m = objective.take(validation: validation)
-            return (m.meanLoss, m.values)
-        }
-        run.delegate = reporter
+        reporter.metrics = { objective.take(validation: $0).values }
         if !quiet {
             let what = train.resume ? "resuming \(train.out) at step \(trainer.step)" : "preference-tuning \(from)" + (adapterRun ? " (LoRA adapters)" : "")
             note("\(what): \(n - nVal) pairs train, \(nVal) validate; beta \(beta); \(P) pairs per batch, \(T) positions; \(train.options.threads) threads")
         }
-        Interrupt.install()
-        let outcome = try withExtendedLifetime(reporter) {
-            do { return try run.run() } catch { reporter.finish(); throw error }
-        }
-        reporter.finish()
-        if case .stopped(let step) = outcome {
-            if !quiet { note("interrupted: saved \(train.out) at step \(step); continue with --resume") }
-            return 130
-        }
-        if !quiet {
-            let v = run.lastValidationLoss.map { String(format: ", val loss %.4f", $0) } ?? ""
-            note("saved \(train.out): step \(trainer.step), loss \(String(format: "%.4f", run.lastLoss))\(v), \(formatDuration(reporter.elapsed))")
-        }
-        return 0
+        return try runToEnd(run, reporter: reporter, out: train.out, quiet: quiet, lossLabel: "loss")
     }
 }

@@ -118,12 +118,7 @@ struct TrainOptions {
         } else if a.has("lora-alpha") || a.has("lora-targets") || a.has("lora-dropout") {
             throw GenError.usage("--lora-alpha, --lora-dropout and --lora-targets go with --lora <r>")
         }
-        if let from, !a.has("out") {
-            var stem = from
-            while stem.count > 1 && stem.hasSuffix("/") { stem.removeLast() }   // a Hugging Face folder given as gpt2/
-            if stem.hasSuffix(".safetensors") { stem.removeLast(".safetensors".count) }
-            out = stem + (lora == nil ? "-finetuned.safetensors" : "-lora")
-        }
+        if let from, !a.has("out") { out = outputBeside(from, suffix: lora == nil ? "-finetuned.safetensors" : "-lora") }
         config = GPTConfig(nLayer: try a.int("layers", min: 1), nHead: try a.int("heads", min: 1), nEmbd: try a.int("embd", min: 1),
                            blockSize: try a.int("context", min: 1), vocabSize: 1)
         tokenizerChoice = a.string("tokenizer")!
@@ -182,26 +177,12 @@ struct TrainOptions {
         let training = TrainingRun(model: model, settings: settings, data: data, trainTokens: nTrain, options: options, checkpoint: policy)
         if resume { try training.resume(modelMetadata: metadata) }
         let reporter = try TrainReporter(quiet: quiet, printEvery: printEvery, logPath: log)
-        training.delegate = reporter
         if !quiet {
             let c = model.config
             let what = resume ? "resuming \(out) at step \(training.trainer.step)" : from.map { "finetuning \($0)" } ?? "training"
             note("\(what): \(c.nLayer) layers, \(c.nHead) heads, \(c.nEmbd) channels, context \(c.blockSize), vocab \(c.vocabSize), \(formatCount(model.parameterCount)) parameters; \(formatCount(nTrain)) training tokens, \(formatCount(data.count - nTrain)) validation; \(options.threads) threads, OpenBLAS \(Machine.matrixKernel)")
         }
-        Interrupt.install()
-        let outcome = try withExtendedLifetime(reporter) {
-            do { return try training.run() } catch { reporter.finish(); throw error }
-        }
-        reporter.finish()
-        if case .stopped(let step) = outcome {
-            if !quiet { note("interrupted: saved \(out) at step \(step); continue with --resume") }
-            return 130
-        }
-        if !quiet {
-            let v = training.lastValidationLoss.map { String(format: ", val loss %.4f", $0) } ?? ""
-            note("saved \(out): step \(training.trainer.step), train loss \(String(format: "%.4f", training.lastLoss))\(v), \(formatDuration(reporter.elapsed))")
-        }
-        return 0
+        return try runToEnd(training, reporter: reporter, out: out, quiet: quiet, lossLabel: "train loss")
     }
 
     /// The model to train, its tokenizer and the metadata its checkpoints carry: the saved run

@@ -162,7 +162,6 @@ public final class DirectPreferenceLoss: TrainingObjective {
                     ("rewards/accuracies", correct / n), ("rewards/margins", (chosenReward - rejectedReward) / n),
                     ("logps/chosen", chosenLogProb / n), ("logps/rejected", rejectedLogProb / n)]
         }
-        public var meanLoss: Double { loss / Double(max(pairs, 1)) }
     }
     /// Training batches' metrics since the last `take(validation: false)`, validation's apart.
     var training = Metrics(), validation = Metrics()
@@ -184,10 +183,11 @@ public final class DirectPreferenceLoss: TrainingObjective {
         return training
     }
 
-    /// Sums -losses over the positions with a target: each row's log-probability.
-    static func sequenceLogProbs(_ acts: Activations, _ batch: TokenBatch, into out: inout [Double]) {
+    /// Sums -losses over the positions with a target: the log-probability of each of the
+    /// batch's first `rows` rows.
+    static func sequenceLogProbs(_ acts: Activations, _ batch: TokenBatch, rows: Int, into out: inout [Double]) {
         let T = batch.T
-        for b in 0..<batch.B {
+        for b in 0..<rows {
             var s = 0.0
             for t in 0..<T where batch.targets.pointer[b * T + t] >= 0 { s -= Double(acts.losses[b * T + t]) }
             out[b] = s
@@ -231,7 +231,7 @@ public final class DirectPreferenceLoss: TrainingObjective {
                            gradients: GradientViews, microBatches: Int) -> Float {
         let B = batch.B, T = batch.T
         GPT.forward(model.views, model.config, acts, tokens: batch.inputs.pointer, targets: batch.targets.pointer, B: B, t: T)
-        Self.sequenceLogProbs(acts, batch, into: &rowLogProbs)
+        Self.sequenceLogProbs(acts, batch, rows: batch.B, into: &rowLogProbs)
         let loss = pairLosses(batch, into: &training, scale: 1 / Float(B / 2 * microBatches), weights: weights.pointer)
         GPT.backward(model.views, gradients.base, lora: gradients.lora, model.config, acts, tokens: batch.inputs.pointer,
                      targets: batch.targets.pointer, B: B, t: T, lossScale: 1, rowScales: weights.pointer)
@@ -240,7 +240,7 @@ public final class DirectPreferenceLoss: TrainingObjective {
 
     public func loss(_ model: GPTModel, _ acts: Activations, _ batch: TokenBatch) -> Float {
         GPT.forward(model.views, model.config, acts, tokens: batch.inputs.pointer, targets: batch.targets.pointer, B: batch.B, t: batch.T)
-        Self.sequenceLogProbs(acts, batch, into: &rowLogProbs)
+        Self.sequenceLogProbs(acts, batch, rows: batch.B, into: &rowLogProbs)
         return pairLosses(batch, into: &validation, scale: 0, weights: nil)
     }
 
@@ -265,7 +265,7 @@ public final class DirectPreferenceLoss: TrainingObjective {
                     PreferenceBatches.write(pair.prompt, pair.rejected, row: 2 * i + 1, id: start + i, batch)
                 }
                 GPT.forward(model.views, model.config, acts, tokens: batch.inputs.pointer, targets: batch.targets.pointer, B: 2 * n, t: T)
-                sequenceLogProbs(acts, batch, into: &rows)
+                sequenceLogProbs(acts, batch, rows: 2 * n, into: &rows)
                 for r in 0..<(2 * n) { out[2 * start + r] = rows[r] }
                 start += n
             }
