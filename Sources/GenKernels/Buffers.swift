@@ -33,6 +33,19 @@ public final class FloatBuffer {
     public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
 }
 
+/// One allocation of bytes (page-aligned, zeroed), for weights kept in 8 bits.
+public final class ByteBuffer {
+    public let pointer: UnsafeMutablePointer<Int8>
+    public let count: Int
+    let floats: FloatBuffer
+
+    public init(count: Int) {
+        self.count = count
+        floats = FloatBuffer(count: (count + 3) / 4, hugePages: true)
+        pointer = UnsafeMutableRawPointer(floats.pointer).bindMemory(to: Int8.self, capacity: max(1, count))
+    }
+}
+
 /// One allocation of Int32 token ids.
 public final class TokenBuffer {
     public let pointer: UnsafeMutablePointer<Int32>

@@ -16,12 +16,14 @@ struct EvalOptions {
         options: [
             fromOption,
             adapterOption,
+            weightsOption,
             threadsOption,
             OptionSpec(name: "json", value: nil, help: "Print {\"loss\", \"perplexity\", \"bits_per_byte\", \"tokens\", \"bytes\"}."),
         ])
 
     var from: String
     var adapter: String?
+    var weights: String
     var text: String
     var threads: Int
     var json: Bool
@@ -29,13 +31,14 @@ struct EvalOptions {
     init(_ a: ParsedArguments) throws {
         from = a.string("from")!
         adapter = a.string("adapter")
+        weights = try a.choice("weights", ["fp32", "int8"])
         text = a.positionals[0]
         threads = try threadCount(a)
         json = a.has("json")
     }
 
     func run() throws -> Int32 {
-        let ck = try loadModel(from, adapter: adapter)
+        let ck = try loadModel(from, adapter: adapter, weights: weights)
         let files = try CorpusFiles([text], folder: NSTemporaryDirectory())
         let r: Evaluator.Result
         do {

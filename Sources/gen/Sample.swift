@@ -18,6 +18,7 @@ struct SampleOptions {
         options: [
             fromOption,
             adapterOption,
+            weightsOption,
             OptionSpec(name: "prompt", short: "p", value: "text", help: "Text to continue."),
             OptionSpec(name: "prompt-file", short: "f", value: "file", help: "Read the prompt from this file."),
             OptionSpec(name: "max-tokens", short: "n", value: "n", help: "Tokens to generate per sample.", defaultValue: "500"),
@@ -37,6 +38,7 @@ struct SampleOptions {
 
     var from: String
     var adapter: String?
+    var weights: String
     var prompt: String?
     var promptFile: String?
     var parameters = SamplingParameters()
@@ -52,6 +54,7 @@ struct SampleOptions {
     init(_ a: ParsedArguments) throws {
         from = a.string("from")!
         adapter = a.string("adapter")
+        weights = try a.choice("weights", ["fp32", "int8"])
         prompt = a.string("prompt")
         promptFile = a.string("prompt-file")
         parameters.temperature = try a.float("temperature", min: 0)
@@ -74,7 +77,7 @@ struct SampleOptions {
     }
 
     func run() throws -> Int32 {
-        let ck = try loadModel(from, adapter: adapter)
+        let ck = try loadModel(from, adapter: adapter, weights: weights)
         let generator = try Generator(model: ck.model, tokenizer: ck.tokenizer, parameters: parameters, seed: seed, threads: threads)
         func jsonLine(_ prompt: String, _ c: Generator.Completion) -> String {
             "{\"prompt\":\(jsonString(prompt)),\"completion\":\(jsonString(c.text)),\"tokens\":\(c.tokens),\"tokens_per_s\":\(String(format: "%.1f", c.tokensPerSecond))}\n"

@@ -45,6 +45,7 @@ import GenKernels
     @Test func variantsAreRefused() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-hf-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.root + "/lmhead/config.json"))) as! [String: Any]
         for (key, value, message) in [("scale_attn_by_inverse_layer_idx", true as Any, "scale_attn_by_inverse_layer_idx"),
                                       ("reorder_and_upcast_attn", true, "reorder_and_upcast_attn"),
@@ -72,6 +73,7 @@ import GenKernels
         let ck = try Checkpoint.load(Self.root + "/lmhead")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-v1-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
         let path = dir.appendingPathComponent("m.safetensors").path
         try ck.save(path)
         let file = try SafeTensorsFile(path: path)

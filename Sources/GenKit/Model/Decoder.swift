@@ -83,7 +83,11 @@ public final class Decoder {
                           attention: .cached(keys: kCache + l * T * C, values: vCache + l * T * C, scores: scores, position: pos))
         }
         LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: p.lnfw, bias: p.lnfb, M: 1, C: C, eps: config.layerNormEpsilon)
-        Matmul.vectorForwardTransposed(logits, xn, p.wte, K: C, N: V)
+        if let wte = p.int8?.wte {
+            Int8Blocks.vectorForward(logits, xn, q: wte.q, scales: wte.scales, bias: nil, K: C, N: V)
+        } else {
+            Matmul.vectorForwardTransposed(logits, xn, p.wte, K: C, N: V)
+        }
         length += 1
     }
 

@@ -41,4 +41,17 @@ public final class GPTModel {
     }
 
     public var parameterCount: Int { layout.count }
+
+    /// The 8-bit copy of the weights, if `roundToInt8` made one.
+    public var int8: Int8Weights? { views.int8 }
+
+    /// Rounds the four projections of every block and the token embeddings to 8 bits in blocks
+    /// of 32 values with one scale each (`Int8Blocks`), and keeps the 8-bit copy, which every
+    /// single-position pass (decoding) then reads: a quarter of the bytes. The fp32 weights are
+    /// overwritten with the rounded values, so batched passes (a prompt, evaluation) compute the
+    /// same model. Cannot be undone; done once.
+    public func roundToInt8() {
+        guard views.int8 == nil else { return }
+        views.int8 = Int8Weights(views, config: config)
+    }
 }

@@ -9,21 +9,27 @@ public struct Linear {
     let bias: UnsafeMutablePointer<Float>     // (N)
     let K: Int, N: Int
     var lora: LoRAWeights? = nil
+    /// The weight in 8 bits (its fp32 values rounded to match), read by single rows.
+    var int8: Int8Matrix? = nil
 
-    public init(weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>, K: Int, N: Int, lora: LoRAWeights? = nil) {
+    public init(weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>, K: Int, N: Int,
+                lora: LoRAWeights? = nil, int8: Int8Matrix? = nil) {
         self.weight = weight
         self.bias = bias
         self.K = K
         self.N = N
         self.lora = lora
+        self.int8 = int8
     }
 
     /// inp (M,K) -> out (M,N). One row (decoding) streams the weights once; more rows go to
-    /// sgemm. With an adapter, `u` (M,r) keeps scaling·(inp·Aᵀ) for the backward pass.
+    /// sgemm. With an 8-bit copy, one row reads that instead. With an adapter, `u` (M,r) keeps scaling·(inp·Aᵀ) for the backward pass.
     /// With `mask` (0 or 1/(1-p), (M,K)), the adapter sees the dropped input, kept in `dropped`.
     public func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, M: Int, u: UnsafeMutablePointer<Float>? = nil,
                         mask: UnsafePointer<Float>? = nil, dropped: UnsafeMutablePointer<Float>? = nil) {
-        if M == 1 {
+        if M == 1, let int8 {
+            Int8Blocks.vectorForward(out, inp, q: int8.q, scales: int8.scales, bias: bias, K: K, N: N)
+        } else if M == 1 {
             Matmul.vectorForward(out, inp, weight, bias, K: K, N: N)
         } else {
             Matmul.forward(out, inp, weight, bias, M: M, K: K, N: N)

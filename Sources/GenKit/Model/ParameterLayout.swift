@@ -107,6 +107,8 @@ public struct ParameterViews {
     let C: Int, H: Int
     /// Adapters beside the projections, if any.
     public var lora: LoRAViews?
+    /// The projections and embeddings in 8 bits, if the model was rounded to them.
+    var int8: Int8Weights?
 
     public init(_ base: UnsafeMutablePointer<Float>, _ layout: ParameterLayout) {
         wte = base + layout.offset(.wte)
@@ -133,10 +135,10 @@ public struct ParameterViews {
     public func layer(_ l: Int) -> BlockWeights {
         let C = self.C, H = self.H
         return BlockWeights(ln1w: ln1w + l * C, ln1b: ln1b + l * C,
-                            attn: Linear(weight: qkvw + l * 3 * C * C, bias: qkvb + l * 3 * C, K: C, N: 3 * C, lora: lora?.weights(layer: l, .attn)),
-                            proj: Linear(weight: attprojw + l * C * C, bias: attprojb + l * C, K: C, N: C, lora: lora?.weights(layer: l, .attnProj)),
+                            attn: Linear(weight: qkvw + l * 3 * C * C, bias: qkvb + l * 3 * C, K: C, N: 3 * C, lora: lora?.weights(layer: l, .attn), int8: int8?.matrix(layer: l, 0)),
+                            proj: Linear(weight: attprojw + l * C * C, bias: attprojb + l * C, K: C, N: C, lora: lora?.weights(layer: l, .attnProj), int8: int8?.matrix(layer: l, 1)),
                             ln2w: ln2w + l * C, ln2b: ln2b + l * C,
-                            fc: Linear(weight: fcw + l * C * H, bias: fcb + l * H, K: C, N: H, lora: lora?.weights(layer: l, .fc)),
-                            fcproj: Linear(weight: fcprojw + l * H * C, bias: fcprojb + l * C, K: H, N: C, lora: lora?.weights(layer: l, .mlpProj)))
+                            fc: Linear(weight: fcw + l * C * H, bias: fcb + l * H, K: C, N: H, lora: lora?.weights(layer: l, .fc), int8: int8?.matrix(layer: l, 2)),
+                            fcproj: Linear(weight: fcprojw + l * H * C, bias: fcprojb + l * C, K: H, N: C, lora: lora?.weights(layer: l, .mlpProj), int8: int8?.matrix(layer: l, 3)))
     }
 }

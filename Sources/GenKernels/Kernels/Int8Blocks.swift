@@ -1,0 +1,194 @@
+/// Weights in 8 bits for decoding: each row of K values is cut into blocks of 32, and a block
+/// is stored as 32 signed bytes q and one Float scale s, the value being q·s (s = max|w|/127,
+/// q = w/s rounded to nearest; llama.cpp's Q8_0 with an fp32 scale). A row is padded with
+/// zero bytes to a whole number of blocks. Decoding reads a quarter of the bytes of fp32.
+public enum Int8Blocks {
+    public static let block = 32
+
+    /// Blocks in a row of K values.
+    public static func blocks(K: Int) -> Int { (K + block - 1) / block }
+
+    /// Where value k of a row is stored: in groups of 64 values (two blocks), byte 4i+j holds
+    /// value 16j+i, so that one 64-byte load gives four 16-lane vectors by shifts; a last whole
+    /// block after the groups likewise in 8 lanes (byte 4i+j holds value 8j+i); a last partial
+    /// block in order.
+    @inline(__always)
+    static func slot(_ k: Int, K: Int) -> Int {
+        let groups = K / 64 * 64
+        if k < groups {
+            let g = k / 64 * 64, r = k - g
+            return g + 4 * (r % 16) + r / 16
+        }
+        if K - groups >= 32 && k < groups + 32 {
+            let r = k - groups
+            return groups + 4 * (r % 8) + r / 8
+        }
+        return k
+    }
+
+    /// Quantizes the N rows of a weight stored (K,N) (row n is column n: element (n,k) at
+    /// w[k·N + n]) into q (N, blocks·32) and scales (N, blocks), and writes each value's
+    /// rounded q·s back into w, so that a pass through w computes what a pass through q does.
+    /// Walks w in order, a block of 32 input rows at a time.
+    public static func quantize(columnsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
+                                q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) {
+        let nb = blocks(K: K), stride = nb * block
+        let inverse = FloatBuffer(count: N)
+        for b in 0..<nb {
+            let k0 = b * block, k1 = min(K, k0 + block)
+            let amax = inverse.pointer
+            amax.update(repeating: 0, count: N)
+            for k in k0..<k1 {
+                let row = w + k * N
+                for n in 0..<N { amax[n] = max(amax[n], abs(row[n])) }
+            }
+            for n in 0..<N {
+                let s = amax[n] / 127
+                scales[n * nb + b] = s
+                amax[n] = s > 0 ? 1 / s : 0
+            }
+            for k in k0..<k1 {
+                let row = w + k * N, at = slot(k, K: K)
+                for n in 0..<N {
+                    let v = Int8((row[n] * inverse.pointer[n]).rounded())
+                    q[n * stride + at] = v
+                    row[n] = Float(v) * scales[n * nb + b]
+                }
+            }
+        }
+        for n in 0..<N { for k in K..<stride { q[n * stride + slot(k, K: K)] = 0 } }
+    }
+
+    /// The same for a weight stored (N,K), one row per output (the tied embedding).
+    public static func quantize(rowsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
+                                q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) {
+        let nb = blocks(K: K), stride = nb * block
+        for n in 0..<N {
+            let row = w + n * K, qRow = q + n * stride
+            for k in K..<stride { qRow[slot(k, K: K)] = 0 }
+            for b in 0..<nb {
+                let k0 = b * block, k1 = min(K, k0 + block)
+                var amax: Float = 0
+                for k in k0..<k1 { amax = max(amax, abs(row[k])) }
+                let s = amax / 127
+                let inverse: Float = s > 0 ? 1 / s : 0
+                scales[n * nb + b] = s
+                for k in k0..<k1 {
+                    let v = Int8((row[k] * inverse).rounded())
+                    qRow[slot(k, K: K)] = v
+                    row[k] = Float(v) * s
+                }
+            }
+        }
+    }
+
+    /// y (N) = bias (N) + W (N,K) · x (K), W the dequantized rows of q and scales as
+    /// `quantize` wrote them. Split across the pool by groups of four rows.
+    public static func vectorForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                     q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                                     K: Int, N: Int) {
+        BLAS.keepSingleThreaded()
+        let groups = (N + 3) / 4
+        Parallel.forRanges(groups, minimumPerThread: K * N >= 1 << 15 ? 8 : 1 << 30,
+                           Rows(y: y, x: x, q: q, scales: scales, bias: bias, K: K, N: N))
+    }
+
+    /// The 64 bytes at p, stored interleaved by `quantize` (byte 4i+j holds value 16j+i of the
+    /// group), as four vectors of values 0–15, 16–31, 32–47 and 48–63. Bytes are taken from
+    /// 32-bit lanes by shifts, and made floats by adding them to the mantissa of 1.5·2²³.
+    @inline(__always)
+    static func load64(_ p: UnsafePointer<Int8>) -> (Float32x16, Float32x16, Float32x16, Float32x16) {
+        let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Int32>.self)
+        let magic = SIMD16<Int32>(repeating: 0x4B40_0000), offset = Float32x16(repeating: 12_582_912)
+        @inline(__always) func float(_ i: SIMD16<Int32>) -> Float32x16 { unsafeBitCast(i &+ magic, to: Float32x16.self) - offset }
+        return (float((v &<< 24) &>> 24), float((v &<< 16) &>> 24), float((v &<< 8) &>> 24), float(v &>> 24))
+    }
+
+    /// 32 bytes stored as `slot` lays out a last whole block: two 8-lane halves of values 0–7
+    /// and 8–15 … as four vectors.
+    @inline(__always)
+    static func load32(_ p: UnsafePointer<Int8>) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
+        let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Int32>.self)
+        let magic = SIMD8<Int32>(repeating: 0x4B40_0000), offset = SIMD8<Float>(repeating: 12_582_912)
+        @inline(__always) func float(_ i: SIMD8<Int32>) -> SIMD8<Float> { unsafeBitCast(i &+ magic, to: SIMD8<Float>.self) - offset }
+        return (float((v &<< 24) &>> 24), float((v &<< 16) &>> 24), float((v &<< 8) &>> 24), float(v &>> 24))
+    }
+
+    struct Rows: RangeKernel {
+        let y: UnsafeMutablePointer<Float>
+        let x: UnsafePointer<Float>
+        let q: UnsafePointer<Int8>
+        let scales: UnsafePointer<Float>
+        let bias: UnsafePointer<Float>?
+        let K, N: Int
+
+        func run(_ range: Range<Int>) {
+            let nb = Int8Blocks.blocks(K: K), stride = nb * block
+            for g in range {
+                let n0 = g * 4
+                if n0 + 4 <= N {
+                    four(n0, nb: nb, stride: stride)
+                } else {
+                    for n in n0..<N { y[n] = rest(q + n * stride, scales + n * nb, from: 0) + (bias?[n] ?? 0) }
+                }
+            }
+        }
+
+        /// Rows n0..<n0+4, sharing each group of x between them.
+        @inline(__always)
+        func four(_ n0: Int, nb: Int, stride: Int) {
+            let q0 = q + n0 * stride, q1 = q0 + stride, q2 = q1 + stride, q3 = q2 + stride
+            let s0 = scales + n0 * nb, s1 = s0 + nb, s2 = s1 + nb, s3 = s2 + nb
+            var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
+            let groups = K / 64
+            for g in 0..<groups {
+                let k = g * 64, b = 2 * g
+                let x0 = load16(x + k), x1 = load16(x + k + 16), x2 = load16(x + k + 32), x3 = load16(x + k + 48)
+                @inline(__always) func add(_ a: inout Float32x16, _ qr: UnsafePointer<Int8>, _ sr: UnsafePointer<Float>) {
+                    let (f0, f1, f2, f3) = load64(qr + k)
+                    a = a.addingProduct(Float32x16(repeating: sr[b]), (f0 * x0).addingProduct(f1, x1))
+                    a = a.addingProduct(Float32x16(repeating: sr[b + 1]), (f2 * x2).addingProduct(f3, x3))
+                }
+                add(&a0, q0, s0); add(&a1, q1, s1); add(&a2, q2, s2); add(&a3, q3, s3)
+            }
+            let k = groups * 64
+            let r0 = a0.sum() + rest(q0, s0, from: k), r1 = a1.sum() + rest(q1, s1, from: k)
+            let r2 = a2.sum() + rest(q2, s2, from: k), r3 = a3.sum() + rest(q3, s3, from: k)
+            if let bias {
+                y[n0] = r0 + bias[n0]; y[n0 + 1] = r1 + bias[n0 + 1]; y[n0 + 2] = r2 + bias[n0 + 2]; y[n0 + 3] = r3 + bias[n0 + 3]
+            } else {
+                y[n0] = r0; y[n0 + 1] = r1; y[n0 + 2] = r2; y[n0 + 3] = r3
+            }
+        }
+
+        /// One row's values from k0 (0 or the end of the 64-groups) to K.
+        @inline(__always)
+        func rest(_ qr: UnsafePointer<Int8>, _ sr: UnsafePointer<Float>, from k0: Int) -> Float {
+            var total: Float = 0
+            var k = k0
+            if k == 0 {
+                var a = Float32x16()
+                while k + 64 <= K {
+                    let (f0, f1, f2, f3) = load64(qr + k)
+                    a = a.addingProduct(Float32x16(repeating: sr[k / 32]), (f0 * load16(x + k)).addingProduct(f1, load16(x + k + 16)))
+                    a = a.addingProduct(Float32x16(repeating: sr[k / 32 + 1]), (f2 * load16(x + k + 32)).addingProduct(f3, load16(x + k + 48)))
+                    k += 64
+                }
+                total = a.sum()
+            }
+            if k + 32 <= K {
+                let (f0, f1, f2, f3) = load32(qr + k)
+                @inline(__always) func x8(_ i: Int) -> SIMD8<Float> { UnsafeRawPointer(x + k + 8 * i).loadUnaligned(as: SIMD8<Float>.self) }
+                let t = (f0 * x8(0)).addingProduct(f1, x8(1)).addingProduct(f2, x8(2)).addingProduct(f3, x8(3))
+                total += t.sum() * sr[k / 32]
+                k += 32
+            }
+            if k < K {
+                var t: Float = 0
+                for i in k..<K { t += Float(qr[i]) * x[i] }
+                total += t * sr[k / 32]
+            }
+            return total
+        }
+    }
+}

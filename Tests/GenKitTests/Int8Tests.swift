@@ -1,0 +1,69 @@
+import Testing
+import GenKit
+import GenKernels
+
+/// Weights in 8 bits: the rounding, the matrix-vector kernel that reads them, and a decoder on
+/// them against the full forward pass of the rounded model.
+@Suite struct Int8Tests {
+    /// Every value is rounded to the nearest multiple of its block's scale (max|w|/127), the
+    /// stored bytes give the same values, and the kernel's product equals the fp32 product of
+    /// the rounded weights, for row lengths with whole 64-groups, a last whole block of 32, a
+    /// partial block, and row counts not a multiple of four.
+    @Test(arguments: [(128, 9), (288, 13), (77, 6), (3, 5), (160, 4), (1000, 3)])
+    func kernelMatchesRoundedProduct(_ shape: (Int, Int)) {
+        let (K, N) = shape
+        var rng = Random(seed: UInt64(K * 31 + N))
+        let original = randomArray(K * N, &rng), x = randomArray(K, &rng), bias = randomArray(N, &rng)
+        var w = original, wt = (0..<(N * K)).map { original[($0 % K) * N + $0 / K] }   // (K,N) and its transpose (N,K)
+        let nb = Int8Blocks.blocks(K: K)
+        var q = [Int8](repeating: 0, count: N * nb * 32), s = [Float](repeating: 0, count: N * nb)
+        var qt = q, st = s
+        Int8Blocks.quantize(columnsOf: &w, K: K, N: N, q: &q, scales: &s)
+        Int8Blocks.quantize(rowsOf: &wt, K: K, N: N, q: &qt, scales: &st)
+        #expect(q == qt && s == st, "both layouts give the same bytes")
+        for n in 0..<N {
+            for b in 0..<nb {
+                let ks = (b * 32)..<min(K, b * 32 + 32)
+                let amax = ks.map { abs(original[$0 * N + n]) }.max()!
+                #expect(s[n * nb + b] == amax / 127)
+                for k in ks {
+                    let r = w[k * N + n]
+                    #expect(abs(r - original[k * N + n]) <= s[n * nb + b] * 0.5001, "(\(n),\(k))")
+                    #expect(r == wt[n * K + k])
+                    #expect(abs(r / s[n * nb + b]).rounded() <= 127)
+                }
+            }
+        }
+        var y = [Float](repeating: 0, count: N), y0 = [Float](repeating: 0, count: N)
+        Int8Blocks.vectorForward(&y, x, q: q, scales: s, bias: bias, K: K, N: N)
+        Int8Blocks.vectorForward(&y0, x, q: q, scales: s, bias: nil, K: K, N: N)
+        var ref = bias
+        for n in 0..<N { for k in 0..<K { ref[n] += x[k] * w[k * N + n] } }
+        #expect(relativeError(y, ref) < 1e-5)
+        #expect(relativeError(zip(y0, bias).map(+), ref) < 1e-5)
+    }
+
+    /// A decoder on a model rounded to 8 bits (reading the bytes) gives the logits of the full
+    /// forward pass through the rounded fp32 weights; the rounding moves them, but little.
+    @Test func decoderMatchesRoundedForward() throws {
+        let f = try ParityTests.load("gpt_odd")
+        let exact = try loadModel(f.file, config: f.config), model = try loadModel(f.file, config: f.config)
+        model.roundToInt8()
+        let c = model.config
+        var rng = Random(seed: 13)
+        let tokens: [Int32] = (0..<c.blockSize).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
+        let acts = Activations(config: c, B: 1, T: c.blockSize, training: false)
+        GPT.forward(exact.views, c, acts, tokens: tokens, targets: nil, B: 1, t: c.blockSize)
+        let unrounded = Array(UnsafeBufferPointer(start: acts.logits, count: c.blockSize * c.vocabSize))
+        GPT.forward(model.views, c, acts, tokens: tokens, targets: nil, B: 1, t: c.blockSize)
+        let full = Array(UnsafeBufferPointer(start: acts.logits, count: c.blockSize * c.vocabSize))
+        #expect(full != unrounded)
+        #expect(relativeError(full, unrounded) < 0.05)
+        let decoder = Decoder(model: model)
+        for (t, tok) in tokens.enumerated() {
+            decoder.feed(tok)
+            let step = Array(UnsafeBufferPointer(start: decoder.logits, count: c.vocabSize))
+            #expect(relativeError(step, Array(full[(t * c.vocabSize)..<((t + 1) * c.vocabSize)])) < 1e-5, "position \(t)")
+        }
+    }
+}
