@@ -3,7 +3,8 @@
 // What gen needs from the C system headers beyond Glibc's Swift module:
 // glibc's heap statistics (mallinfo2) and allocation trace (mtrace), for proving that a
 // training step allocates nothing,
-// and the CPU's spin-wait hint, for the thread pool.
+// the CPU's spin-wait hint, for the thread pool, and a prefetch hint, for kernels that stream
+// weights faster than the hardware prefetchers fetch them.
 #include <malloc.h>
 // mtrace/muntrace log every malloc and free (with libc_malloc_debug.so preloaded).
 #include <mcheck.h>
@@ -14,5 +15,9 @@ static inline void gen_cpu_relax(void) {
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
+}
+
+static inline void gen_prefetch(const void *p) {
+    __builtin_prefetch(p, 0, 3);
 }
 #endif

@@ -33,6 +33,23 @@ public final class FloatBuffer {
     public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
 }
 
+/// dst[0..<count] = src[0..<count], split across the pool in runs of at least a megabyte: the
+/// first touch of fresh pages (which the kernel zeroes) is shared by the threads too.
+public func parallelCopy(_ dst: UnsafeMutableRawPointer, _ src: UnsafeRawPointer, bytes: Int) {
+    let run = 1 << 20
+    Parallel.forRanges((bytes + run - 1) / run, minimumPerThread: 4, ByteRuns(dst: dst, src: src, bytes: bytes, run: run))
+}
+
+struct ByteRuns: RangeKernel {
+    let dst: UnsafeMutableRawPointer
+    let src: UnsafeRawPointer
+    let bytes, run: Int
+    func run(_ r: Range<Int>) {
+        let a = r.lowerBound * run, b = min(bytes, r.upperBound * run)
+        (dst + a).copyMemory(from: src + a, byteCount: b - a)
+    }
+}
+
 /// One allocation of bytes (page-aligned, zeroed), for weights kept in 8 bits.
 public final class ByteBuffer {
     public let pointer: UnsafeMutablePointer<Int8>

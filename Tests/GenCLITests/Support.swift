@@ -67,6 +67,9 @@ func shell(_ script: String, cwd: URL? = nil, env: [String: String] = [:]) throw
 
 /// Runs a program, feeding it `stdin` (nil: /dev/null); waits for it to end.
 func run(_ program: String, _ args: [String], stdin: Data? = nil, cwd: URL? = nil, env: [String: String] = [:]) throws -> RunResult {
+    // A child that exits before reading its input (bad arguments) must fail its test, not end
+    // the test process by SIGPIPE.
+    signal(SIGPIPE, SIG_IGN)
     let p = Process()
     p.executableURL = URL(fileURLWithPath: program)
     p.arguments = args

@@ -52,4 +52,35 @@ import GenKernels
             #expect(relativeError(got, ref) < 1e-5, "after \(n) tokens")
         }
     }
+
+    /// A model arranged for decoding (projections stored transposed) gives the logits of the
+    /// model as it was, batched and token by token; loading with `decoding` arranges it as read.
+    @Test func decodingLayoutComputesTheSameModel() throws {
+        let plain = try model(), arranged = try model()
+        arranged.arrangeForDecoding()
+        #expect(arranged.arrangedForDecoding && !plain.arrangedForDecoding)
+        let c = plain.config
+        var rng = Random(seed: 14)
+        let tokens: [Int32] = (0..<c.blockSize).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
+        let full = fullLogits(plain, tokens)
+        #expect(relativeError(fullLogits(arranged, tokens), full) < 1e-6)
+        expectDecoderMatches(arranged, tokens, full)
+        for folder in ["lmhead", "half"] {
+            let path = HuggingFaceTests.root + "/" + folder
+            let a = try Checkpoint.load(path).model, b = try Checkpoint.load(path, decoding: true).model
+            a.arrangeForDecoding()
+            #expect(b.arrangedForDecoding && a.parameters.array == b.parameters.array, "\(folder)")
+        }
+    }
+
+    /// The transposition behind the layout, over whole 16×16 tiles and ragged edges.
+    @Test(arguments: [(16, 16), (48, 32), (37, 70), (5, 3), (100, 17)])
+    func transposeMatchesNaive(_ shape: (Int, Int)) {
+        let (K, N) = shape
+        var rng = Random(seed: UInt64(K * N))
+        let src = randomArray(K * N, &rng)
+        var dst = [Float](repeating: 0, count: K * N)
+        Matmul.transpose(&dst, src, K: K, N: N)
+        #expect(dst == (0..<(K * N)).map { src[($0 % K) * N + $0 / K] })
+    }
 }

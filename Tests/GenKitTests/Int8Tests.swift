@@ -52,18 +52,9 @@ import GenKernels
         let c = model.config
         var rng = Random(seed: 13)
         let tokens: [Int32] = (0..<c.blockSize).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
-        let acts = Activations(config: c, B: 1, T: c.blockSize, training: false)
-        GPT.forward(exact.views, c, acts, tokens: tokens, targets: nil, B: 1, t: c.blockSize)
-        let unrounded = Array(UnsafeBufferPointer(start: acts.logits, count: c.blockSize * c.vocabSize))
-        GPT.forward(model.views, c, acts, tokens: tokens, targets: nil, B: 1, t: c.blockSize)
-        let full = Array(UnsafeBufferPointer(start: acts.logits, count: c.blockSize * c.vocabSize))
+        let unrounded = fullLogits(exact, tokens), full = fullLogits(model, tokens)
         #expect(full != unrounded)
         #expect(relativeError(full, unrounded) < 0.05)
-        let decoder = Decoder(model: model)
-        for (t, tok) in tokens.enumerated() {
-            decoder.feed(tok)
-            let step = Array(UnsafeBufferPointer(start: decoder.logits, count: c.vocabSize))
-            #expect(relativeError(step, Array(full[(t * c.vocabSize)..<((t + 1) * c.vocabSize)])) < 1e-5, "position \(t)")
-        }
+        expectDecoderMatches(model, tokens, full)
     }
 }

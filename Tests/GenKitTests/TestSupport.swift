@@ -1,6 +1,7 @@
 import Foundation
 import GenKit
 import GenKernels
+import Testing
 
 /// Max-norm relative difference: max|a - b| / max|b| (0 when both are zero).
 func relativeError(_ a: [Float], _ b: [Float]) -> Float {
@@ -55,4 +56,24 @@ func weightedSum(_ a: [Float], _ r: [Float]) -> Double {
 final class KeepBatch: BatchSource {
     func fill(_ batch: TokenBatch) {}
     var state: [UInt64] = [0, 0, 0, 0]
+}
+
+/// The full forward pass's logits at every position of `tokens` (one sequence), (T,V).
+func fullLogits(_ model: GPTModel, _ tokens: [Int32]) -> [Float] {
+    let c = model.config
+    let acts = Activations(config: c, B: 1, T: tokens.count, training: false)
+    GPT.forward(model.views, c, acts, tokens: tokens, targets: nil, B: 1, t: tokens.count)
+    return Array(UnsafeBufferPointer(start: acts.logits, count: tokens.count * c.vocabSize))
+}
+
+/// Feeds `tokens` to a fresh decoder one by one, expecting at each position the logits
+/// `full` (T,V) holds, within `tolerance`.
+func expectDecoderMatches(_ model: GPTModel, _ tokens: [Int32], _ full: [Float], tolerance: Float = 1e-5) {
+    let V = model.config.vocabSize
+    let decoder = Decoder(model: model)
+    for (t, tok) in tokens.enumerated() {
+        decoder.feed(tok)
+        let step = Array(UnsafeBufferPointer(start: decoder.logits, count: V))
+        #expect(relativeError(step, Array(full[(t * V)..<((t + 1) * V)])) < tolerance, "position \(t)")
+    }
 }

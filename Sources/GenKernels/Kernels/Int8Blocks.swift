@@ -1,3 +1,5 @@
+import CSystem
+
 /// Weights in 8 bits for decoding: each row of K values is cut into blocks of 32, and a block
 /// is stored as 32 signed bytes q and one Float scale s, the value being q·s (s = max|w|/127,
 /// q = w/s rounded to nearest; llama.cpp's Q8_0 with an fp32 scale). A row is padded with
@@ -141,8 +143,13 @@ public enum Int8Blocks {
             let s0 = scales + n0 * nb, s1 = s0 + nb, s2 = s1 + nb, s3 = s2 + nb
             var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
             let groups = K / 64
+            // The four rows are one run of 4·stride bytes; fetch the run two groups of rows on,
+            // four lines per step, so that it is in cache when they come.
+            let ahead = UnsafeRawPointer(q0 + 8 * stride)
             for g in 0..<groups {
                 let k = g * 64, b = 2 * g
+                gen_prefetch(ahead + 256 * g); gen_prefetch(ahead + 256 * g + 64)
+                gen_prefetch(ahead + 256 * g + 128); gen_prefetch(ahead + 256 * g + 192)
                 let x0 = load16(x + k), x1 = load16(x + k + 16), x2 = load16(x + k + 32), x3 = load16(x + k + 48)
                 @inline(__always) func add(_ a: inout Float32x16, _ qr: UnsafePointer<Int8>, _ sr: UnsafePointer<Float>) {
                     let (f0, f1, f2, f3) = load64(qr + k)

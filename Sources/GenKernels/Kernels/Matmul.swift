@@ -1,3 +1,4 @@
+import CSystem
 import COpenBLAS
 
 /// Matrix products on OpenBLAS's sgemm. Weights are stored `[in, out]` row-major (the layout of
@@ -67,12 +68,14 @@ public enum Matmul {
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                                _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                                M: Int, K: Int, N: Int) {
-        var beta: Float = 0
-        if let bias {
-            Parallel.forRanges(M, minimumPerThread: 64, FillBias(out: out, bias: bias, N: N))
-            beta = 1
-        }
-        gemm(false, false, M: M, N: N, K: K, inp, lda: K, weight, ldb: N, beta: beta, out, ldc: N)
+        gemm(false, false, M: M, N: N, K: K, inp, lda: K, weight, ldb: N, beta: fill(out, bias, M: M, N: N), out, ldc: N)
+    }
+
+    /// Each row of out (M,N) set to bias, if any; returns the beta that then adds the product.
+    static func fill(_ out: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>?, M: Int, N: Int) -> Float {
+        guard let bias else { return 0 }
+        Parallel.forRanges(M, minimumPerThread: 64, FillBias(out: out, bias: bias, N: N))
+        return 1
     }
 
     struct FillBias: RangeKernel {
@@ -129,11 +132,56 @@ public enum Matmul {
         }
     }
 
-    /// out = inp · weightᵀ (used for the tied output head).
-    /// inp (M,K), weight (N,K) -> out (M,N)
+    /// out = inp · weightᵀ + bias (the tied output head; projections in the decoding layout).
+    /// inp (M,K), weight (N,K), bias (N) or nil -> out (M,N)
     public static func forwardTransposed(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
-                                         _ weight: UnsafePointer<Float>, M: Int, K: Int, N: Int) {
-        gemm(false, true, M: M, N: N, K: K, inp, lda: K, weight, ldb: K, beta: 0, out, ldc: N)
+                                         _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>? = nil,
+                                         M: Int, K: Int, N: Int) {
+        gemm(false, true, M: M, N: N, K: K, inp, lda: K, weight, ldb: K, beta: fill(out, bias, M: M, N: N), out, ldc: N)
+    }
+
+    /// dst (N,K) = srcᵀ, src (K,N): by 16×16 tiles transposed in registers, split across the
+    /// pool by bands of 16 dst rows.
+    public static func transpose(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, K: Int, N: Int) {
+        Parallel.forRanges((N + 15) / 16, minimumPerThread: K * N >= 1 << 16 ? 1 : 1 << 30, Transposer(dst: dst, src: src, K: K, N: N))
+    }
+
+    struct Transposer: RangeKernel {
+        let dst: UnsafeMutablePointer<Float>
+        let src: UnsafePointer<Float>
+        let K, N: Int
+        func run(_ bands: Range<Int>) {
+            withUnsafeTemporaryAllocation(of: Float32x16.self, capacity: 32) { t in
+                let a = t.baseAddress!, b = a + 16
+                for band in bands {
+                    let n0 = band * 16
+                    var k0 = 0
+                    if n0 + 16 <= N {
+                        while k0 + 16 <= K {
+                            for i in 0..<16 { a[i] = load16(src + (k0 + i) * N + n0) }
+                            // Four perfect unshuffles: each rotates the element's 8-bit address
+                            // (row, column) right by one bit, so four of them swap row and column.
+                            for _ in 0..<2 {
+                                for i in 0..<8 {
+                                    b[i] = Float32x16(lowHalf: a[2 * i].evenHalf, highHalf: a[2 * i + 1].evenHalf)
+                                    b[i + 8] = Float32x16(lowHalf: a[2 * i].oddHalf, highHalf: a[2 * i + 1].oddHalf)
+                                }
+                                for i in 0..<8 {
+                                    a[i] = Float32x16(lowHalf: b[2 * i].evenHalf, highHalf: b[2 * i + 1].evenHalf)
+                                    a[i + 8] = Float32x16(lowHalf: b[2 * i].oddHalf, highHalf: b[2 * i + 1].oddHalf)
+                                }
+                            }
+                            for j in 0..<16 { store16(a[j], dst + (n0 + j) * K + k0) }
+                            k0 += 16
+                        }
+                    }
+                    for n in n0..<min(N, n0 + 16) {
+                        let d = dst + n * K
+                        for k in k0..<K { d[k] = src[k * N + n] }
+                    }
+                }
+            }
+        }
     }
 
     /// Backward of `forwardTransposed`.
@@ -174,8 +222,14 @@ public enum Matmul {
                 let w0 = weight + k * N + c0, w1 = w0 + N, w2 = w1 + N, w3 = w2 + N
                 let x0 = Float32x16(repeating: x[k]), x1 = Float32x16(repeating: x[k + 1])
                 let x2 = Float32x16(repeating: x[k + 2]), x3 = Float32x16(repeating: x[k + 3])
+                // Fetch the rows two passes on as these are read (the hardware prefetchers
+                // do not follow four streams N floats apart far enough ahead).
+                let p0 = UnsafeRawPointer(w0 + 8 * N), p1 = p0 + 4 * N, p2 = p1 + 4 * N, p3 = p2 + 4 * N
                 var c = 0
                 while c < v {
+                    if k + 12 <= K {
+                        gen_prefetch(p0 + 4 * c); gen_prefetch(p1 + 4 * c); gen_prefetch(p2 + 4 * c); gen_prefetch(p3 + 4 * c)
+                    }
                     var a = load16(out + c)
                     a = a.addingProduct(x0, load16(w0 + c))
                     a = a.addingProduct(x1, load16(w1 + c))
@@ -198,19 +252,50 @@ public enum Matmul {
     }
 
     /// y (N) = weight (N,K) · x (K): one row through the tied output head, for decoding.
+    /// Four weight rows at a time against x held in cache, the rows ahead fetched as they go.
     public static func vectorForwardTransposed(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                                               _ weight: UnsafePointer<Float>, K: Int, N: Int) {
+                                               _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>? = nil, K: Int, N: Int) {
         BLAS.keepSingleThreaded()
-        Parallel.forRanges(N, minimumPerThread: K * N >= 1 << 16 ? 16 : 1 << 30, VectorRows(y: y, x: x, weight: weight, K: K))
+        Parallel.forRanges((N + 3) / 4, minimumPerThread: K * N >= 1 << 15 ? 8 : 1 << 30,
+                           VectorRows(y: y, x: x, weight: weight, bias: bias, K: K, N: N))
     }
 
     struct VectorRows: RangeKernel {
         let y: UnsafeMutablePointer<Float>
         let x, weight: UnsafePointer<Float>
-        let K: Int
-        func run(_ r: Range<Int>) {
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(r.count), Int32(K), 1, weight + r.lowerBound * K, Int32(K),
-                        x, 1, 0, y + r.lowerBound, 1)
+        let bias: UnsafePointer<Float>?
+        let K, N: Int
+        func run(_ range: Range<Int>) {
+            let v = K / 16 * 16
+            for g in range {
+                let n0 = g * 4
+                guard n0 + 4 <= N else {
+                    for n in n0..<N { y[n] = dot(weight + n * K, x, K) + (bias?[n] ?? 0) }
+                    continue
+                }
+                let w0 = weight + n0 * K, w1 = w0 + K, w2 = w1 + K, w3 = w2 + K
+                // The four rows are one run of 4K floats: fetch the run two groups on.
+                let ahead = UnsafeRawPointer(w0 + 8 * K)
+                var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
+                var k = 0
+                while k < v {
+                    gen_prefetch(ahead + 16 * k); gen_prefetch(ahead + 16 * k + 64)
+                    gen_prefetch(ahead + 16 * k + 128); gen_prefetch(ahead + 16 * k + 192)
+                    let xk = load16(x + k)
+                    a0 = a0.addingProduct(load16(w0 + k), xk)
+                    a1 = a1.addingProduct(load16(w1 + k), xk)
+                    a2 = a2.addingProduct(load16(w2 + k), xk)
+                    a3 = a3.addingProduct(load16(w3 + k), xk)
+                    k += 16
+                }
+                var r0 = a0.sum(), r1 = a1.sum(), r2 = a2.sum(), r3 = a3.sum()
+                while k < K {
+                    r0 += w0[k] * x[k]; r1 += w1[k] * x[k]; r2 += w2[k] * x[k]; r3 += w3[k] * x[k]
+                    k += 1
+                }
+                if let bias { r0 += bias[n0]; r1 += bias[n0 + 1]; r2 += bias[n0 + 2]; r3 += bias[n0 + 3] }
+                y[n0] = r0; y[n0 + 1] = r1; y[n0 + 2] = r2; y[n0 + 3] = r3
+            }
         }
     }
 }

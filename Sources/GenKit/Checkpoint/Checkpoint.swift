@@ -33,17 +33,19 @@ public struct Checkpoint {
     /// Face safetensors file with its config.json beside it.
     /// - Throws: `GenError` saying what is wrong: not safetensors, truncated, wrong version,
     ///   missing tensor, wrong shape, a GPT-2 variant gen does not compute.
-    public static func load(_ path: String) throws -> Checkpoint {
+    /// - Parameter decoding: the model is only to be sampled from: its projections are stored
+    ///   transposed as they are read (`GPTModel.arrangeForDecoding`).
+    public static func load(_ path: String, decoding: Bool = false) throws -> Checkpoint {
         var isDir = ObjCBool(false)
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-            return try HuggingFaceGPT2.load(folder: path)
+            return try HuggingFaceGPT2.load(folder: path, decoding: decoding)
         }
         let file = try SafeTensorsFile(path: path)
         let meta = file.metadata
         let gen = meta["gen_format_version"] ?? (meta["format"] == "gen" ? meta["format_version"] : nil)
         guard let version = gen else {
             if meta["format"] == nil || meta["format"] == "pt" {
-                return try HuggingFaceGPT2.load(file: file, path: path)
+                return try HuggingFaceGPT2.load(file: file, path: path, decoding: decoding)
             }
             throw GenError("\(path): format is \"\(meta["format"]!)\", not a gen or PyTorch safetensors model")
         }
@@ -57,20 +59,22 @@ public struct Checkpoint {
         guard let tokJSON = meta["tokenizer"] else { throw GenError("\(path): no tokenizer in its metadata") }
         let tokenizer: Tokenizer
         do { tokenizer = try makeTokenizer(json: tokJSON) } catch let e as GenError { throw GenError("\(path): \(e.description)") }
-        let model = try loadWeights(config: config, tokenizer: tokenizer, from: [file], name: path) { $0 }
+        let model = try loadWeights(config: config, tokenizer: tokenizer, from: [file], name: path, decoding: decoding) { $0 }
         return Checkpoint(model: model, tokenizer: tokenizer, metadata: meta)
     }
 
     /// A model of `config` with every tensor read from `files` (converted to F32), named by
-    /// `key` (GPT-2's name -> the name in the files, or nil when absent).
+    /// `key` (GPT-2's name -> the name in the files, or nil when absent); with `decoding`, the
+    /// projections are read through a scratch tensor and stored transposed.
     static func loadWeights(config: GPTConfig, tokenizer: Tokenizer, from files: [SafeTensorsFile], name: String,
-                            key: (String) -> String?) throws -> GPTModel {
+                            decoding: Bool = false, key: (String) -> String?) throws -> GPTModel {
         do { try config.validate() } catch let e as GenError { throw GenError("\(name): bad config: \(e.message)") }
         guard tokenizer.vocabSize <= config.vocabSize else {
             throw GenError("\(name): the tokenizer has \(tokenizer.vocabSize) tokens but the model \(config.vocabSize)")
         }
         try Machine.checkFits(config.parameterEstimate * 4, "loading \(name)")
         let model = GPTModel(config: config)
+        let scratch = decoding ? FloatBuffer(count: max(3 * config.nEmbd * config.nEmbd, config.nEmbd * config.hidden)) : nil
         for t in model.layout.tensors {
             guard let k = key(t.name), let file = files.first(where: { $0.entries[k] != nil }), let e = file.entries[k] else {
                 throw GenError("\(name): missing tensor \(t.name)")
@@ -78,10 +82,18 @@ public struct Checkpoint {
             guard e.shape == t.shape else {
                 throw GenError("\(name): tensor \(k) has shape \(e.shape), expected \(t.shape)")
             }
-            do { try file.copyFloats(k, into: model.parameters.pointer + t.offset, count: t.count) } catch let e as GenError {
+            let at = model.parameters.pointer + t.offset
+            do {
+                if let scratch, t.isProjection {
+                    try file.copyFloats(k, into: at, count: t.count, transposing: (t.shape[0], t.shape[1]), scratch: scratch.pointer)
+                } else {
+                    try file.copyFloats(k, into: at, count: t.count)
+                }
+            } catch let e as GenError {
                 throw GenError("\(name): \(e.message)")
             }
         }
+        if decoding { model.markArrangedForDecoding() }
         return model
     }
 
@@ -92,6 +104,7 @@ public struct Checkpoint {
 
     /// Writes the model file whole under a temporary name beside `path`, for `commit`.
     func prepare(_ path: String) throws -> PendingFile {
+        precondition(!model.arrangedForDecoding, "a model arranged for decoding is not saved")
         var meta = metadata
         meta["format"] = "pt"
         meta["format_version"] = nil

@@ -101,10 +101,26 @@ public struct SafeTensorsFile {
 
     /// Copies tensor `name` (F32, or F16 or BF16 converted to F32) into `destination`, which
     /// must hold exactly its elements.
-    public func copyFloats(_ name: String, into destination: UnsafeMutablePointer<Float>, count: Int) throws {
+    /// With `transposing` (K, N) and a scratch of `count` floats, the (K,N) tensor is stored
+    /// transposed, (N,K). F32 data is copied (or transposed) by the pool's threads.
+    public func copyFloats(_ name: String, into destination: UnsafeMutablePointer<Float>, count: Int,
+                           transposing shape: (K: Int, N: Int)? = nil, scratch: UnsafeMutablePointer<Float>? = nil) throws {
         guard let e = entries[name] else { throw GenError("missing tensor \(name)") }
         guard ["F32", "F16", "BF16"].contains(e.dtype) else { throw GenError("tensor \(name) is \(e.dtype), expected F32, F16 or BF16") }
         guard e.count == count else { throw GenError("tensor \(name) has \(e.count) elements, expected \(count)") }
+        if let shape, let scratch {
+            let aligned = bytes.withUnsafeBytes { Int(bitPattern: $0.baseAddress! + dataStart + e.begin) % 4 == 0 }
+            if e.dtype == "F32" && aligned {
+                bytes.withUnsafeBytes { raw in
+                    let src = (raw.baseAddress! + dataStart + e.begin).assumingMemoryBound(to: Float.self)
+                    Matmul.transpose(destination, src, K: shape.K, N: shape.N)
+                }
+            } else {
+                try copyFloats(name, into: scratch, count: count)
+                Matmul.transpose(destination, scratch, K: shape.K, N: shape.N)
+            }
+            return
+        }
         bytes.withUnsafeBytes { raw in
             let src = raw.baseAddress! + dataStart + e.begin
             switch e.dtype {
@@ -113,7 +129,7 @@ public struct SafeTensorsFile {
             case "BF16":
                 for i in 0..<count { destination[i] = Float(bitPattern: UInt32(src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16) }
             default:
-                UnsafeMutableRawPointer(destination).copyMemory(from: src, byteCount: count * 4)
+                parallelCopy(UnsafeMutableRawPointer(destination), src, bytes: count * 4)
             }
         }
     }

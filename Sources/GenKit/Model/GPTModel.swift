@@ -42,6 +42,30 @@ public final class GPTModel {
 
     public var parameterCount: Int { layout.count }
 
+    /// Whether `arrangeForDecoding` has transposed the projections.
+    public var arrangedForDecoding: Bool { views.rows }
+
+    /// Stores the four projections of every block transposed, (N,K), so that a single position
+    /// (decoding) reads each output's weights as one contiguous row — one stream per thread —
+    /// and a batch (a prompt) goes to sgemm with the transposed flag. The model computes the same
+    /// function but can no longer be trained, merged or saved: for a model that is only sampled.
+    public func arrangeForDecoding() {
+        guard !views.rows, views.int8 == nil else { return }
+        let C = config.nEmbd, H = config.hidden
+        let scratch = FloatBuffer(count: max(3 * C * C, C * H))
+        for l in 0..<config.nLayer {
+            let w = views.layer(l)
+            for linear in [w.attn, w.proj, w.fc, w.fcproj] {
+                Matmul.transpose(scratch.pointer, linear.weight, K: linear.K, N: linear.N)
+                linear.weight.update(from: scratch.pointer, count: linear.K * linear.N)
+            }
+        }
+        views.rows = true
+    }
+
+    /// For a loader that stored the projections transposed itself.
+    func markArrangedForDecoding() { views.rows = true }
+
     /// The 8-bit copy of the weights, if `roundToInt8` made one.
     public var int8: Int8Weights? { views.int8 }
 
@@ -52,6 +76,7 @@ public final class GPTModel {
     /// same model. Cannot be undone; done once.
     public func roundToInt8() {
         guard views.int8 == nil else { return }
+        precondition(!views.rows, "round to 8 bits before arranging for decoding")
         views.int8 = Int8Weights(views, config: config)
     }
 }
