@@ -8,6 +8,10 @@ weights in each runtime's format (no network: transformers' GPT2LMHeadModel, see
   gguf FOLDER OUT.gguf --type f32|q8_0
       the folder as a GGUF file for llama.cpp (architecture gpt2, the tied output layer read from
       token_embd), the tokenizer padded with unused tokens to the vocabulary
+  llamacpp OUT.gguf --tokens N --threads T
+      decodes N tokens greedily after a one-token prompt with llama.cpp (llama-cpp-python) and
+      prints {"tokens_per_s"}: the time from the first token's evaluation to the last's, in
+      process, as gen's own figure
   llama2c FOLDER OUT_DIR
       a model of the same width, depth, heads, context and vocabulary in llama2.c's checkpoint
       format (model.bin, version 0 header, shared classifier) with tokenizer.bin: llama2.c runs
@@ -15,7 +19,7 @@ weights in each runtime's format (no network: transformers' GPT2LMHeadModel, see
       GPT-2's 4C GELU MLP: 768 for C 288, as stories15M), so its work per token matches GPT-2's
       shape but its weights are not these
 
-Usage: pip install "torch==2.13.0+cpu" transformers tokenizers safetensors gguf numpy
+Usage: pip install "torch==2.13.0+cpu" transformers tokenizers safetensors gguf numpy llama-cpp-python
 """
 import argparse, json, os, struct
 import numpy as np
@@ -136,6 +140,20 @@ def llama2c(args):
             f.write(struct.pack("fi", 0.0, len(piece)) + piece)
 
 
+def llamacpp(args):
+    import time
+    from llama_cpp import Llama
+    llm = Llama(args.gguf, n_ctx=args.tokens + 1, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+    scores = None
+    start = time.perf_counter()
+    token = 0
+    for _ in range(args.tokens):
+        llm.eval([token])
+        scores = llm.scores[llm.n_tokens - 1]
+        token = int(np.argmax(scores))
+    print(json.dumps({"tokens_per_s": args.tokens / (time.perf_counter() - start)}))
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -145,10 +163,12 @@ def main():
         a.add_argument("--" + name, type=int, default=default)
     a = sub.add_parser("gguf")
     a.add_argument("folder"); a.add_argument("out"); a.add_argument("--type", default="f32", choices=["f32", "q8_0"])
+    a = sub.add_parser("llamacpp")
+    a.add_argument("gguf"); a.add_argument("--tokens", type=int, default=255); a.add_argument("--threads", type=int, default=2)
     a = sub.add_parser("llama2c")
     a.add_argument("folder"); a.add_argument("out")
     args = ap.parse_args()
-    {"hf": hf, "gguf": gguf_file, "llama2c": llama2c}[args.cmd](args)
+    {"hf": hf, "gguf": gguf_file, "llamacpp": llamacpp, "llama2c": llama2c}[args.cmd](args)
 
 
 if __name__ == "__main__":

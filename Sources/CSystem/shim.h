@@ -20,4 +20,9 @@ static inline void gen_cpu_relax(void) {
 static inline void gen_prefetch(const void *p) {
     __builtin_prefetch(p, 0, 3);
 }
+
+// For data read once and not again soon: kept out of the outer caches where the CPU allows.
+static inline void gen_prefetch_once(const void *p) {
+    __builtin_prefetch(p, 0, 0);
+}
 #endif

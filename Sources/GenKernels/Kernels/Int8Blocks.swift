@@ -1,9 +1,11 @@
 import CSystem
 
 /// Weights in 8 bits for decoding: each row of K values is cut into blocks of 32, and a block
-/// is stored as 32 signed bytes q and one Float scale s, the value being q·s (s = max|w|/127,
-/// q = w/s rounded to nearest; llama.cpp's Q8_0 with an fp32 scale). A row is padded with
-/// zero bytes to a whole number of blocks. Decoding reads a quarter of the bytes of fp32.
+/// is stored as 32 bytes and one Float scale s, the value being q·s (s = max|w|/127, q = w/s
+/// rounded to nearest, -127…127; llama.cpp's Q8_0 with an fp32 scale). A byte holds q + 128,
+/// so that placed in the top of a float's mantissa it reads as 1.5 + q/256: one shift and one
+/// mask make it a float, and the 1.5 is taken off once per block for all rows. A row is padded
+/// to a whole number of blocks. Decoding reads a quarter of the bytes of fp32.
 public enum Int8Blocks {
     public static let block = 32
 
@@ -52,13 +54,13 @@ public enum Int8Blocks {
             for k in k0..<k1 {
                 let row = w + k * N, at = slot(k, K: K)
                 for n in 0..<N {
-                    let v = Int8((row[n] * inverse.pointer[n]).rounded())
-                    q[n * stride + at] = v
-                    row[n] = Float(v) * scales[n * nb + b]
+                    let v = (row[n] * inverse.pointer[n]).rounded()
+                    q[n * stride + at] = Int8(bitPattern: UInt8(v + 128))
+                    row[n] = v * scales[n * nb + b]
                 }
             }
         }
-        for n in 0..<N { for k in K..<stride { q[n * stride + slot(k, K: K)] = 0 } }
+        for n in 0..<N { for k in K..<stride { q[n * stride + slot(k, K: K)] = Int8(bitPattern: 128) } }
     }
 
     /// The same for a weight stored (N,K), one row per output (the tied embedding).
@@ -67,7 +69,7 @@ public enum Int8Blocks {
         let nb = blocks(K: K), stride = nb * block
         for n in 0..<N {
             let row = w + n * K, qRow = q + n * stride
-            for k in K..<stride { qRow[slot(k, K: K)] = 0 }
+            for k in K..<stride { qRow[slot(k, K: K)] = Int8(bitPattern: 128) }
             for b in 0..<nb {
                 let k0 = b * block, k1 = min(K, k0 + block)
                 var amax: Float = 0
@@ -76,9 +78,9 @@ public enum Int8Blocks {
                 let inverse: Float = s > 0 ? 1 / s : 0
                 scales[n * nb + b] = s
                 for k in k0..<k1 {
-                    let v = Int8((row[k] * inverse).rounded())
-                    qRow[slot(k, K: K)] = v
-                    row[k] = Float(v) * s
+                    let v = (row[k] * inverse).rounded()
+                    qRow[slot(k, K: K)] = Int8(bitPattern: UInt8(v + 128))
+                    row[k] = v * s
                 }
             }
         }
@@ -96,24 +98,24 @@ public enum Int8Blocks {
     }
 
     /// The 64 bytes at p, stored interleaved by `quantize` (byte 4i+j holds value 16j+i of the
-    /// group), as four vectors of values 0–15, 16–31, 32–47 and 48–63. Bytes are taken from
-    /// 32-bit lanes by shifts, and made floats by adding them to the mantissa of 1.5·2²³.
+    /// group), as four vectors of 1.5 + q/256 for values 0–15, 16–31, 32–47 and 48–63: each
+    /// byte shifted into bits 15–22 of its 32-bit lane, under the exponent of 1.
     @inline(__always)
     static func load64(_ p: UnsafePointer<Int8>) -> (Float32x16, Float32x16, Float32x16, Float32x16) {
-        let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Int32>.self)
-        let magic = SIMD16<Int32>(repeating: 0x4B40_0000), offset = Float32x16(repeating: 12_582_912)
-        @inline(__always) func float(_ i: SIMD16<Int32>) -> Float32x16 { unsafeBitCast(i &+ magic, to: Float32x16.self) - offset }
-        return (float((v &<< 24) &>> 24), float((v &<< 16) &>> 24), float((v &<< 8) &>> 24), float(v &>> 24))
+        let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<UInt32>.self)
+        let mask = SIMD16<UInt32>(repeating: 0x007F_8000), one = SIMD16<UInt32>(repeating: 0x3F80_0000)
+        @inline(__always) func float(_ i: SIMD16<UInt32>) -> Float32x16 { unsafeBitCast((i & mask) | one, to: Float32x16.self) }
+        return (float(v &<< 15), float(v &<< 7), float(v &>> 1), float(v &>> 9))
     }
 
-    /// 32 bytes stored as `slot` lays out a last whole block: two 8-lane halves of values 0–7
-    /// and 8–15 … as four vectors.
+    /// 32 bytes stored as `slot` lays out a last whole block (byte 4i+j holds value 8j+i), as
+    /// four 8-lane vectors of 1.5 + q/256.
     @inline(__always)
     static func load32(_ p: UnsafePointer<Int8>) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
-        let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Int32>.self)
-        let magic = SIMD8<Int32>(repeating: 0x4B40_0000), offset = SIMD8<Float>(repeating: 12_582_912)
-        @inline(__always) func float(_ i: SIMD8<Int32>) -> SIMD8<Float> { unsafeBitCast(i &+ magic, to: SIMD8<Float>.self) - offset }
-        return (float((v &<< 24) &>> 24), float((v &<< 16) &>> 24), float((v &<< 8) &>> 24), float(v &>> 24))
+        let v = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<UInt32>.self)
+        let mask = SIMD8<UInt32>(repeating: 0x007F_8000), one = SIMD8<UInt32>(repeating: 0x3F80_0000)
+        @inline(__always) func float(_ i: SIMD8<UInt32>) -> SIMD8<Float> { unsafeBitCast((i & mask) | one, to: SIMD8<Float>.self) }
+        return (float(v &<< 15), float(v &<< 7), float(v &>> 1), float(v &>> 9))
     }
 
     struct Rows: RangeKernel {
@@ -148,19 +150,21 @@ public enum Int8Blocks {
             let ahead = UnsafeRawPointer(q0 + 8 * stride)
             for g in 0..<groups {
                 let k = g * 64, b = 2 * g
-                gen_prefetch(ahead + 256 * g); gen_prefetch(ahead + 256 * g + 64)
-                gen_prefetch(ahead + 256 * g + 128); gen_prefetch(ahead + 256 * g + 192)
+                gen_prefetch_once(ahead + 256 * g); gen_prefetch_once(ahead + 256 * g + 64)
+                gen_prefetch_once(ahead + 256 * g + 128); gen_prefetch_once(ahead + 256 * g + 192)
                 let x0 = load16(x + k), x1 = load16(x + k + 16), x2 = load16(x + k + 32), x3 = load16(x + k + 48)
+                // Σ (1.5 + q/256)·x − 1.5·Σ x = Σ q·x / 256, per block
+                let h0 = -1.5 * (x0 + x1), h1 = -1.5 * (x2 + x3)
                 @inline(__always) func add(_ a: inout Float32x16, _ qr: UnsafePointer<Int8>, _ sr: UnsafePointer<Float>) {
                     let (f0, f1, f2, f3) = load64(qr + k)
-                    a = a.addingProduct(Float32x16(repeating: sr[b]), (f0 * x0).addingProduct(f1, x1))
-                    a = a.addingProduct(Float32x16(repeating: sr[b + 1]), (f2 * x2).addingProduct(f3, x3))
+                    a = a.addingProduct(Float32x16(repeating: sr[b]), h0.addingProduct(f0, x0).addingProduct(f1, x1))
+                    a = a.addingProduct(Float32x16(repeating: sr[b + 1]), h1.addingProduct(f2, x2).addingProduct(f3, x3))
                 }
                 add(&a0, q0, s0); add(&a1, q1, s1); add(&a2, q2, s2); add(&a3, q3, s3)
             }
             let k = groups * 64
-            let r0 = a0.sum() + rest(q0, s0, from: k), r1 = a1.sum() + rest(q1, s1, from: k)
-            let r2 = a2.sum() + rest(q2, s2, from: k), r3 = a3.sum() + rest(q3, s3, from: k)
+            let r0 = 256 * a0.sum() + rest(q0, s0, from: k), r1 = 256 * a1.sum() + rest(q1, s1, from: k)
+            let r2 = 256 * a2.sum() + rest(q2, s2, from: k), r3 = 256 * a3.sum() + rest(q3, s3, from: k)
             if let bias {
                 y[n0] = r0 + bias[n0]; y[n0 + 1] = r1 + bias[n0 + 1]; y[n0 + 2] = r2 + bias[n0 + 2]; y[n0 + 3] = r3 + bias[n0 + 3]
             } else {
@@ -177,22 +181,24 @@ public enum Int8Blocks {
                 var a = Float32x16()
                 while k + 64 <= K {
                     let (f0, f1, f2, f3) = load64(qr + k)
-                    a = a.addingProduct(Float32x16(repeating: sr[k / 32]), (f0 * load16(x + k)).addingProduct(f1, load16(x + k + 16)))
-                    a = a.addingProduct(Float32x16(repeating: sr[k / 32 + 1]), (f2 * load16(x + k + 32)).addingProduct(f3, load16(x + k + 48)))
+                    let x0 = load16(x + k), x1 = load16(x + k + 16), x2 = load16(x + k + 32), x3 = load16(x + k + 48)
+                    a = a.addingProduct(Float32x16(repeating: sr[k / 32]), (-1.5 * (x0 + x1)).addingProduct(f0, x0).addingProduct(f1, x1))
+                    a = a.addingProduct(Float32x16(repeating: sr[k / 32 + 1]), (-1.5 * (x2 + x3)).addingProduct(f2, x2).addingProduct(f3, x3))
                     k += 64
                 }
-                total = a.sum()
+                total = 256 * a.sum()
             }
             if k + 32 <= K {
                 let (f0, f1, f2, f3) = load32(qr + k)
                 @inline(__always) func x8(_ i: Int) -> SIMD8<Float> { UnsafeRawPointer(x + k + 8 * i).loadUnaligned(as: SIMD8<Float>.self) }
-                let t = (f0 * x8(0)).addingProduct(f1, x8(1)).addingProduct(f2, x8(2)).addingProduct(f3, x8(3))
-                total += t.sum() * sr[k / 32]
+                let h = -1.5 * (x8(0) + x8(1) + x8(2) + x8(3))
+                let t = h.addingProduct(f0, x8(0)).addingProduct(f1, x8(1)).addingProduct(f2, x8(2)).addingProduct(f3, x8(3))
+                total += 256 * t.sum() * sr[k / 32]
                 k += 32
             }
             if k < K {
                 var t: Float = 0
-                for i in k..<K { t += Float(qr[i]) * x[i] }
+                for i in k..<K { t += (Float(UInt8(bitPattern: qr[i])) - 128) * x[i] }
                 total += t * sr[k / 32]
             }
             return total

@@ -279,8 +279,8 @@ public enum Matmul {
                 var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
                 var k = 0
                 while k < v {
-                    gen_prefetch(ahead + 16 * k); gen_prefetch(ahead + 16 * k + 64)
-                    gen_prefetch(ahead + 16 * k + 128); gen_prefetch(ahead + 16 * k + 192)
+                    gen_prefetch_once(ahead + 16 * k); gen_prefetch_once(ahead + 16 * k + 64)
+                    gen_prefetch_once(ahead + 16 * k + 128); gen_prefetch_once(ahead + 16 * k + 192)
                     let xk = load16(x + k)
                     a0 = a0.addingProduct(load16(w0 + k), xk)
                     a1 = a1.addingProduct(load16(w1 + k), xk)
