@@ -274,8 +274,8 @@ public enum Matmul {
                     continue
                 }
                 let w0 = weight + n0 * K, w1 = w0 + K, w2 = w1 + K, w3 = w2 + K
-                // The four rows are one run of 4K floats: fetch the run two groups on.
-                let ahead = UnsafeRawPointer(w0 + 8 * K)
+                // The four rows are one run of 4K floats: fetch the run four groups on.
+                let ahead = UnsafeRawPointer(w0 + 16 * K)
                 var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
                 var k = 0
                 while k < v {
