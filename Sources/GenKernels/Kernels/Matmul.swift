@@ -251,8 +251,9 @@ public enum Matmul {
         }
     }
 
-    /// y (N) = weight (N,K) · x (K): one row through the tied output head, for decoding.
-    /// Four weight rows at a time against x held in cache, the rows ahead fetched as they go.
+    /// y (N) = weight (N,K) · x (K) + bias: the tied output head, and the projections in the
+    /// decoding layout. Each thread streams its contiguous run of rows one row at a time (one
+    /// sequential stream, which the prefetchers follow), fetching 4 KB ahead; x stays in cache.
     public static func vectorForwardTransposed(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                                _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>? = nil, K: Int, N: Int) {
         BLAS.keepSingleThreaded()
@@ -265,36 +266,20 @@ public enum Matmul {
         let x, weight: UnsafePointer<Float>
         let bias: UnsafePointer<Float>?
         let K, N: Int
-        func run(_ range: Range<Int>) {
-            let v = K / 16 * 16
-            for g in range {
-                let n0 = g * 4
-                guard n0 + 4 <= N else {
-                    for n in n0..<N { y[n] = dot(weight + n * K, x, K) + (bias?[n] ?? 0) }
-                    continue
-                }
-                let w0 = weight + n0 * K, w1 = w0 + K, w2 = w1 + K, w3 = w2 + K
-                // The four rows are one run of 4K floats: fetch the run four groups on.
-                let ahead = UnsafeRawPointer(w0 + 16 * K)
-                var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
+        func run(_ groups: Range<Int>) {
+            for n in (groups.lowerBound * 4)..<min(N, groups.upperBound * 4) {
+                let w = weight + n * K
+                var a0 = Float32x16(), a1 = Float32x16()
                 var k = 0
-                while k < v {
-                    gen_prefetch_once(ahead + 16 * k); gen_prefetch_once(ahead + 16 * k + 64)
-                    gen_prefetch_once(ahead + 16 * k + 128); gen_prefetch_once(ahead + 16 * k + 192)
-                    let xk = load16(x + k)
-                    a0 = a0.addingProduct(load16(w0 + k), xk)
-                    a1 = a1.addingProduct(load16(w1 + k), xk)
-                    a2 = a2.addingProduct(load16(w2 + k), xk)
-                    a3 = a3.addingProduct(load16(w3 + k), xk)
-                    k += 16
+                while k + 32 <= K {
+                    gen_prefetch(UnsafeRawPointer(w + k + 1024)); gen_prefetch(UnsafeRawPointer(w + k + 1040))
+                    a0 = a0.addingProduct(load16(w + k), load16(x + k))
+                    a1 = a1.addingProduct(load16(w + k + 16), load16(x + k + 16))
+                    k += 32
                 }
-                var r0 = a0.sum(), r1 = a1.sum(), r2 = a2.sum(), r3 = a3.sum()
-                while k < K {
-                    r0 += w0[k] * x[k]; r1 += w1[k] * x[k]; r2 += w2[k] * x[k]; r3 += w3[k] * x[k]
-                    k += 1
-                }
-                if let bias { r0 += bias[n0]; r1 += bias[n0 + 1]; r2 += bias[n0 + 2]; r3 += bias[n0 + 3] }
-                y[n0] = r0; y[n0 + 1] = r1; y[n0 + 2] = r2; y[n0 + 3] = r3
+                var r = (a0 + a1).sum()
+                while k < K { r += w[k] * x[k]; k += 1 }
+                y[n] = r + (bias?[n] ?? 0)
             }
         }
     }
