@@ -9,7 +9,7 @@ import GenKernels
     /// stored bytes give the same values, and the kernel's product equals the fp32 product of
     /// the rounded weights, for row lengths with whole 64-groups, a last whole block of 32, a
     /// partial block, and row counts not a multiple of four.
-    @Test(arguments: [(128, 9), (288, 13), (77, 6), (3, 5), (160, 4), (1000, 3)])
+    @Test(arguments: [(128, 9), (288, 13), (77, 6), (3, 5), (160, 4), (1000, 3), (96, 200)])
     func kernelMatchesRoundedProduct(_ shape: (Int, Int)) {
         let (K, N) = shape
         var rng = Random(seed: UInt64(K * 31 + N))

@@ -33,54 +33,59 @@ public enum Int8Blocks {
     /// Quantizes the N rows of a weight stored (K,N) (row n is column n: element (n,k) at
     /// w[k·N + n]) into q (N, blocks·32) and scales (N, blocks), and writes each value's
     /// rounded q·s back into w, so that a pass through w computes what a pass through q does.
-    /// Walks w in order, a block of 32 input rows at a time.
+    /// Walks w in order, a block of 32 input rows at a time, each thread over its own columns.
     public static func quantize(columnsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
                                 q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) {
         let nb = blocks(K: K), stride = nb * block
-        let inverse = FloatBuffer(count: N)
-        for b in 0..<nb {
-            let k0 = b * block, k1 = min(K, k0 + block)
-            let amax = inverse.pointer
-            amax.update(repeating: 0, count: N)
-            for k in k0..<k1 {
-                let row = w + k * N
-                for n in 0..<N { amax[n] = max(amax[n], abs(row[n])) }
-            }
-            for n in 0..<N {
-                let s = amax[n] / 127
-                scales[n * nb + b] = s
-                amax[n] = s > 0 ? 1 / s : 0
-            }
-            for k in k0..<k1 {
-                let row = w + k * N, at = slot(k, K: K)
-                for n in 0..<N {
-                    let v = (row[n] * inverse.pointer[n]).rounded()
-                    q[n * stride + at] = Int8(bitPattern: UInt8(v + 128))
-                    row[n] = v * scales[n * nb + b]
+        Parallel.forRanges((N + 63) / 64) { chunks in
+            let c0 = chunks.lowerBound * 64, c1 = min(N, chunks.upperBound * 64)
+            let inverse = FloatBuffer(count: c1 - c0)
+            let amax = inverse.pointer - c0   // indexed by n
+            for b in 0..<nb {
+                let k0 = b * block, k1 = min(K, k0 + block)
+                (amax + c0).update(repeating: 0, count: c1 - c0)
+                for k in k0..<k1 {
+                    let row = w + k * N
+                    for n in c0..<c1 { amax[n] = max(amax[n], abs(row[n])) }
+                }
+                for n in c0..<c1 {
+                    let s = amax[n] / 127
+                    scales[n * nb + b] = s
+                    amax[n] = s > 0 ? 1 / s : 0
+                }
+                for k in k0..<k1 {
+                    let row = w + k * N, at = slot(k, K: K)
+                    for n in c0..<c1 {
+                        let v = (row[n] * amax[n]).rounded()
+                        q[n * stride + at] = Int8(bitPattern: UInt8(v + 128))
+                        row[n] = v * scales[n * nb + b]
+                    }
                 }
             }
+            for n in c0..<c1 { for k in K..<stride { q[n * stride + slot(k, K: K)] = Int8(bitPattern: 128) } }
         }
-        for n in 0..<N { for k in K..<stride { q[n * stride + slot(k, K: K)] = Int8(bitPattern: 128) } }
     }
 
     /// The same for a weight stored (N,K), one row per output (the tied embedding).
     public static func quantize(rowsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
                                 q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) {
         let nb = blocks(K: K), stride = nb * block
-        for n in 0..<N {
-            let row = w + n * K, qRow = q + n * stride
-            for k in K..<stride { qRow[slot(k, K: K)] = Int8(bitPattern: 128) }
-            for b in 0..<nb {
-                let k0 = b * block, k1 = min(K, k0 + block)
-                var amax: Float = 0
-                for k in k0..<k1 { amax = max(amax, abs(row[k])) }
-                let s = amax / 127
-                let inverse: Float = s > 0 ? 1 / s : 0
-                scales[n * nb + b] = s
-                for k in k0..<k1 {
-                    let v = (row[k] * inverse).rounded()
-                    qRow[slot(k, K: K)] = Int8(bitPattern: UInt8(v + 128))
-                    row[k] = v * s
+        Parallel.forRanges(N, minimumPerThread: 64) { rows in
+            for n in rows {
+                let row = w + n * K, qRow = q + n * stride
+                for k in K..<stride { qRow[slot(k, K: K)] = Int8(bitPattern: 128) }
+                for b in 0..<nb {
+                    let k0 = b * block, k1 = min(K, k0 + block)
+                    var amax: Float = 0
+                    for k in k0..<k1 { amax = max(amax, abs(row[k])) }
+                    let s = amax / 127
+                    let inverse: Float = s > 0 ? 1 / s : 0
+                    scales[n * nb + b] = s
+                    for k in k0..<k1 {
+                        let v = (row[k] * inverse).rounded()
+                        qRow[slot(k, K: K)] = Int8(bitPattern: UInt8(v + 128))
+                        row[k] = v * s
+                    }
                 }
             }
         }
