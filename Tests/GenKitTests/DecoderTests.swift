@@ -73,6 +73,20 @@ import GenKernels
         }
     }
 
+    /// Heads of 64 and 80 channels (the value sums held in registers 64 lanes at a time, and a
+    /// tail), arranged for decoding and not: the decoder gives the full forward's logits.
+    @Test(arguments: [128, 160])
+    func wideHeadsMatchFullForward(_ C: Int) {
+        let model = GPTModel(config: GPTConfig(nLayer: 2, nHead: 2, nEmbd: C, blockSize: 40, vocabSize: 50))
+        model.initialize(seed: UInt64(C))
+        var rng = Random(seed: 15)
+        let tokens: [Int32] = (0..<40).map { _ in Int32(rng.nextInt(below: 50)) }
+        let full = fullLogits(model, tokens)
+        expectDecoderMatches(model, tokens, full)
+        model.arrangeForDecoding()
+        expectDecoderMatches(model, tokens, full)
+    }
+
     /// The transposition behind the layout, over whole 16×16 tiles and ragged edges.
     @Test(arguments: [(16, 16), (48, 32), (37, 70), (5, 3), (100, 17)])
     func transposeMatchesNaive(_ shape: (Int, Int)) {
