@@ -22,6 +22,7 @@ struct ReviewOptions {
         options: [
             fromOption,
             adapterOption,
+            weightsOption,
             OptionSpec(name: "out", short: "o", value: "file", help: "Where the preferences go (appended).", defaultValue: "prefs.jsonl"),
             OptionSpec(name: "judge", value: "cmd", help: "A command that judges instead of a person (see above)."),
             OptionSpec(name: "max-tokens", short: "n", value: "n", help: "Tokens per completion.", defaultValue: "100"),
@@ -37,6 +38,7 @@ struct ReviewOptions {
 
     var from: String
     var adapter: String?
+    var weights: String
     var promptFiles: [String]
     var out: String
     var judge: String?
@@ -51,6 +53,7 @@ struct ReviewOptions {
     init(_ a: ParsedArguments) throws {
         from = a.string("from")!
         adapter = a.string("adapter")
+        weights = try a.choice("weights", ["fp32", "int8"])
         promptFiles = a.positionals
         out = a.string("out")!
         judge = a.string("judge")
@@ -81,7 +84,7 @@ struct ReviewOptions {
         let prompts = try readPrompts()
         var done = try judgedPrompts()
         let terminal = judge == nil ? try Terminal() : nil
-        let ck = try loadModel(from, adapter: adapter, forDecoding: true)
+        let ck = try loadModel(from, adapter: adapter, weights: weights, forDecoding: true)
         let generator = try Generator(model: ck.model, tokenizer: ck.tokenizer, parameters: parameters, seed: seed, threads: threads)
         let pairs = try AppendFile(out), passed = try AppendFile(skippedPath)
         var already = 0, written = 0

@@ -19,6 +19,18 @@ import GenKit
         }
     }
 
+    /// Review samples from 8-bit weights too (the pairs are written as with fp32).
+    @Test func reviewWithInt8Weights() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let m = try Self.bpeModel(in: dir)
+        try "In the beginning\nAnd God said\n".write(toFile: dir.appendingPathComponent("prompts.txt").path, atomically: true, encoding: .utf8)
+        let r = try gen(["review", "-m", m, "prompts.txt", "-n", "12", "-s", "5", "--out", "prefs.jsonl", "--weights", "int8",
+                         "--judge", "echo 2"], cwd: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(Self.lines(dir.appendingPathComponent("prefs.jsonl").path).count == 2)
+    }
+
     @Test func reviewWithAJudgeResumesAfterAFailure() throws {
         let dir = tempDir()
         let m = try Self.bpeModel(in: dir)
