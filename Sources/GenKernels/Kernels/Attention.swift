@@ -182,7 +182,7 @@ public enum Attention {
                                   scores: UnsafeMutablePointer<Float>, n: Int, C: Int, NH: Int) {
         let hs = C / NH
         let scale = 1 / Float(hs).squareRoot()
-        Parallel.forRanges(NH, minimumPerThread: n >= 128 ? 1 : NH, ForwardOne(out: out, q: q, kCache: kCache, vCache: vCache, scores: scores, n: n, C: C, hs: hs, scale: scale))
+        Parallel.forRanges(NH, minimumPerThread: n >= 32 ? 1 : NH, ForwardOne(out: out, q: q, kCache: kCache, vCache: vCache, scores: scores, n: n, C: C, hs: hs, scale: scale))
     }
 
     struct ForwardOne: RangeKernel {
