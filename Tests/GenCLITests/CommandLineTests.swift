@@ -313,16 +313,8 @@ import GenKernels
         let greedy = try gen(["sample", "--from", m, "--prompt", "And God", "--max-tokens", "40", "--temperature", "0"])
         // The argmax path by full forward passes, without a cache.
         let ck = try Checkpoint.load(m)
-        var ids = try ck.tokenizer.encode("And God")
-        let V = ck.model.config.vocabSize, T = ck.model.config.blockSize
-        for _ in 0..<40 {
-            let window = Array(ids.suffix(T))
-            let row = Array(ck.model.logits(window).suffix(V))
-            var best = 0
-            for i in 1..<V where row[i] > row[best] { best = i }
-            ids.append(Int32(best))
-        }
-        #expect(greedy.stdout == ck.tokenizer.decode(ids) + "\n")
+        let argmax = try greedyByFullPasses(ck, "And God", 40)
+        #expect(greedy.stdout == argmax + "\n")
         // Stop strings end the completion before them.
         let completion = String(greedy.stdout.dropFirst("And God".count).dropLast())
         let stop = String(completion.dropFirst(5).prefix(2))
@@ -356,15 +348,8 @@ import GenKernels
         let greedy = try gen(["sample", "--from", m, "--prompt", "And God", "--max-tokens", "30", "--temperature", "0", "--weights", "int8"])
         let ck = try Checkpoint.load(m)
         ck.model.roundToInt8()
-        var ids = try ck.tokenizer.encode("And God")
-        let V = ck.model.config.vocabSize, T = ck.model.config.blockSize
-        for _ in 0..<30 {
-            let row = Array(ck.model.logits(Array(ids.suffix(T))).suffix(V))
-            var best = 0
-            for i in 1..<V where row[i] > row[best] { best = i }
-            ids.append(Int32(best))
-        }
-        #expect(greedy.status == 0 && greedy.stdout == ck.tokenizer.decode(ids) + "\n")
+        let expected = try greedyByFullPasses(ck, "And God", 30)
+        #expect(greedy.status == 0 && greedy.stdout == expected + "\n")
         let bad = try gen(["sample", "--from", m, "--weights", "int4"])
         #expect(bad.status != 0 && bad.stderr.contains("int8") && bad.stdout.isEmpty)
     }

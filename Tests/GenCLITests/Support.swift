@@ -57,6 +57,20 @@ func tinyModel(in dir: URL, steps: Int = 40, extra: [String] = []) throws -> Str
     return out
 }
 
+/// `prompt` and `n` tokens picked greedily by full forward passes over the last `context`
+/// tokens, without a cache: what `gen sample --temperature 0` must print.
+func greedyByFullPasses(_ ck: Checkpoint, _ prompt: String, _ n: Int) throws -> String {
+    var ids = try ck.tokenizer.encode(prompt)
+    let V = ck.model.config.vocabSize, T = ck.model.config.blockSize
+    for _ in 0..<n {
+        let row = Array(ck.model.logits(Array(ids.suffix(T))).suffix(V))
+        var best = 0
+        for i in 1..<V where row[i] > row[best] { best = i }
+        ids.append(Int32(best))
+    }
+    return ck.tokenizer.decode(ids)
+}
+
 func fileBytes(_ path: String) -> Data { FileManager.default.contents(atPath: path) ?? Data() }
 
 /// Runs `script` with /bin/sh, with $GEN naming the gen binary; stdin is empty.

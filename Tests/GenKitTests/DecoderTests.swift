@@ -15,17 +15,11 @@ import GenKernels
         let c = model.config
         var rng = Random(seed: 11)
         let tokens: [Int32] = (0..<c.blockSize).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
-        let acts = Activations(config: c, B: 1, T: c.blockSize, training: false)
-        GPT.forward(model.views, c, acts, tokens: tokens, targets: nil, B: 1, t: c.blockSize)
-        let full = Array(UnsafeBufferPointer(start: acts.logits, count: c.blockSize * c.vocabSize))
-        let decoder = Decoder(model: model)
-        for (t, tok) in tokens.enumerated() {
-            decoder.feed(tok)
-            let step = Array(UnsafeBufferPointer(start: decoder.logits, count: c.vocabSize))
-            let ref = Array(full[(t * c.vocabSize)..<((t + 1) * c.vocabSize)])
-            #expect(relativeError(step, ref) < 1e-5, "position \(t)")
-        }
+        let full = fullLogits(model, tokens)
+        expectDecoderMatches(model, tokens, full)
         // A prompt filled in one batch, then decoded, agrees too.
+        let decoder = Decoder(model: model)
+        decoder.feed(tokens[0])
         decoder.reset()
         tokens.prefix(5).withUnsafeBufferPointer { decoder.fill($0) }
         decoder.feed(tokens[5])

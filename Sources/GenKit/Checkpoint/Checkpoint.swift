@@ -74,7 +74,7 @@ public struct Checkpoint {
         }
         try Machine.checkFits(config.parameterEstimate * 4, "loading \(name)")
         let model = GPTModel(config: config)
-        let scratch = decoding ? FloatBuffer(count: max(3 * config.nEmbd * config.nEmbd, config.nEmbd * config.hidden)) : nil
+        let scratch = decoding ? FloatBuffer(count: config.largestProjection) : nil
         for t in model.layout.tensors {
             guard let k = key(t.name), let file = files.first(where: { $0.entries[k] != nil }), let e = file.entries[k] else {
                 throw GenError("\(name): missing tensor \(t.name)")

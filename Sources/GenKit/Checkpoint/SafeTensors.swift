@@ -109,13 +109,14 @@ public struct SafeTensorsFile {
         guard ["F32", "F16", "BF16"].contains(e.dtype) else { throw GenError("tensor \(name) is \(e.dtype), expected F32, F16 or BF16") }
         guard e.count == count else { throw GenError("tensor \(name) has \(e.count) elements, expected \(count)") }
         if let shape, let scratch {
-            let aligned = bytes.withUnsafeBytes { Int(bitPattern: $0.baseAddress! + dataStart + e.begin) % 4 == 0 }
-            if e.dtype == "F32" && aligned {
-                bytes.withUnsafeBytes { raw in
-                    let src = (raw.baseAddress! + dataStart + e.begin).assumingMemoryBound(to: Float.self)
-                    Matmul.transpose(destination, src, K: shape.K, N: shape.N)
-                }
-            } else {
+            // F32 data on a 4-byte boundary is transposed straight from the file.
+            let direct = e.dtype == "F32" && bytes.withUnsafeBytes { raw in
+                let src = raw.baseAddress! + dataStart + e.begin
+                guard Int(bitPattern: src) % 4 == 0 else { return false }
+                Matmul.transpose(destination, src.assumingMemoryBound(to: Float.self), K: shape.K, N: shape.N)
+                return true
+            }
+            if !direct {
                 try copyFloats(name, into: scratch, count: count)
                 Matmul.transpose(destination, scratch, K: shape.K, N: shape.N)
             }

@@ -51,8 +51,7 @@ public final class GPTModel {
     /// function but can no longer be trained, merged or saved: for a model that is only sampled.
     public func arrangeForDecoding() {
         guard !views.rows, views.int8 == nil else { return }
-        let C = config.nEmbd, H = config.hidden
-        let scratch = FloatBuffer(count: max(3 * C * C, C * H))
+        let scratch = FloatBuffer(count: config.largestProjection)
         for l in 0..<config.nLayer {
             let w = views.layer(l)
             for linear in [w.attn, w.proj, w.fc, w.fcproj] {
@@ -65,9 +64,6 @@ public final class GPTModel {
 
     /// For a loader that stored the projections transposed itself.
     func markArrangedForDecoding() { views.rows = true }
-
-    /// The 8-bit copy of the weights, if `roundToInt8` made one.
-    public var int8: Int8Weights? { views.int8 }
 
     /// Rounds the four projections of every block and the token embeddings to 8 bits in blocks
     /// of 32 values with one scale each (`Int8Blocks`), and keeps the 8-bit copy, which every

@@ -56,7 +56,4 @@ public final class Int8Weights {
 
     /// The token embeddings, (V, C), as the output layer reads them.
     var wte: Int8Matrix { Int8Matrix(q: bytes.pointer + wteOffset.0, scales: scales.pointer + wteOffset.1) }
-
-    /// Bytes held.
-    public var byteCount: Int { bytes.count + scales.count * 4 }
 }
