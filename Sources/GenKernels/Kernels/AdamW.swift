@@ -1,3 +1,4 @@
+import CSystem
 import Foundation
 
 /// AdamW with decoupled weight decay, computed in the order PyTorch's `torch.optim.AdamW` does.
@@ -29,7 +30,7 @@ public enum AdamW {
                 let vi = b2 * load16(v + i) + ob2 * (g * g)
                 store16(mi, m + i)
                 store16(vi, v + i)
-                let denom = vi.squareRoot() / bc2Sqrt + eps
+                let denom = gen_sqrt16(vi) / bc2Sqrt + eps
                 store16(load16(param + i) * decay - stepSize * (mi / denom), param + i)
                 i += 16
             }
