@@ -6,7 +6,8 @@ import Foundation
 public func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) -> (max: Float, logSum: Float) {
     var mv = Float32x16(repeating: -.infinity)
     var i = 0
-    while i + 16 <= n { mv = pointwiseMax(mv, load16(x + i)); i += 16 }
+    // A comparison and a masked move: the generic `pointwiseMax` compares lane by lane.
+    while i + 16 <= n { let v = load16(x + i); mv.replace(with: v, where: v .> mv); i += 16 }
     var m = mv.max()
     while i < n { m = Swift.max(m, x[i]); i += 1 }
     let mm = Float32x16(repeating: m)
