@@ -11,8 +11,10 @@ public struct ParameterLayout: Sendable {
         public var count: Int { shape.reduce(1, *) }
         /// Weight decay applies to matrices, not to biases or LayerNorm parameters (as nanoGPT).
         public var decays: Bool { shape.count >= 2 }
+        /// The kind of a model tensor (nil for an adapter's).
+        var kind: Kind? = nil
         /// One of a block's four projection weights, (K,N).
-        var isProjection: Bool { shape.count == 2 && name.hasPrefix("h.") }
+        var isProjection: Bool { kind.map { [.qkvw, .attprojw, .fcw, .fcprojw].contains($0) } ?? false }
     }
 
     /// The kinds of tensor, in buffer order, with their per-layer shapes.
@@ -81,7 +83,7 @@ public struct ParameterLayout: Sendable {
             let n = shape.reduce(1, *)
             let layers = Self.perLayer(k) ? config.nLayer : 1
             for l in 0..<layers {
-                tensors.append(Tensor(name: Self.name(k, layer: l), shape: shape, offset: at + l * n))
+                tensors.append(Tensor(name: Self.name(k, layer: l), shape: shape, offset: at + l * n, kind: k))
             }
             at += n * layers
         }
