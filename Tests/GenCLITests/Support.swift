@@ -28,9 +28,18 @@ func gen(_ args: [String], stdin: String? = nil, stdinData: Data? = nil, cwd: UR
     try run(genBinary, args, stdin: stdinData ?? stdin.map { Data($0.utf8) } ?? Data(), cwd: cwd, env: env)
 }
 
-/// A fresh temporary folder.
+/// The folder under which every test's scratch files go: one per test process, removed when the
+/// process exits, so a run leaves nothing behind in the temporary folder.
+let scratchRoot: URL = {
+    let u = FileManager.default.temporaryDirectory.appendingPathComponent("gen-tests-\(UUID().uuidString)")
+    try! FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(at: scratchRoot) }
+    return u
+}()
+
+/// A fresh folder under `scratchRoot`.
 func tempDir() -> URL {
-    let u = FileManager.default.temporaryDirectory.appendingPathComponent("gen-test-\(UUID().uuidString)")
+    let u = scratchRoot.appendingPathComponent(UUID().uuidString)
     try! FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
     return u
 }

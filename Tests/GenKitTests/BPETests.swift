@@ -63,7 +63,7 @@ import GenKernels
         let again = try makeTokenizer(json: tok.json)
         for (t, ids) in zip(texts, expected) { #expect(try again.encode(t) == ids) }
         // And through the exported tokenizer.json.
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("gen-bpe-\(UUID()).json").path
+        let path = tempDir().appendingPathComponent("tokenizer.json").path
         try tok.huggingFaceJSON.write(toFile: path, atomically: true, encoding: .utf8)
         let reread = try BPETokenizer.huggingFace(path: path)
         for (t, ids) in zip(texts, expected) { #expect(try reread.encode(t) == ids) }
@@ -86,8 +86,7 @@ import GenKernels
         let data = FileManager.default.contents(atPath: dir + "/bpe_gpt2.tokenizer.json")!
         let obj = try JSONSerialization.jsonObject(with: data) as! [String: Any]
         let model = obj["model"] as! [String: Any]
-        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("gen-gpt2-\(UUID())")
-        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        let tmp = tempDir()
         let vocab = try JSONSerialization.data(withJSONObject: model["vocab"]!)
         _ = FileManager.default.createFile(atPath: tmp.path + "/vocab.json", contents: vocab)
         let merges = (model["merges"] as! [[String]]).map { $0.joined(separator: " ") }
@@ -136,8 +135,7 @@ import GenKernels
     }
 
     @Test func refusesAVocabularyTheCorpusCannotFill() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-bpe-\(UUID())")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = tempDir()
         let path = dir.appendingPathComponent("small.txt").path
         try "abab abab".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: GenError.self) { try BPETrainer.train(paths: [path], vocabSize: 400, pattern: .gpt2) }

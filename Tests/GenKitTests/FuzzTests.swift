@@ -74,8 +74,7 @@ import GenKernels
     }
 
     @Test func mutatedCheckpointsStateAndTokenizers() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-fuzz-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = tempDir()
         // A small model with a BPE tokenizer, its state, and a tokenizer.json.
         let corpus = dir.appendingPathComponent("c.txt").path
         try String(repeating: "In the beginning God created the heaven and the earth; and the Spirit of God moved upon the face of the waters. 0123456789 ", count: 40).write(toFile: corpus, atomically: true, encoding: .utf8)

@@ -43,9 +43,7 @@ import GenKernels
     /// Variants gen does not compute are refused naming the key; a pickle is refused with the
     /// conversion command.
     @Test func variantsAreRefused() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-hf-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
+        let dir = tempDir()
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: Self.root + "/lmhead/config.json"))) as! [String: Any]
         for (key, value, message) in [("scale_attn_by_inverse_layer_idx", true as Any, "scale_attn_by_inverse_layer_idx"),
                                       ("reorder_and_upcast_attn", true, "reorder_and_upcast_attn"),
@@ -71,9 +69,7 @@ import GenKernels
     /// gen's files written before version 2 (`format` = gen, `format_version` = 1) still load.
     @Test func readsVersionOneFiles() throws {
         let ck = try Checkpoint.load(Self.root + "/lmhead")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-v1-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
+        let dir = tempDir()
         let path = dir.appendingPathComponent("m.safetensors").path
         try ck.save(path)
         let file = try SafeTensorsFile(path: path)

@@ -14,6 +14,22 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
     return scale == 0 ? diff : diff / scale
 }
 
+/// The folder under which every test's scratch files go: one per test process, removed when the
+/// process exits, so a run leaves nothing behind in the temporary folder.
+let scratchRoot: URL = {
+    let u = FileManager.default.temporaryDirectory.appendingPathComponent("gen-tests-\(UUID().uuidString)")
+    try! FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+    atexit { try? FileManager.default.removeItem(at: scratchRoot) }
+    return u
+}()
+
+/// A fresh folder under `scratchRoot`.
+func tempDir() -> URL {
+    let u = scratchRoot.appendingPathComponent(UUID().uuidString)
+    try! FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+    return u
+}
+
 func randomArray(_ n: Int, _ rng: inout Random, scale: Float = 1) -> [Float] {
     (0..<n).map { _ in Float(rng.nextNormal()) * scale }
 }

@@ -26,8 +26,7 @@ import GenKernels
         var options = TrainingRun.Options()
 
         init() throws {
-            dir = FileManager.default.temporaryDirectory.appendingPathComponent("gen-run-\(UUID().uuidString)")
-            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            dir = tempDir()
             let path = dir.appendingPathComponent("c.txt").path
             var rng = Random(seed: 9)
             let words = ["the ", "lord ", "said ", "unto ", "moses ", "and ", "aaron ", "\n"]
