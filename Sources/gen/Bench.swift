@@ -18,6 +18,7 @@ struct BenchOptions {
             OptionSpec(name: "warmup", value: "n", help: "Steps run before measuring.", defaultValue: "3"),
             OptionSpec(name: "dropout", value: "p", help: "Dropout.", defaultValue: "0"),
             OptionSpec(name: "lora", value: "r", help: "Train LoRA adapters of this rank on all four projections (the weights frozen)."),
+            OptionSpec(name: "lora-dropout", value: "p", help: "Dropout on the adapters' input (with --lora).", defaultValue: "0"),
             threadsOption,
             OptionSpec(name: "json", value: nil, help: "Print one JSON object."),
         ])
@@ -38,7 +39,7 @@ struct BenchOptions {
         warmup = try a.int("warmup", min: 0)
         threads = try threadCount(a)
         json = a.has("json")
-        if a.has("lora") { let r = try a.int("lora", min: 1, max: 4096); lora = LoRAConfig(rank: r, alpha: Float(2 * r)) }
+        if a.has("lora") { let r = try a.int("lora", min: 1, max: 4096); lora = LoRAConfig(rank: r, alpha: Float(2 * r), dropout: try a.float("lora-dropout", min: 0, max: 0.95)) }
     }
 
     func run() throws -> Int32 {

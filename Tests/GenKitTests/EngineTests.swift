@@ -158,3 +158,56 @@ import Glibc
         #expect(fallbacks > 0)
     }
 }
+
+@Suite struct DropoutMaskTests {
+    /// The reference: SplitMix64's output function for entry i of stream `key`, its top 24
+    /// bits as a float in [0, 1), compared with p as the serial generator compares.
+    static func reference(key: UInt64, index i: Int, p: Float) -> Float {
+        var z = key &+ UInt64(i + 1) &* 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        z ^= z >> 31
+        return Float(z >> 40) * (1.0 / 16_777_216.0) < p ? 0 : 1 / (1 - p)
+    }
+
+    /// Every entry equals the scalar reference, on one thread and on three (the split does
+    /// not change a value), with the fraction dropped near p.
+    @Test(arguments: [Float(0.1), 0.5, 0.0])
+    func maskEqualsReferenceOnAnyThreadCount(p: Float) {
+        let n = 100_003, key: UInt64 = 0xDEAD_BEEF_1234
+        let one = FloatBuffer(count: n), three = FloatBuffer(count: n)
+        Parallel.withThreads(1) { Dropout.drawMask(one.pointer, count: n, p: p, key: key) }
+        Parallel.withThreads(3) { Dropout.drawMask(three.pointer, count: n, p: p, key: key) }
+        var mismatches = 0, dropped = 0
+        for i in 0..<n {
+            if one.pointer[i] != Self.reference(key: key, index: i, p: p) || three.pointer[i] != one.pointer[i] { mismatches += 1 }
+            if one.pointer[i] == 0 { dropped += 1 }
+        }
+        #expect(mismatches == 0)
+        // Binomial(n, p): within 5 standard deviations.
+        let sd = (Double(n) * Double(p) * Double(1 - p)).squareRoot()
+        #expect(abs(Double(dropped) - Double(n) * Double(p)) <= 5 * sd + 1)
+    }
+
+    /// Another key gives another mask; the causal form draws each row's first t + 1 entries
+    /// as entries row·T + j of the stream and leaves the rest untouched.
+    @Test func keysDifferAndCausalRowsAreTheStreamsEntries() {
+        let n = 4096, p: Float = 0.3
+        let a = FloatBuffer(count: n), b = FloatBuffer(count: n)
+        Dropout.drawMask(a.pointer, count: n, p: p, key: 1)
+        Dropout.drawMask(b.pointer, count: n, p: p, key: 2)
+        #expect((0..<n).filter { a.pointer[$0] != b.pointer[$0] }.count > n / 4)
+        let T = 16, rows = 3 * T
+        let m = FloatBuffer(count: rows * T)
+        for i in 0..<(rows * T) { m.pointer[i] = -1 }
+        Parallel.withThreads(2) { Dropout.drawCausalMask(m.pointer, rows: rows, T: T, p: p, key: 9) }
+        var wrong = 0
+        for row in 0..<rows {
+            for j in 0..<T {
+                let expected = j <= row % T ? Self.reference(key: 9, index: row * T + j, p: p) : -1
+                if m.pointer[row * T + j] != expected { wrong += 1 }
+            }
+        }
+        #expect(wrong == 0)
+    }
+}

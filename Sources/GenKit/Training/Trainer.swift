@@ -125,21 +125,16 @@ public final class Trainer {
     /// Masks of the adapters' input dropout (PEFT's lora_dropout), for every projection.
     func drawAdapterDropoutMasks(_ p: Float) {
         guard let masks = activations.loraMask else { return }
-        let keep = 1 / (1 - p)
         let per = activations.B * activations.T * (3 * model.config.nEmbd + model.config.hidden)
-        for l in 0..<model.config.nLayer {
-            // Each projection's mask uses its first B*T rows; drawn whole for simplicity.
-            let m = masks + l * per
-            for i in 0..<per { m[i] = dropoutRandom.nextFloat() < p ? 0 : keep }
-        }
+        // Each projection's mask uses its first B*T rows; drawn whole for simplicity.
+        Dropout.drawMask(masks, count: model.config.nLayer * per, p: p, key: dropoutRandom.next())
     }
 
     func drawDropoutMasks() {
         let p = settings.dropout
-        let keep = 1 / (1 - p)
         let M = settings.batchSize * T, C = model.config.nEmbd, L = model.config.nLayer
         func fill(_ mask: UnsafeMutablePointer<Float>, _ n: Int) {
-            for i in 0..<n { mask[i] = dropoutRandom.nextFloat() < p ? 0 : keep }
+            Dropout.drawMask(mask, count: n, p: p, key: dropoutRandom.next())
         }
         let NH = model.config.nHead, B = settings.batchSize
         let attStride = activations.B * NH * activations.T * activations.T
@@ -148,11 +143,7 @@ public final class Trainer {
             fill(activations.attprojMask! + l * activations.B * activations.T * C, M * C)
             fill(activations.fcprojMask! + l * activations.B * activations.T * C, M * C)
             // Attention weights: only the causal entries t2 <= t of each row are read.
-            let att = activations.attMask! + l * attStride
-            for row in 0..<(B * NH * T) {
-                let t = row % T
-                fill(att + row * T, t + 1)
-            }
+            Dropout.drawCausalMask(activations.attMask! + l * attStride, rows: B * NH * T, T: T, p: p, key: dropoutRandom.next())
         }
     }
 }
