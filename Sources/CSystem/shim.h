@@ -33,18 +33,30 @@ typedef float gen_float16 __attribute__((ext_vector_type(16)));
 static inline gen_float16 gen_sqrt16(gen_float16 x) {
     return __builtin_elementwise_sqrt(x);
 }
-// Dropout mask entries first..<first+n of the stream `key`: entry i is 0 when the top 24 bits
-// of SplitMix64's output for i (state key + (i+1)·γ) fall below `threshold` (p·2^24 rounded
-// up), else `keep` (1/(1-p)). Each entry depends on (key, i) alone, so any split of a mask over
-// threads draws the same values; a plain loop, which the compiler vectorizes.
+// Dropout's counter-based draws: entry i of the stream `key` is the top 24 bits of SplitMix64's
+// output for state key + (i+1)·γ; an entry is dropped when its draw is below `threshold` (p·2^24
+// rounded up) and kept scaled by `keep` (1/(1-p)) otherwise. Each entry depends on (key, i)
+// alone, so any split over threads, and a backward pass that draws again, see the same values.
+// Plain loops, which the compiler vectorizes.
+static inline unsigned int gen_dropout_draw(unsigned long long key, unsigned long long i) {
+    unsigned long long z = key + (i + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (unsigned int)(z >> 40);
+}
+
+// mask[j] = 0 or keep for entries first..<first+n.
 static inline void gen_dropout_mask(float *mask, long n, unsigned long long key, unsigned long long first,
                                     unsigned int threshold, float keep) {
-    for (long j = 0; j < n; j++) {
-        unsigned long long z = key + (first + (unsigned long long)j + 1) * 0x9E3779B97F4A7C15ull;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-        z ^= z >> 31;
-        mask[j] = (unsigned int)(z >> 40) < threshold ? 0.0f : keep;
-    }
+    for (long j = 0; j < n; j++)
+        mask[j] = gen_dropout_draw(key, first + (unsigned long long)j) < threshold ? 0.0f : keep;
+}
+
+// x[j] *= (0 or keep) for entries first..<first+n: the mask applied without storing it.
+static inline void gen_dropout_scale(float *x, long n, unsigned long long key, unsigned long long first,
+                                     unsigned int threshold, float keep) {
+    for (long j = 0; j < n; j++)
+        x[j] *= gen_dropout_draw(key, first + (unsigned long long)j) < threshold ? 0.0f : keep;
 }
 #endif

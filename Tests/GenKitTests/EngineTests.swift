@@ -176,8 +176,8 @@ import Glibc
     func maskEqualsReferenceOnAnyThreadCount(p: Float) {
         let n = 100_003, key: UInt64 = 0xDEAD_BEEF_1234
         let one = FloatBuffer(count: n), three = FloatBuffer(count: n)
-        Parallel.withThreads(1) { Dropout.drawMask(one.pointer, count: n, p: p, key: key) }
-        Parallel.withThreads(3) { Dropout.drawMask(three.pointer, count: n, p: p, key: key) }
+        Parallel.withThreads(1) { Dropout.drawMask(one.pointer, count: n, Dropout.Stream(key: key, p: p)) }
+        Parallel.withThreads(3) { Dropout.drawMask(three.pointer, count: n, Dropout.Stream(key: key, p: p)) }
         var mismatches = 0, dropped = 0
         for i in 0..<n {
             if one.pointer[i] != Self.reference(key: key, index: i, p: p) || three.pointer[i] != one.pointer[i] { mismatches += 1 }
@@ -189,25 +189,21 @@ import Glibc
         #expect(abs(Double(dropped) - Double(n) * Double(p)) <= 5 * sd + 1)
     }
 
-    /// Another key gives another mask; the causal form draws each row's first t + 1 entries
-    /// as entries row·T + j of the stream and leaves the rest untouched.
-    @Test func keysDifferAndCausalRowsAreTheStreamsEntries() {
+    /// Another key gives another mask; scaling by the stream equals multiplying by the drawn
+    /// mask, for any part of it.
+    @Test func keysDifferAndScalingEqualsTheMask() {
         let n = 4096, p: Float = 0.3
         let a = FloatBuffer(count: n), b = FloatBuffer(count: n)
-        Dropout.drawMask(a.pointer, count: n, p: p, key: 1)
-        Dropout.drawMask(b.pointer, count: n, p: p, key: 2)
+        Dropout.drawMask(a.pointer, count: n, Dropout.Stream(key: 1, p: p))
+        Dropout.drawMask(b.pointer, count: n, Dropout.Stream(key: 2, p: p))
         #expect((0..<n).filter { a.pointer[$0] != b.pointer[$0] }.count > n / 4)
-        let T = 16, rows = 3 * T
-        let m = FloatBuffer(count: rows * T)
-        for i in 0..<(rows * T) { m.pointer[i] = -1 }
-        Parallel.withThreads(2) { Dropout.drawCausalMask(m.pointer, rows: rows, T: T, p: p, key: 9) }
-        var wrong = 0
-        for row in 0..<rows {
-            for j in 0..<T {
-                let expected = j <= row % T ? Self.reference(key: 9, index: row * T + j, p: p) : -1
-                if m.pointer[row * T + j] != expected { wrong += 1 }
-            }
-        }
-        #expect(wrong == 0)
+        var rng = Random(seed: 4)
+        let x = (0..<n).map { _ in Float(rng.nextNormal()) }
+        let scaled = FloatBuffer(count: n)
+        for i in 0..<n { scaled.pointer[i] = x[i] }
+        let s = Dropout.Stream(key: 1, p: p)
+        s.scale(scaled.pointer, count: 1000, first: 0)
+        s.scale(scaled.pointer + 1000, count: n - 1000, first: 1000)
+        #expect((0..<n).allSatisfy { scaled.pointer[$0] == x[$0] * a.pointer[$0] })
     }
 }

@@ -161,50 +161,38 @@ import GenKernels
         }
         // Forward against a naive masked softmax in Double.
         let f = run(qkv)
-        let hs = C / NH
-        var naive = [Float](repeating: 0, count: B * T * C)
-        for b in 0..<B { for h in 0..<NH { for t in 0..<T {
-            var s = [Double](repeating: 0, count: t + 1)
-            for t2 in 0...t {
-                var d = 0.0
-                for i in 0..<hs { d += Double(qkv[(b * T + t) * 3 * C + h * hs + i]) * Double(qkv[(b * T + t2) * 3 * C + C + h * hs + i]) }
-                s[t2] = d / Double(hs).squareRoot()
-            }
-            let m = s.max()!
-            let e = s.map { exp($0 - m) }
-            let z = e.reduce(0, +)
-            for i in 0..<hs {
-                var y = 0.0
-                for t2 in 0...t { y += e[t2] / z * Double(qkv[(b * T + t2) * 3 * C + 2 * C + h * hs + i]) }
-                naive[(b * T + t) * C + h * hs + i] = Float(y)
-            }
-        } } }
-        #expect(relativeError(f.out, naive) < 1e-5)
+        #expect(relativeError(f.out, naiveAttention(qkv, B: B, T: T, C: C, NH: NH)) < 1e-5)
         var dqkv = [Float](repeating: 0, count: qkv.count)
         Attention.backward(dqkv: &dqkv, dout: r, qkv: qkv, stats: f.stats, scratch: &scratch, B: B, T: T, C: C, NH: NH)
         let num = (0..<qkv.count).map { i in Float(numericGradient(&qkv, i, h: 1e-2) { weightedSum(run($0).out, r) }) }
         #expect(relativeError(dqkv, num) < tolerance)
     }
 
-    /// Attention with a dropout mask on its weights.
-    @Test func attentionWithDropoutMask() {
+    /// Attention with dropout on its weights: the forward pass against a naive one in Double
+    /// that reads the (B,NH,T,T) mask drawn whole from the same stream, and the backward pass
+    /// (which draws the mask again) against finite differences.
+    @Test func attentionWithDropout() {
         let B = 2, T = 6, C = 8, NH = 2
         var rng = Random(seed: 15)
         var qkv = randomArray(B * T * 3 * C, &rng)
         let r = randomArray(B * T * C, &rng)
-        let mask: [Float] = (0..<(B * NH * T * T)).map { _ in rng.nextFloat() < 0.3 ? 0 : 1 / 0.7 }
+        let dropout = Dropout.Stream(key: 0x1234_5678, p: 0.3)
+        var mask = [Float](repeating: 0, count: B * NH * T * T)
+        mask.withUnsafeMutableBufferPointer { Dropout.drawMask($0.baseAddress!, count: $0.count, dropout) }
+        #expect(mask.contains(0) && mask.contains(1 / 0.7))
         var scratch = [Float](repeating: 0, count: Attention.scratchCount(T: T))
         func run(_ qkv: [Float]) -> (out: [Float], stats: [Float]) {
             var out = [Float](repeating: 0, count: B * T * C), stats = [Float](repeating: 0, count: B * NH * T)
-            Attention.forward(&out, stats: &stats, qkv: qkv, mask: mask, scratch: &scratch, B: B, T: T, C: C, NH: NH)
+            Attention.forward(&out, stats: &stats, qkv: qkv, dropout: dropout, scratch: &scratch, B: B, T: T, C: C, NH: NH)
             return (out, stats)
         }
         let f = run(qkv)
+        #expect(relativeError(f.out, naiveAttention(qkv, B: B, T: T, C: C, NH: NH, mask: mask)) < 1e-5)
         var plain = [Float](repeating: 0, count: B * T * C), stats = [Float](repeating: 0, count: B * NH * T)
         Attention.forward(&plain, stats: &stats, qkv: qkv, scratch: &scratch, B: B, T: T, C: C, NH: NH)
         #expect(relativeError(f.out, plain) > 1e-3)   // the mask changes the output
         var dqkv = [Float](repeating: 0, count: qkv.count)
-        Attention.backward(dqkv: &dqkv, dout: r, qkv: qkv, stats: f.stats, mask: mask, scratch: &scratch, B: B, T: T, C: C, NH: NH)
+        Attention.backward(dqkv: &dqkv, dout: r, qkv: qkv, stats: f.stats, dropout: dropout, scratch: &scratch, B: B, T: T, C: C, NH: NH)
         let num = (0..<qkv.count).map { i in Float(numericGradient(&qkv, i, h: 1e-2) { weightedSum(run($0).out, r) }) }
         #expect(relativeError(dqkv, num) < tolerance)
     }
@@ -279,3 +267,30 @@ import GenKernels
 }
 
 import Foundation
+
+/// Causal attention in Double, softmax then the (B,NH,T,T) mask if any, for the kernel tests:
+/// qkv (B,T,3C) -> (B,T,C).
+func naiveAttention(_ qkv: [Float], B: Int, T: Int, C: Int, NH: Int, mask: [Float]? = nil) -> [Float] {
+    let hs = C / NH
+    var out = [Float](repeating: 0, count: B * T * C)
+    for b in 0..<B { for h in 0..<NH { for t in 0..<T {
+        var s = [Double](repeating: 0, count: t + 1)
+        for t2 in 0...t {
+            var d = 0.0
+            for i in 0..<hs { d += Double(qkv[(b * T + t) * 3 * C + h * hs + i]) * Double(qkv[(b * T + t2) * 3 * C + C + h * hs + i]) }
+            s[t2] = d / Double(hs).squareRoot()
+        }
+        let m = s.max()!
+        let e = s.map { exp($0 - m) }
+        let z = e.reduce(0, +)
+        for i in 0..<hs {
+            var y = 0.0
+            for t2 in 0...t {
+                let keep = mask.map { Double($0[((b * NH + h) * T + t) * T + t2]) } ?? 1
+                y += e[t2] / z * keep * Double(qkv[(b * T + t2) * 3 * C + 2 * C + h * hs + i])
+            }
+            out[(b * T + t) * C + h * hs + i] = Float(y)
+        }
+    } } }
+    return out
+}

@@ -17,13 +17,15 @@ public enum Attention {
     /// Floats of scratch `forward` and `backward` need for contexts up to T.
     public static func scratchCount(T: Int) -> Int { parts * 2 * min(blockRows, T) * T }
 
-    /// qkv (B,T,3C), mask (B,NH,T,T) or nil -> out (B,T,C), stats (B,NH,T): each row's
-    /// log-sum-exp of its scaled scores. With a dropout mask (0 or 1/(1-p)) the output uses the
-    /// probabilities times the mask. `scratch` holds `scratchCount(T:)` floats.
+    /// qkv (B,T,3C) -> out (B,T,C), stats (B,NH,T): each row's log-sum-exp of its scaled
+    /// scores. With `dropout` the output uses the probabilities times its mask, entry
+    /// (b·NH + h, t, t2) of the (B,NH,T,T) mask being entry ((b·NH + h)·T + t)·T + t2 of the
+    /// stream, drawn as each row is used (the mask is never stored). `scratch` holds
+    /// `scratchCount(T:)` floats.
     public static func forward(_ out: UnsafeMutablePointer<Float>, stats: UnsafeMutablePointer<Float>,
-                               qkv: UnsafePointer<Float>, mask: UnsafePointer<Float>? = nil,
+                               qkv: UnsafePointer<Float>, dropout: Dropout.Stream? = nil,
                                scratch: UnsafeMutablePointer<Float>, B: Int, T: Int, C: Int, NH: Int) {
-        let tiles = Tiles(qkv: qkv, mask: mask, scratch: scratch, T: T, C: C, NH: NH)
+        let tiles = Tiles(qkv: qkv, dropout: dropout, scratch: scratch, T: T, C: C, NH: NH)
         let items = B * NH * tiles.blocks
         Parallel.forRanges(min(parts, items), Forward(tiles: tiles, out: out, stats: stats, items: items))
     }
@@ -31,13 +33,13 @@ public enum Attention {
     /// What forward and backward share: the shapes and where a head's tensors are.
     struct Tiles {
         let qkv: UnsafePointer<Float>
-        let mask: UnsafePointer<Float>?
+        let dropout: Dropout.Stream?
         let scratch: UnsafeMutablePointer<Float>
         let T, C, NH, hs, C3, rows, blocks: Int
         let scale: Float
 
-        init(qkv: UnsafePointer<Float>, mask: UnsafePointer<Float>?, scratch: UnsafeMutablePointer<Float>, T: Int, C: Int, NH: Int) {
-            self.qkv = qkv; self.mask = mask; self.scratch = scratch
+        init(qkv: UnsafePointer<Float>, dropout: Dropout.Stream?, scratch: UnsafeMutablePointer<Float>, T: Int, C: Int, NH: Int) {
+            self.qkv = qkv; self.dropout = dropout; self.scratch = scratch
             self.T = T; self.C = C; self.NH = NH
             hs = C / NH; C3 = 3 * C
             rows = min(Attention.blockRows, T)
@@ -54,12 +56,10 @@ public enum Attention {
                         base + q0 * C3, Int32(C3), base + C, Int32(C3), 0, tile, Int32(T))
         }
 
-        /// Multiplies row t's probabilities (keys 0...t) by the dropout mask.
+        /// Multiplies row t of head bh (keys 0...t) by the dropout mask's row.
         @inline(__always)
         func applyMask(_ row: UnsafeMutablePointer<Float>, bh: Int, t: Int) {
-            guard let mask else { return }
-            let m = mask + (bh * T + t) * T
-            for t2 in 0...t { row[t2] *= m[t2] }
+            dropout?.scale(row, count: t + 1, first: (bh * T + t) * T)
         }
     }
 
@@ -94,12 +94,12 @@ public enum Attention {
         }
     }
 
-    /// dout (B,T,C), qkv (B,T,3C), stats (B,NH,T) from `forward`, mask (B,NH,T,T) or nil ->
+    /// dout (B,T,C), qkv (B,T,3C), stats (B,NH,T) from `forward`, the same `dropout` ->
     /// dqkv (B,T,3C) overwritten. `scratch` holds `scratchCount(T:)` floats.
     public static func backward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>,
-                                qkv: UnsafePointer<Float>, stats: UnsafePointer<Float>, mask: UnsafePointer<Float>? = nil,
+                                qkv: UnsafePointer<Float>, stats: UnsafePointer<Float>, dropout: Dropout.Stream? = nil,
                                 scratch: UnsafeMutablePointer<Float>, B: Int, T: Int, C: Int, NH: Int) {
-        let tiles = Tiles(qkv: qkv, mask: mask, scratch: scratch, T: T, C: C, NH: NH)
+        let tiles = Tiles(qkv: qkv, dropout: dropout, scratch: scratch, T: T, C: C, NH: NH)
         // A head's key and value gradients gather all its query blocks: one head per item.
         let items = B * NH
         Parallel.forRanges(min(parts, items), Backward(tiles: tiles, dqkv: dqkv, dout: dout, stats: stats, items: items))
@@ -136,10 +136,7 @@ public enum Attention {
                             while i + 16 <= t + 1 { store16(simdExp(load16(row + i) - lv), row + i); i += 16 }
                             while i <= t { row[i] = expf(row[i] - lse); i += 1 }
                             // With a mask, y = Σ (p·m) v: dP = m · (dY·v).
-                            if let mask = f.mask {
-                                let m = mask + (bh * T + t) * T
-                                for t2 in 0...t { drow[t2] *= m[t2] }
-                            }
+                            f.applyMask(drow, bh: bh, t: t)
                             var sum: Float = 0
                             for t2 in 0...t { sum += row[t2] * drow[t2] }
                             // dS = P ⊙ (dP − Σ P·dP) · scale; nothing past the diagonal.

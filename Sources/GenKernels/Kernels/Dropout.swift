@@ -2,41 +2,47 @@ import CSystem
 
 /// Inverted dropout: the kept values scaled by 1/(1-p).
 public enum Dropout {
-    /// mask (n) = 0 with probability p, else 1/(1-p) (0 <= p < 1), drawn from the stream `key`:
-    /// entry i depends on (key, first + i) alone (a counter-based generator, SplitMix64's
-    /// output function), so the draw is split over threads and gives the same mask on any
-    /// number of them.
-    public static func drawMask(_ mask: UnsafeMutablePointer<Float>, count n: Int, p: Float, key: UInt64, first: Int = 0) {
-        Parallel.forRanges(n, minimumPerThread: 16384, DrawMask(mask: mask, first: first, p: p, key: key))
-    }
+    /// A dropout mask that is never stored: entry i is 0 with probability p, else 1/(1-p),
+    /// and depends on (key, i) alone (a counter-based generator, SplitMix64's output function),
+    /// so it can be drawn in parts, on any number of threads, and drawn again in a backward pass.
+    public struct Stream: Sendable {
+        public let key: UInt64
+        public let p: Float
+        /// The integer form of `u < p` for u = x / 2^24, x a 24-bit draw: x < ⌈p·2^24⌉.
+        let threshold: UInt32
+        let keep: Float
 
-    /// For each of `rows` rows of T entries, the mask's first `t + 1` entries (t = row % T, the
-    /// causal part of an attention row); entry (row, j) is entry row·T + j of the stream `key`.
-    public static func drawCausalMask(_ mask: UnsafeMutablePointer<Float>, rows: Int, T: Int, p: Float, key: UInt64) {
-        Parallel.forRanges(rows, minimumPerThread: max(1, 16384 / max(1, T)), DrawCausalMask(mask: mask, T: T, p: p, key: key))
-    }
+        /// 0 <= p < 1.
+        public init(key: UInt64, p: Float) {
+            self.key = key
+            self.p = p
+            threshold = UInt32((Double(p) * 16_777_216).rounded(.up))
+            keep = 1 / (1 - p)
+        }
 
-    /// The integer form of `u < p` for u = x / 2^24, x a 24-bit draw: x < ⌈p·2^24⌉.
-    static func threshold(_ p: Float) -> UInt32 { UInt32((Double(p) * 16_777_216).rounded(.up)) }
+        /// mask (n) = entries first..<first+n.
+        @inline(__always)
+        public func draw(_ mask: UnsafeMutablePointer<Float>, count n: Int, first: Int) {
+            gen_dropout_mask(mask, n, key, UInt64(first), threshold, keep)
+        }
 
-    struct DrawMask: RangeKernel {
-        let mask: UnsafeMutablePointer<Float>
-        let first: Int
-        let p: Float, key: UInt64
-        func run(_ range: Range<Int>) {
-            gen_dropout_mask(mask + range.lowerBound, range.count, key, UInt64(first + range.lowerBound), threshold(p), 1 / (1 - p))
+        /// x (n) *= entries first..<first+n.
+        @inline(__always)
+        public func scale(_ x: UnsafeMutablePointer<Float>, count n: Int, first: Int) {
+            gen_dropout_scale(x, n, key, UInt64(first), threshold, keep)
         }
     }
 
-    struct DrawCausalMask: RangeKernel {
+    /// mask (n) = entries 0..<n of `stream`, drawn over gen's threads.
+    public static func drawMask(_ mask: UnsafeMutablePointer<Float>, count n: Int, _ stream: Stream) {
+        Parallel.forRanges(n, minimumPerThread: 16384, DrawMask(mask: mask, stream: stream))
+    }
+
+    struct DrawMask: RangeKernel {
         let mask: UnsafeMutablePointer<Float>
-        let T: Int
-        let p: Float, key: UInt64
+        let stream: Stream
         func run(_ range: Range<Int>) {
-            let t = threshold(p), keep = 1 / (1 - p)
-            for row in range {
-                gen_dropout_mask(mask + row * T, row % T + 1, key, UInt64(row * T), t, keep)
-            }
+            stream.draw(mask + range.lowerBound, count: range.count, first: range.lowerBound)
         }
     }
 

@@ -24,7 +24,10 @@ public final class Activations {
     let losses: UnsafeMutablePointer<Float>    // (M)
     // Dropout masks (0 or 1/(1-p)), present when dropout > 0.
     let embMask, attprojMask, fcprojMask: UnsafeMutablePointer<Float>?   // (M,C), (L,M,C), (L,M,C)
-    let attMask: UnsafeMutablePointer<Float>?                            // (L,B,NH,T,T)
+    /// Attention's dropout: per layer, the key of the mask's stream (never stored, drawn as
+    /// attention uses it; `Dropout.Stream`), and the probability (0: none). Set per step.
+    var attentionKeys: [UInt64]
+    var attentionDropout: Float = 0
     // Backward scratch, present when training.
     let dres, dx, datty, dlnf: UnsafeMutablePointer<Float>!   // (M,C)
     let dqkv: UnsafeMutablePointer<Float>!     // (M,3C)
@@ -44,7 +47,7 @@ public final class Activations {
             L * M * C, L * M * C, L * M * C, L * M, L * M, L * M * H, L * M * H,
             L * M * C, L * M * C, M * C, M, M, M * V, M,
         ]
-        if dropout { sizes += [M * C, L * M * C, L * M * C, L * B * NH * T * T] }
+        if dropout { sizes += [M * C, L * M * C, L * M * C] }
         if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * H] }
         // Adapters: scaling·(x·Aᵀ) of each projection (L,4,M,r), and (M,r) of backward scratch.
         if loraRank > 0 { sizes += [L * 4 * M * Double(loraRank), M * Double(loraRank)] }
@@ -77,10 +80,11 @@ public final class Activations {
         fch = next(); fchGelu = next(); fcproj = next(); res3 = next(); lnf = next(); lnfMean = next()
         lnfRstd = next(); logits = next(); losses = next()
         if dropout {
-            embMask = next(); attprojMask = next(); fcprojMask = next(); attMask = next()
+            embMask = next(); attprojMask = next(); fcprojMask = next()
         } else {
-            embMask = nil; attprojMask = nil; fcprojMask = nil; attMask = nil
+            embMask = nil; attprojMask = nil; fcprojMask = nil
         }
+        attentionKeys = Array(repeating: 0, count: config.nLayer)
         if training {
             dres = next(); dx = next(); datty = next(); dlnf = next(); dqkv = next(); dfch = next()
         } else {
@@ -111,7 +115,8 @@ public final class Activations {
         let qkv, atty, attStats, attproj, res2: UnsafeMutablePointer<Float>
         let ln2, ln2Mean, ln2Rstd: UnsafeMutablePointer<Float>
         let fch, fchGelu, fcproj, res3: UnsafeMutablePointer<Float>
-        let attMask, attprojMask, fcprojMask: UnsafeMutablePointer<Float>?
+        let attention: Dropout.Stream?
+        let attprojMask, fcprojMask: UnsafeMutablePointer<Float>?
         /// Adapters' kept products scaling·(x·Aᵀ), (M,r) each; nil without adapters. (Four
         /// fields, not an array: making a layer's views must not allocate.)
         var uAttn, uAttnProj, uFc, uMlpProj: UnsafeMutablePointer<Float>?
@@ -122,7 +127,6 @@ public final class Activations {
 
     func layer(_ l: Int) -> Layer {
         let C = config.nEmbd, Mmax = B * T
-        let attStride = B * config.nHead * T * T
         var layer = Layer(input: l == 0 ? encoded : res3 + (l - 1) * Mmax * C,
                      ln1: ln1 + l * Mmax * C, ln1Mean: ln1Mean + l * Mmax, ln1Rstd: ln1Rstd + l * Mmax,
                      qkv: qkv + l * Mmax * 3 * C, atty: atty + l * Mmax * C, attStats: attStats + l * B * config.nHead * T,
@@ -130,7 +134,7 @@ public final class Activations {
                      ln2: ln2 + l * Mmax * C, ln2Mean: ln2Mean + l * Mmax, ln2Rstd: ln2Rstd + l * Mmax,
                      fch: fch + l * Mmax * config.hidden, fchGelu: fchGelu + l * Mmax * config.hidden,
                      fcproj: fcproj + l * Mmax * C, res3: res3 + l * Mmax * C,
-                     attMask: attMask.map { $0 + l * attStride },
+                     attention: attentionDropout > 0 ? Dropout.Stream(key: attentionKeys[l], p: attentionDropout) : nil,
                      attprojMask: attprojMask.map { $0 + l * Mmax * C },
                      fcprojMask: fcprojMask.map { $0 + l * Mmax * C })
         if let loraU {

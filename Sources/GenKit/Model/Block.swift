@@ -33,7 +33,7 @@ enum Block {
         w.attn.forward(a.qkv, a.ln1, M: M, u: a.uAttn, mask: a.maskAttn, dropped: a.xAttn)
         switch attention {
         case .sequences(let B, let T, let tiles):
-            Attention.forward(a.atty, stats: a.attStats, qkv: a.qkv, mask: a.attMask, scratch: tiles, B: B, T: T, C: C, NH: NH)
+            Attention.forward(a.atty, stats: a.attStats, qkv: a.qkv, dropout: a.attention, scratch: tiles, B: B, T: T, C: C, NH: NH)
         case .cached(let keys, let values, let scores, let position):
             (keys + position * C).update(from: a.qkv + C, count: C)
             (values + position * C).update(from: a.qkv + 2 * C, count: C)
@@ -88,7 +88,7 @@ enum Block {
         w.proj.backward(dinp: s.datty, gradient: g?.proj, loraGradient: lora?.weights(layer: l, .attnProj),
                         dout: dbranch, inp: a.atty, M: M, u: a.uAttnProj, scratch: s.loraScratch,
                         mask: a.maskAttnProj, dropped: a.xAttnProj)
-        Attention.backward(dqkv: s.dqkv, dout: s.datty, qkv: a.qkv, stats: a.attStats, mask: a.attMask,
+        Attention.backward(dqkv: s.dqkv, dout: s.datty, qkv: a.qkv, stats: a.attStats, dropout: a.attention,
                            scratch: s.attTiles, B: B, T: T, C: C, NH: NH)
         // The first block's input gradient reaches only the embeddings: not needed when they are frozen.
         let needInput = g != nil || l > 0

@@ -127,23 +127,22 @@ public final class Trainer {
         guard let masks = activations.loraMask else { return }
         let per = activations.B * activations.T * (3 * model.config.nEmbd + model.config.hidden)
         // Each projection's mask uses its first B*T rows; drawn whole for simplicity.
-        Dropout.drawMask(masks, count: model.config.nLayer * per, p: p, key: dropoutRandom.next())
+        Dropout.drawMask(masks, count: model.config.nLayer * per, Dropout.Stream(key: dropoutRandom.next(), p: p))
     }
 
     func drawDropoutMasks() {
         let p = settings.dropout
         let M = settings.batchSize * T, C = model.config.nEmbd, L = model.config.nLayer
         func fill(_ mask: UnsafeMutablePointer<Float>, _ n: Int) {
-            Dropout.drawMask(mask, count: n, p: p, key: dropoutRandom.next())
+            Dropout.drawMask(mask, count: n, Dropout.Stream(key: dropoutRandom.next(), p: p))
         }
-        let NH = model.config.nHead, B = settings.batchSize
-        let attStride = activations.B * NH * activations.T * activations.T
         fill(activations.embMask!, M * C)
         for l in 0..<L {
             fill(activations.attprojMask! + l * activations.B * activations.T * C, M * C)
             fill(activations.fcprojMask! + l * activations.B * activations.T * C, M * C)
-            // Attention weights: only the causal entries t2 <= t of each row are read.
-            Dropout.drawCausalMask(activations.attMask! + l * attStride, rows: B * NH * T, T: T, p: p, key: dropoutRandom.next())
+            // Attention's mask is drawn as attention uses it, from this key.
+            activations.attentionKeys[l] = dropoutRandom.next()
         }
+        activations.attentionDropout = p
     }
 }
