@@ -66,7 +66,7 @@ final class TrainReporter: TrainingRunDelegate {
         self.quiet = quiet
         self.printEvery = printEvery
         if let logPath {
-            if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+            if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
             guard let f = FileHandle(forWritingAtPath: logPath) else { throw GenError("cannot open --log \(logPath) for appending") }
             _ = try? f.seekToEnd()
             log = f

@@ -9,7 +9,7 @@ extension GPTModel {
         precondition(t >= 1 && t <= config.blockSize)
         precondition(tokens.allSatisfy { $0 >= 0 && Int($0) < config.vocabSize })
         let acts = Activations(model: self, B: 1, T: t, training: false)
-        tokens.withUnsafeBufferPointer { GPT.forward(views, config, acts, tokens: $0.baseAddress!, targets: nil, B: 1, t: t) }
+        _ = tokens.withUnsafeBufferPointer { GPT.forward(views, config, acts, tokens: $0.baseAddress!, targets: nil, B: 1, t: t) }
         return Array(UnsafeBufferPointer(start: acts.logits, count: t * config.vocabSize))
     }
 
