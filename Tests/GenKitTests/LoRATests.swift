@@ -81,27 +81,33 @@ import GenKernels
         var x = randomArray(M * K, &rng)
         let weights = randomArray(M * N, &rng)
         let scaling: Float = 1.5
-        // An input-dropout mask (0 or 1/(1-p)), fixed, as the trainer draws it.
-        let mask: [Float] = dropout ? (0..<(M * K)).map { _ in rng.nextFloat() < 0.3 ? 0 : 1 / 0.7 } : []
+        // An input-dropout stream with a fixed key, as the trainer draws one per step; its mask
+        // drops some entries and keeps others.
+        let stream: Dropout.Stream? = dropout ? Dropout.Stream(key: 77, p: 0.3) : nil
+        if let stream {
+            var mask = [Float](repeating: 0, count: M * K)
+            mask.withUnsafeMutableBufferPointer { Dropout.drawMask($0.baseAddress!, count: M * K, stream) }
+            #expect(mask.contains(0) && mask.contains(1 / 0.7))
+        }
         func run(_ x: [Float], _ a: [Float], _ b: [Float], backward: Bool) -> (Double, [Float], [Float], [Float]) {
             var out = [Float](repeating: 0, count: M * N), u = [Float](repeating: 0, count: M * r)
             var dx = [Float](repeating: 0, count: M * K), da = [Float](repeating: 0, count: r * K), db = [Float](repeating: 0, count: N * r)
             var scratch = [Float](repeating: 0, count: M * r)
-            var dropped = [Float](repeating: 0, count: M * K), m = mask
+            var dropped = [Float](repeating: 0, count: M * K)
             var x = x, a = a, b = b, dout = weights
             w.withUnsafeMutableBufferPointer { wp in bias.withUnsafeMutableBufferPointer { bp in
                 a.withUnsafeMutableBufferPointer { ap in b.withUnsafeMutableBufferPointer { bbp in
                     da.withUnsafeMutableBufferPointer { dap in db.withUnsafeMutableBufferPointer { dbp in
                         let lin = Linear(weight: wp.baseAddress!, bias: bp.baseAddress!, K: K, N: N,
                                          lora: LoRAWeights(a: ap.baseAddress!, b: bbp.baseAddress!, r: r, scaling: scaling))
-                        m.withUnsafeMutableBufferPointer { mp in dropped.withUnsafeMutableBufferPointer { dp in
-                            let mk = dropout ? UnsafePointer(mp.baseAddress!) : nil, dr = dropout ? dp.baseAddress! : nil
-                            lin.forward(&out, &x, M: M, u: &u, mask: mk, dropped: dr)
+                        dropped.withUnsafeMutableBufferPointer { dp in
+                            let dr = dropout ? dp.baseAddress! : nil
+                            lin.forward(&out, &x, M: M, u: &u, dropout: stream, dropped: dr)
                             if backward {
                                 lin.backward(dinp: &dx, gradient: nil, loraGradient: LoRAWeights(a: dap.baseAddress!, b: dbp.baseAddress!, r: r, scaling: scaling),
-                                             dout: &dout, inp: &x, M: M, u: &u, scratch: &scratch, mask: mk, dropped: dr)
+                                             dout: &dout, inp: &x, M: M, u: &u, scratch: &scratch, dropout: stream, dropped: dr)
                             }
-                        } }
+                        }
                     } }
                 } }
             } }

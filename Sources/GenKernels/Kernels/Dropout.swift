@@ -29,7 +29,7 @@ public enum Dropout {
         /// x (n) *= entries first..<first+n.
         @inline(__always)
         public func scale(_ x: UnsafeMutablePointer<Float>, count n: Int, first: Int) {
-            gen_dropout_scale(x, n, key, UInt64(first), threshold, keep)
+            gen_dropout_scale(x, x, n, key, UInt64(first), threshold, keep)
         }
     }
 
@@ -46,18 +46,18 @@ public enum Dropout {
         }
     }
 
-    /// Inverted dropout in place: x (N) *= mask (N), where mask holds 0 or 1/(1-p).
-    /// The mask is drawn by the caller's generator so that runs are reproducible.
-    public static func apply(_ x: UnsafeMutablePointer<Float>, mask: UnsafePointer<Float>, count n: Int) {
-        Parallel.forRanges(n, minimumPerThread: 16384, Apply(x: x, mask: mask))
+    /// Inverted dropout: y (n) = x (n) ⊙ entries 0..<n of `stream`, over gen's threads (y may
+    /// be x). The forward pass and the backward pass apply the same stream.
+    public static func apply(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count n: Int, _ stream: Stream) {
+        Parallel.forRanges(n, minimumPerThread: 16384, Apply(y: y, x: x, stream: stream))
     }
 
     struct Apply: RangeKernel {
-        let x: UnsafeMutablePointer<Float>, mask: UnsafePointer<Float>
+        let y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>
+        let stream: Stream
         func run(_ range: Range<Int>) {
-            var i = range.lowerBound
-            while i + 16 <= range.upperBound { store16(load16(x + i) * load16(mask + i), x + i); i += 16 }
-            while i < range.upperBound { x[i] *= mask[i]; i += 1 }
+            let lo = range.lowerBound
+            gen_dropout_scale(y + lo, x + lo, range.count, stream.key, UInt64(lo), stream.threshold, stream.keep)
         }
     }
 }

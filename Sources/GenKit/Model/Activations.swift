@@ -22,12 +22,20 @@ public final class Activations {
     let lnf, lnfMean, lnfRstd: UnsafeMutablePointer<Float>   // (M,C), (M), (M)
     public let logits: UnsafeMutablePointer<Float>   // (M,V): logits, then probabilities after a loss
     let losses: UnsafeMutablePointer<Float>    // (M)
-    // Dropout masks (0 or 1/(1-p)), present when dropout > 0.
-    let embMask, attprojMask, fcprojMask: UnsafeMutablePointer<Float>?   // (M,C), (L,M,C), (L,M,C)
-    /// Attention's dropout: per layer, the key of the mask's stream (never stored, drawn as
-    /// attention uses it; `Dropout.Stream`), and the probability (0: none). Set per step.
-    var attentionKeys: [UInt64]
-    var attentionDropout: Float = 0
+    /// Dropout: no mask is stored. Each is a `Dropout.Stream`, drawn where it is applied and
+    /// again in the backward pass, from a key set per step (`Trainer`): the embeddings' (index
+    /// 0), then per layer 7 keys: attention's weights, the two residual branches, the adapters'
+    /// inputs of attn, attn.c_proj, c_fc, mlp.c_proj. `dropout` and `adapterDropout` are the
+    /// probabilities (0: none; evaluation and decoding leave them so).
+    var dropoutKeys: [UInt64]
+    var dropout: Float = 0
+    var adapterDropout: Float = 0
+
+    func dropoutStream(_ index: Int, _ p: Float) -> Dropout.Stream? {
+        p > 0 ? Dropout.Stream(key: dropoutKeys[index], p: p) : nil
+    }
+    /// The embeddings' dropout.
+    var embedding: Dropout.Stream? { dropoutStream(0, dropout) }
     // Backward scratch, present when training.
     let dres, dx, datty, dlnf: UnsafeMutablePointer<Float>!   // (M,C)
     let dqkv: UnsafeMutablePointer<Float>!     // (M,3C)
@@ -35,6 +43,7 @@ public final class Activations {
 
     /// Floats of each tensor, in allocation order, computed in floating point so that no
     /// shape, however large, overflows (the caller checks the total before allocating).
+    /// `dropout` adds nothing: dropout's masks are never stored (`dropoutKeys`).
     static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool, loraRank: Int = 0,
                       loraDropout: Bool = false) -> [Double] {
         let L = Double(config.nLayer), C = Double(config.nEmbd), V = Double(config.vocabSize), NH = Double(config.nHead)
@@ -47,12 +56,11 @@ public final class Activations {
             L * M * C, L * M * C, L * M * C, L * M, L * M, L * M * H, L * M * H,
             L * M * C, L * M * C, M * C, M, M, M * V, M,
         ]
-        if dropout { sizes += [M * C, L * M * C, L * M * C] }
         if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * H] }
         // Adapters: scaling·(x·Aᵀ) of each projection (L,4,M,r), and (M,r) of backward scratch.
         if loraRank > 0 { sizes += [L * 4 * M * Double(loraRank), M * Double(loraRank)] }
-        // Adapters' input dropout: masks and dropped inputs of the four projections (L,M,3C+H) each.
-        if loraRank > 0 && loraDropout { sizes += [L * M * (3 * C + H), L * M * (3 * C + H)] }
+        // Adapters' input dropout: the dropped input of one projection at a time (M, max(C,H)).
+        if loraRank > 0 && loraDropout { sizes += [M * max(C, H)] }
         // Round each tensor up to 16 floats so every one starts 64-byte aligned.
         return sizes.map { ($0 / 16).rounded(.up) * 16 }
     }
@@ -79,19 +87,14 @@ public final class Activations {
         attStats = next(); attTiles = next(); attproj = next(); res2 = next(); ln2 = next(); ln2Mean = next(); ln2Rstd = next()
         fch = next(); fchGelu = next(); fcproj = next(); res3 = next(); lnf = next(); lnfMean = next()
         lnfRstd = next(); logits = next(); losses = next()
-        if dropout {
-            embMask = next(); attprojMask = next(); fcprojMask = next()
-        } else {
-            embMask = nil; attprojMask = nil; fcprojMask = nil
-        }
-        attentionKeys = Array(repeating: 0, count: config.nLayer)
+        dropoutKeys = Array(repeating: 0, count: 1 + 7 * config.nLayer)
         if training {
             dres = next(); dx = next(); datty = next(); dlnf = next(); dqkv = next(); dfch = next()
         } else {
             dres = nil; dx = nil; datty = nil; dlnf = nil; dqkv = nil; dfch = nil
         }
         if loraRank > 0 { loraU = next(); loraScratch = next() } else { loraU = nil; loraScratch = nil }
-        if loraRank > 0 && loraDropout { loraMask = next(); loraDropped = next() } else { loraMask = nil; loraDropped = nil }
+        loraDropped = loraRank > 0 && loraDropout ? next() : nil
     }
 
     let loraRank: Int
@@ -102,7 +105,7 @@ public final class Activations {
                   loraDropout: training && (model.adapters?.config.dropout ?? 0) > 0)
     }
     let loraU: UnsafeMutablePointer<Float>?        // (L,4,M,r)
-    let loraMask, loraDropped: UnsafeMutablePointer<Float>?   // (L,M,3C+H) each
+    let loraDropped: UnsafeMutablePointer<Float>?   // (M, max(C,H))
     let loraScratch: UnsafeMutablePointer<Float>?  // (M,r)
 
     /// Bytes held.
@@ -115,14 +118,14 @@ public final class Activations {
         let qkv, atty, attStats, attproj, res2: UnsafeMutablePointer<Float>
         let ln2, ln2Mean, ln2Rstd: UnsafeMutablePointer<Float>
         let fch, fchGelu, fcproj, res3: UnsafeMutablePointer<Float>
-        let attention: Dropout.Stream?
-        let attprojMask, fcprojMask: UnsafeMutablePointer<Float>?
+        /// Dropout of attention's weights and of the two residual branches.
+        let attention, attprojDropout, fcprojDropout: Dropout.Stream?
         /// Adapters' kept products scaling·(x·Aᵀ), (M,r) each; nil without adapters. (Four
         /// fields, not an array: making a layer's views must not allocate.)
         var uAttn, uAttnProj, uFc, uMlpProj: UnsafeMutablePointer<Float>?
-        /// Adapters' input dropout: masks (0 or 1/(1-p)) and the dropped inputs, per projection.
-        var maskAttn, maskAttnProj, maskFc, maskMlpProj: UnsafeMutablePointer<Float>?
-        var xAttn, xAttnProj, xFc, xMlpProj: UnsafeMutablePointer<Float>?
+        /// Adapters' input dropout, per projection, and room for one dropped input.
+        var dropAttn, dropAttnProj, dropFc, dropMlpProj: Dropout.Stream?
+        var dropped: UnsafeMutablePointer<Float>?
     }
 
     func layer(_ l: Int) -> Layer {
@@ -134,20 +137,18 @@ public final class Activations {
                      ln2: ln2 + l * Mmax * C, ln2Mean: ln2Mean + l * Mmax, ln2Rstd: ln2Rstd + l * Mmax,
                      fch: fch + l * Mmax * config.hidden, fchGelu: fchGelu + l * Mmax * config.hidden,
                      fcproj: fcproj + l * Mmax * C, res3: res3 + l * Mmax * C,
-                     attention: attentionDropout > 0 ? Dropout.Stream(key: attentionKeys[l], p: attentionDropout) : nil,
-                     attprojMask: attprojMask.map { $0 + l * Mmax * C },
-                     fcprojMask: fcprojMask.map { $0 + l * Mmax * C })
+                     attention: dropoutStream(1 + 7 * l, dropout), attprojDropout: dropoutStream(2 + 7 * l, dropout),
+                     fcprojDropout: dropoutStream(3 + 7 * l, dropout))
         if let loraU {
             let r = loraRank
             let base = loraU + l * 4 * Mmax * r
             layer.uAttn = base; layer.uAttnProj = base + Mmax * r
             layer.uFc = base + 2 * Mmax * r; layer.uMlpProj = base + 3 * Mmax * r
         }
-        if let loraMask, let loraDropped {
-            let per = Mmax * (3 * C + config.hidden)
-            let m = loraMask + l * per, x = loraDropped + l * per
-            layer.maskAttn = m; layer.maskAttnProj = m + Mmax * C; layer.maskFc = m + 2 * Mmax * C; layer.maskMlpProj = m + 3 * Mmax * C
-            layer.xAttn = x; layer.xAttnProj = x + Mmax * C; layer.xFc = x + 2 * Mmax * C; layer.xMlpProj = x + 3 * Mmax * C
+        if let loraDropped {
+            layer.dropAttn = dropoutStream(4 + 7 * l, adapterDropout); layer.dropAttnProj = dropoutStream(5 + 7 * l, adapterDropout)
+            layer.dropFc = dropoutStream(6 + 7 * l, adapterDropout); layer.dropMlpProj = dropoutStream(7 + 7 * l, adapterDropout)
+            layer.dropped = loraDropped
         }
         return layer
     }

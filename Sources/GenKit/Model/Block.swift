@@ -30,7 +30,7 @@ enum Block {
     static func forward(_ w: BlockWeights, _ a: Activations.Layer, M: Int, config: GPTConfig, attention: AttentionContext) {
         let C = config.nEmbd, NH = config.nHead, H = config.hidden, eps = config.layerNormEpsilon
         LayerNorm.forward(a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, a.input, weight: w.ln1w, bias: w.ln1b, M: M, C: C, eps: eps)
-        w.attn.forward(a.qkv, a.ln1, M: M, u: a.uAttn, mask: a.maskAttn, dropped: a.xAttn)
+        w.attn.forward(a.qkv, a.ln1, M: M, u: a.uAttn, dropout: a.dropAttn, dropped: a.dropped)
         switch attention {
         case .sequences(let B, let T, let tiles):
             Attention.forward(a.atty, stats: a.attStats, qkv: a.qkv, dropout: a.attention, scratch: tiles, B: B, T: T, C: C, NH: NH)
@@ -39,27 +39,26 @@ enum Block {
             (values + position * C).update(from: a.qkv + 2 * C, count: C)
             Attention.forwardOne(a.atty, q: a.qkv, kCache: keys, vCache: values, scores: scores, n: position + 1, C: C, NH: NH)
         }
-        w.proj.forward(a.attproj, a.atty, M: M, u: a.uAttnProj, mask: a.maskAttnProj, dropped: a.xAttnProj)
-        if let mask = a.attprojMask { Dropout.apply(a.attproj, mask: mask, count: M * C) }
+        w.proj.forward(a.attproj, a.atty, M: M, u: a.uAttnProj, dropout: a.dropAttnProj, dropped: a.dropped)
+        if let d = a.attprojDropout { Dropout.apply(a.attproj, a.attproj, count: M * C, d) }
         Residual.forward(a.res2, a.input, a.attproj, count: M * C)
         LayerNorm.forward(a.ln2, mean: a.ln2Mean, rstd: a.ln2Rstd, a.res2, weight: w.ln2w, bias: w.ln2b, M: M, C: C, eps: eps)
-        w.fc.forward(a.fch, a.ln2, M: M, u: a.uFc, mask: a.maskFc, dropped: a.xFc)
+        w.fc.forward(a.fch, a.ln2, M: M, u: a.uFc, dropout: a.dropFc, dropped: a.dropped)
         switch config.activation {
         case .geluTanh: GELU.forward(a.fchGelu, a.fch, count: M * H)
         case .gelu: ExactGELU.forward(a.fchGelu, a.fch, count: M * H)
         }
-        w.fcproj.forward(a.fcproj, a.fchGelu, M: M, u: a.uMlpProj, mask: a.maskMlpProj, dropped: a.xMlpProj)
-        if let mask = a.fcprojMask { Dropout.apply(a.fcproj, mask: mask, count: M * C) }
+        w.fcproj.forward(a.fcproj, a.fchGelu, M: M, u: a.uMlpProj, dropout: a.dropMlpProj, dropped: a.dropped)
+        if let d = a.fcprojDropout { Dropout.apply(a.fcproj, a.fcproj, count: M * C, d) }
         Residual.forward(a.res3, a.res2, a.fcproj, count: M * C)
     }
 
     /// The gradient reaching a residual branch's output: `dres` itself, or, when the branch had
-    /// dropout, dres ⊙ mask written into `scratch`.
-    static func branchGradient(_ dres: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<Float>?,
+    /// dropout, dres ⊙ its mask written into `scratch`.
+    static func branchGradient(_ dres: UnsafeMutablePointer<Float>, dropout: Dropout.Stream?,
                                scratch: UnsafeMutablePointer<Float>, count: Int) -> UnsafePointer<Float> {
-        guard let mask else { return UnsafePointer(dres) }
-        scratch.update(from: dres, count: count)
-        Dropout.apply(scratch, mask: mask, count: count)
+        guard let dropout else { return UnsafePointer(dres) }
+        Dropout.apply(scratch, dres, count: count, dropout)
         return UnsafePointer(scratch)
     }
 
@@ -71,29 +70,29 @@ enum Block {
         let M = B * T, C = config.nEmbd, NH = config.nHead, H = config.hidden
         let dres = s.dres!
         // MLP branch: dres holds dL/d(res3).
-        var dbranch = branchGradient(dres, mask: a.fcprojMask, scratch: s.datty, count: M * C)
+        var dbranch = branchGradient(dres, dropout: a.fcprojDropout, scratch: s.datty, count: M * C)
         w.fcproj.backward(dinp: s.dfch, gradient: g?.fcproj, loraGradient: lora?.weights(layer: l, .mlpProj),
                           dout: dbranch, inp: a.fchGelu, M: M, u: a.uMlpProj, scratch: s.loraScratch,
-                          mask: a.maskMlpProj, dropped: a.xMlpProj)
+                          dropout: a.dropMlpProj, dropped: a.dropped)
         switch config.activation {
         case .geluTanh: GELU.backward(dinp: s.dfch, dout: s.dfch, inp: a.fch, count: M * H)
         case .gelu: ExactGELU.backward(dinp: s.dfch, dout: s.dfch, inp: a.fch, count: M * H)
         }
         w.fc.backward(dinp: s.dx, gradient: g?.fc, loraGradient: lora?.weights(layer: l, .fc),
-                      dout: s.dfch, inp: a.ln2, M: M, u: a.uFc, scratch: s.loraScratch, mask: a.maskFc, dropped: a.xFc)
+                      dout: s.dfch, inp: a.ln2, M: M, u: a.uFc, scratch: s.loraScratch, dropout: a.dropFc, dropped: a.dropped)
         LayerNorm.backward(dinp: dres, dweight: g?.ln2w, dbias: g?.ln2b, dout: s.dx, inp: a.res2,
                            weight: w.ln2w, mean: a.ln2Mean, rstd: a.ln2Rstd, M: M, C: C)
         // Attention branch: dres holds dL/d(res2).
-        dbranch = branchGradient(dres, mask: a.attprojMask, scratch: s.dx, count: M * C)
+        dbranch = branchGradient(dres, dropout: a.attprojDropout, scratch: s.dx, count: M * C)
         w.proj.backward(dinp: s.datty, gradient: g?.proj, loraGradient: lora?.weights(layer: l, .attnProj),
                         dout: dbranch, inp: a.atty, M: M, u: a.uAttnProj, scratch: s.loraScratch,
-                        mask: a.maskAttnProj, dropped: a.xAttnProj)
+                        dropout: a.dropAttnProj, dropped: a.dropped)
         Attention.backward(dqkv: s.dqkv, dout: s.datty, qkv: a.qkv, stats: a.attStats, dropout: a.attention,
                            scratch: s.attTiles, B: B, T: T, C: C, NH: NH)
         // The first block's input gradient reaches only the embeddings: not needed when they are frozen.
         let needInput = g != nil || l > 0
         w.attn.backward(dinp: needInput ? s.dx : nil, gradient: g?.attn, loraGradient: lora?.weights(layer: l, .attn),
-                        dout: s.dqkv, inp: a.ln1, M: M, u: a.uAttn, scratch: s.loraScratch, mask: a.maskAttn, dropped: a.xAttn)
+                        dout: s.dqkv, inp: a.ln1, M: M, u: a.uAttn, scratch: s.loraScratch, dropout: a.dropAttn, dropped: a.dropped)
         guard needInput else { return }
         LayerNorm.backward(dinp: dres, dweight: g?.ln1w, dbias: g?.ln1b, dout: s.dx, inp: a.input,
                            weight: w.ln1w, mean: a.ln1Mean, rstd: a.ln1Rstd, M: M, C: C)

@@ -35,7 +35,7 @@ public final class Decoder {
         step = Activations.Layer(input: x, ln1: xn, ln1Mean: mean, ln1Rstd: rstd, qkv: qkv, atty: y, attStats: scores,
                                  attproj: proj, res2: x2, ln2: xn, ln2Mean: mean, ln2Rstd: rstd,
                                  fch: fch, fchGelu: fch, fcproj: proj, res3: x,
-                                 attention: nil, attprojMask: nil, fcprojMask: nil)
+                                 attention: nil, attprojDropout: nil, fcprojDropout: nil)
         if model.adapters != nil {
             let r = model.loraRank, u = loraU.pointer
             step.uAttn = u; step.uAttnProj = u + r; step.uFc = u + 2 * r; step.uMlpProj = u + 3 * r

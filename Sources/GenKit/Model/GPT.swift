@@ -18,7 +18,7 @@ public enum GPT {
         let M = B * T
 
         Embedding.forward(acts.encoded, tokens: tokens, wte: p.wte, wpe: p.wpe, B: B, T: T, C: C)
-        if let mask = acts.embMask { Dropout.apply(acts.encoded, mask: mask, count: M * C) }
+        if let d = acts.embedding { Dropout.apply(acts.encoded, acts.encoded, count: M * C, d) }
         for l in 0..<L {
             Block.forward(p.layer(l), acts.layer(l), M: M, config: config, attention: .sequences(B: B, T: T, tiles: acts.attTiles))
         }
@@ -61,7 +61,7 @@ public enum GPT {
             Block.backward(p.layer(l), g?.layer(l), lora: lora, layer: l, acts.layer(l), acts, B: B, T: T, config: config)
         }
         guard let g else { return }
-        if let mask = acts.embMask { Dropout.apply(dres, mask: mask, count: M * C) }
+        if let d = acts.embedding { Dropout.apply(dres, dres, count: M * C, d) }
         Embedding.backward(dwte: g.wte, dwpe: g.wpe, dout: dres, tokens: tokens, B: B, T: T, C: C, V: V)
     }
 }

@@ -28,9 +28,9 @@ public struct Linear {
 
     /// inp (M,K) -> out (M,N). One row (decoding) streams the weights once; more rows go to
     /// sgemm. With an 8-bit copy, one row reads that instead. With an adapter, `u` (M,r) keeps scaling·(inp·Aᵀ) for the backward pass.
-    /// With `mask` (0 or 1/(1-p), (M,K)), the adapter sees the dropped input, kept in `dropped`.
+    /// With `dropout`, the adapter sees the dropped input, made in `dropped` (M,K).
     public func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, M: Int, u: UnsafeMutablePointer<Float>? = nil,
-                        mask: UnsafePointer<Float>? = nil, dropped: UnsafeMutablePointer<Float>? = nil) {
+                        dropout: Dropout.Stream? = nil, dropped: UnsafeMutablePointer<Float>? = nil) {
         if M == 1, let int8 {
             Int8Blocks.vectorForward(out, inp, q: int8.q, scales: int8.scales, bias: bias, K: K, N: N)
         } else if rows && M == 1 {
@@ -44,9 +44,8 @@ public struct Linear {
         }
         guard let lora, let u else { return }
         var x = inp
-        if let mask, let dropped {
-            dropped.update(from: inp, count: M * K)
-            Dropout.apply(dropped, mask: mask, count: M * K)
+        if let dropout, let dropped {
+            Dropout.apply(dropped, inp, count: M * K, dropout)
             x = UnsafePointer(dropped)
         }
         // u (M,r) = scaling · x (M,K) · Aᵀ (K,r)
@@ -57,11 +56,12 @@ public struct Linear {
 
     /// dout (M,N), inp (M,K) -> dinp (M,K) (overwritten; nil: not needed); the weight's and bias's gradients are
     /// added into `gradient` when there is one (a frozen projection has none), the adapter's into
-    /// `loraGradient`. `u` is what `forward` kept; `scratch` holds (M,r).
+    /// `loraGradient`. `u` is what `forward` kept; `scratch` holds (M,r); with `dropout` (the
+    /// forward pass's), the dropped input is made again in `dropped` (M,K).
     public func backward(dinp: UnsafeMutablePointer<Float>?, gradient: Linear?, loraGradient: LoRAWeights? = nil,
                   dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, M: Int,
                   u: UnsafeMutablePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>? = nil,
-                  mask: UnsafePointer<Float>? = nil, dropped: UnsafeMutablePointer<Float>? = nil) {
+                  dropout: Dropout.Stream? = nil, dropped: UnsafeMutablePointer<Float>? = nil) {
         precondition(!rows, "a model arranged for decoding has no backward pass")
         Matmul.backward(dinp: dinp, dweight: gradient?.weight, dbias: gradient?.bias, dout: dout,
                         inp: inp, weight: weight, M: M, K: K, N: N)
@@ -75,14 +75,18 @@ public struct Linear {
         Matmul.product(transA: false, transB: false, M: M, N: r, K: N, alpha: lora.scaling, dout, lda: N, lora.b, ldb: r, beta: 0, du, ldc: r)
         // dA (r,K) += duᵀ (r,M) · x (M,K), x the (dropped) input the adapter saw
         if let g = loraGradient {
-            let x = dropped.map { UnsafePointer($0) } ?? inp
+            var x = inp
+            if let dropout, let dropped {
+                Dropout.apply(dropped, inp, count: M * K, dropout)
+                x = UnsafePointer(dropped)
+            }
             Matmul.product(transA: true, transB: false, M: r, N: K, K: M, du, lda: r, x, ldb: K, beta: 1, g.a, ldc: K)
         }
         guard let dinp else { return }
-        if let mask, let dropped {
+        if let dropout, let dropped {
             // dinp += (du · A) ⊙ mask, through `dropped`, which is no longer needed
             Matmul.product(transA: false, transB: false, M: M, N: K, K: r, du, lda: r, lora.a, ldb: K, beta: 0, dropped, ldc: K)
-            Dropout.apply(dropped, mask: mask, count: M * K)
+            Dropout.apply(dropped, dropped, count: M * K, dropout)
             Residual.forward(dinp, dinp, dropped, count: M * K)
             return
         }

@@ -122,27 +122,22 @@ public final class Trainer {
         }
     }
 
-    /// Masks of the adapters' input dropout (PEFT's lora_dropout), for every projection.
+    /// Keys of the adapters' input dropout (PEFT's lora_dropout), for every projection: the
+    /// masks are drawn where they are applied (`Activations.dropoutKeys`).
     func drawAdapterDropoutMasks(_ p: Float) {
-        guard let masks = activations.loraMask else { return }
-        let per = activations.B * activations.T * (3 * model.config.nEmbd + model.config.hidden)
-        // Each projection's mask uses its first B*T rows; drawn whole for simplicity.
-        Dropout.drawMask(masks, count: model.config.nLayer * per, Dropout.Stream(key: dropoutRandom.next(), p: p))
+        guard activations.loraDropped != nil else { return }
+        for l in 0..<model.config.nLayer {
+            for i in 4..<8 { activations.dropoutKeys[i + 7 * l] = dropoutRandom.next() }
+        }
+        activations.adapterDropout = p
     }
 
+    /// Keys of the embeddings', the attention weights' and the residual branches' dropout.
     func drawDropoutMasks() {
-        let p = settings.dropout
-        let M = settings.batchSize * T, C = model.config.nEmbd, L = model.config.nLayer
-        func fill(_ mask: UnsafeMutablePointer<Float>, _ n: Int) {
-            Dropout.drawMask(mask, count: n, Dropout.Stream(key: dropoutRandom.next(), p: p))
+        activations.dropoutKeys[0] = dropoutRandom.next()
+        for l in 0..<model.config.nLayer {
+            for i in 1..<4 { activations.dropoutKeys[i + 7 * l] = dropoutRandom.next() }
         }
-        fill(activations.embMask!, M * C)
-        for l in 0..<L {
-            fill(activations.attprojMask! + l * activations.B * activations.T * C, M * C)
-            fill(activations.fcprojMask! + l * activations.B * activations.T * C, M * C)
-            // Attention's mask is drawn as attention uses it, from this key.
-            activations.attentionKeys[l] = dropoutRandom.next()
-        }
-        activations.attentionDropout = p
+        activations.dropout = settings.dropout
     }
 }
