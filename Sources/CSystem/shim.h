@@ -46,13 +46,6 @@ static inline unsigned int gen_dropout_draw(unsigned long long key, unsigned lon
     return (unsigned int)(z >> 40);
 }
 
-// mask[j] = 0 or keep for entries first..<first+n.
-static inline void gen_dropout_mask(float *mask, long n, unsigned long long key, unsigned long long first,
-                                    unsigned int threshold, float keep) {
-    for (long j = 0; j < n; j++)
-        mask[j] = gen_dropout_draw(key, first + (unsigned long long)j) < threshold ? 0.0f : keep;
-}
-
 // y[j] = x[j] · (0 or keep) for entries first..<first+n: the mask applied without storing it
 // (y may be x).
 static inline void gen_dropout_scale(float *y, const float *x, long n, unsigned long long key,

@@ -175,13 +175,12 @@ import Glibc
     @Test(arguments: [Float(0.1), 0.5, 0.0])
     func maskEqualsReferenceOnAnyThreadCount(p: Float) {
         let n = 100_003, key: UInt64 = 0xDEAD_BEEF_1234
-        let one = FloatBuffer(count: n), three = FloatBuffer(count: n)
-        Parallel.withThreads(1) { Dropout.drawMask(one.pointer, count: n, Dropout.Stream(key: key, p: p)) }
-        Parallel.withThreads(3) { Dropout.drawMask(three.pointer, count: n, Dropout.Stream(key: key, p: p)) }
+        let one = Parallel.withThreads(1) { dropoutMask(Dropout.Stream(key: key, p: p), count: n) }
+        let three = Parallel.withThreads(3) { dropoutMask(Dropout.Stream(key: key, p: p), count: n) }
         var mismatches = 0, dropped = 0
         for i in 0..<n {
-            if one.pointer[i] != Self.reference(key: key, index: i, p: p) || three.pointer[i] != one.pointer[i] { mismatches += 1 }
-            if one.pointer[i] == 0 { dropped += 1 }
+            if one[i] != Self.reference(key: key, index: i, p: p) || three[i] != one[i] { mismatches += 1 }
+            if one[i] == 0 { dropped += 1 }
         }
         #expect(mismatches == 0)
         // Binomial(n, p): within 5 standard deviations.
@@ -189,14 +188,12 @@ import Glibc
         #expect(abs(Double(dropped) - Double(n) * Double(p)) <= 5 * sd + 1)
     }
 
-    /// Another key gives another mask; scaling by the stream equals multiplying by the drawn
-    /// mask, for any part of it.
+    /// Another key gives another mask; scaling part of a row by the stream (from entry
+    /// `first`) equals multiplying by the whole mask's entries there.
     @Test func keysDifferAndScalingEqualsTheMask() {
         let n = 4096, p: Float = 0.3
-        let a = FloatBuffer(count: n), b = FloatBuffer(count: n)
-        Dropout.drawMask(a.pointer, count: n, Dropout.Stream(key: 1, p: p))
-        Dropout.drawMask(b.pointer, count: n, Dropout.Stream(key: 2, p: p))
-        #expect((0..<n).filter { a.pointer[$0] != b.pointer[$0] }.count > n / 4)
+        let a = dropoutMask(Dropout.Stream(key: 1, p: p), count: n), b = dropoutMask(Dropout.Stream(key: 2, p: p), count: n)
+        #expect((0..<n).filter { a[$0] != b[$0] }.count > n / 4)
         var rng = Random(seed: 4)
         let x = (0..<n).map { _ in Float(rng.nextNormal()) }
         let scaled = FloatBuffer(count: n)
@@ -204,6 +201,6 @@ import Glibc
         let s = Dropout.Stream(key: 1, p: p)
         s.scale(scaled.pointer, count: 1000, first: 0)
         s.scale(scaled.pointer + 1000, count: n - 1000, first: 1000)
-        #expect((0..<n).allSatisfy { scaled.pointer[$0] == x[$0] * a.pointer[$0] })
+        #expect((0..<n).allSatisfy { scaled.pointer[$0] == x[$0] * a[$0] })
     }
 }

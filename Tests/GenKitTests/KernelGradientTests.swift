@@ -177,8 +177,7 @@ import GenKernels
         var qkv = randomArray(B * T * 3 * C, &rng)
         let r = randomArray(B * T * C, &rng)
         let dropout = Dropout.Stream(key: 0x1234_5678, p: 0.3)
-        var mask = [Float](repeating: 0, count: B * NH * T * T)
-        mask.withUnsafeMutableBufferPointer { Dropout.drawMask($0.baseAddress!, count: $0.count, dropout) }
+        let mask = dropoutMask(dropout, count: B * NH * T * T)
         #expect(mask.contains(0) && mask.contains(1 / 0.7))
         var scratch = [Float](repeating: 0, count: Attention.scratchCount(T: T))
         func run(_ qkv: [Float]) -> (out: [Float], stats: [Float]) {

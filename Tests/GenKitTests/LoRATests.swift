@@ -85,8 +85,7 @@ import GenKernels
         // drops some entries and keeps others.
         let stream: Dropout.Stream? = dropout ? Dropout.Stream(key: 77, p: 0.3) : nil
         if let stream {
-            var mask = [Float](repeating: 0, count: M * K)
-            mask.withUnsafeMutableBufferPointer { Dropout.drawMask($0.baseAddress!, count: M * K, stream) }
+            let mask = dropoutMask(stream, count: M * K)
             #expect(mask.contains(0) && mask.contains(1 / 0.7))
         }
         func run(_ x: [Float], _ a: [Float], _ b: [Float], backward: Bool) -> (Double, [Float], [Float], [Float]) {

@@ -30,6 +30,13 @@ func tempDir() -> URL {
     return u
 }
 
+/// The mask a dropout stream applies, entries 0..<n (the stream applied to ones).
+func dropoutMask(_ stream: Dropout.Stream, count n: Int) -> [Float] {
+    var mask = [Float](repeating: 1, count: n)
+    mask.withUnsafeMutableBufferPointer { Dropout.apply($0.baseAddress!, $0.baseAddress!, count: n, stream) }
+    return mask
+}
+
 func randomArray(_ n: Int, _ rng: inout Random, scale: Float = 1) -> [Float] {
     (0..<n).map { _ in Float(rng.nextNormal()) * scale }
 }

@@ -20,29 +20,10 @@ public enum Dropout {
             keep = 1 / (1 - p)
         }
 
-        /// mask (n) = entries first..<first+n.
-        @inline(__always)
-        public func draw(_ mask: UnsafeMutablePointer<Float>, count n: Int, first: Int) {
-            gen_dropout_mask(mask, n, key, UInt64(first), threshold, keep)
-        }
-
         /// x (n) *= entries first..<first+n.
         @inline(__always)
         public func scale(_ x: UnsafeMutablePointer<Float>, count n: Int, first: Int) {
             gen_dropout_scale(x, x, n, key, UInt64(first), threshold, keep)
-        }
-    }
-
-    /// mask (n) = entries 0..<n of `stream`, drawn over gen's threads.
-    public static func drawMask(_ mask: UnsafeMutablePointer<Float>, count n: Int, _ stream: Stream) {
-        Parallel.forRanges(n, minimumPerThread: 16384, DrawMask(mask: mask, stream: stream))
-    }
-
-    struct DrawMask: RangeKernel {
-        let mask: UnsafeMutablePointer<Float>
-        let stream: Stream
-        func run(_ range: Range<Int>) {
-            stream.draw(mask + range.lowerBound, count: range.count, first: range.lowerBound)
         }
     }
 

@@ -43,8 +43,7 @@ public final class Activations {
 
     /// Floats of each tensor, in allocation order, computed in floating point so that no
     /// shape, however large, overflows (the caller checks the total before allocating).
-    /// `dropout` adds nothing: dropout's masks are never stored (`dropoutKeys`).
-    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool, loraRank: Int = 0,
+    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, loraRank: Int = 0,
                       loraDropout: Bool = false) -> [Double] {
         let L = Double(config.nLayer), C = Double(config.nEmbd), V = Double(config.vocabSize), NH = Double(config.nHead)
         let H = Double(config.hidden)
@@ -66,18 +65,18 @@ public final class Activations {
     }
 
     /// Bytes an `Activations` of this shape would hold.
-    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false, loraRank: Int = 0) -> Double {
-        sizes(config: config, B: B, T: T, training: training, dropout: dropout, loraRank: loraRank).reduce(0, +) * 4
+    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, loraRank: Int = 0) -> Double {
+        sizes(config: config, B: B, T: T, training: training, loraRank: loraRank).reduce(0, +) * 4
     }
 
     /// - Parameter loraRank: the rank of the model's adapters (0: none).
-    public init(config: GPTConfig, B: Int, T: Int, training: Bool, dropout: Bool = false, loraRank: Int = 0,
+    public init(config: GPTConfig, B: Int, T: Int, training: Bool, loraRank: Int = 0,
                 loraDropout: Bool = false) {
         self.B = B
         self.T = T
         self.config = config
         self.loraRank = loraRank
-        let rounded = Self.sizes(config: config, B: B, T: T, training: training, dropout: dropout, loraRank: loraRank,
+        let rounded = Self.sizes(config: config, B: B, T: T, training: training, loraRank: loraRank,
                                  loraDropout: loraDropout).map { Int($0) }
         buffer = FloatBuffer(count: rounded.reduce(0, +), hugePages: training)
         var at = buffer.pointer
@@ -100,8 +99,8 @@ public final class Activations {
     let loraRank: Int
 
     /// Activations for `model` (with room for its adapters' products).
-    public convenience init(model: GPTModel, B: Int, T: Int, training: Bool, dropout: Bool = false) {
-        self.init(config: model.config, B: B, T: T, training: training, dropout: dropout, loraRank: model.loraRank,
+    public convenience init(model: GPTModel, B: Int, T: Int, training: Bool) {
+        self.init(config: model.config, B: B, T: T, training: training, loraRank: model.loraRank,
                   loraDropout: training && (model.adapters?.config.dropout ?? 0) > 0)
     }
     let loraU: UnsafeMutablePointer<Float>?        // (L,4,M,r)

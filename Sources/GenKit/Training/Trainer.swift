@@ -50,8 +50,7 @@ public final class Trainer {
         }
         m = FloatBuffer(count: self.trainable.count, hugePages: true)
         v = FloatBuffer(count: self.trainable.count, hugePages: true)
-        activations = Activations(model: model, B: settings.batchSize, T: T, training: true,
-                                  dropout: settings.dropout > 0)
+        activations = Activations(model: model, B: settings.batchSize, T: T, training: true)
         batch = TokenBatch(B: settings.batchSize, T: T)
         dropoutRandom = Random(seed: seed ^ 0x5EED_D20B)
     }
@@ -66,8 +65,8 @@ public final class Trainer {
     /// Forward and backward over the micro-batch already in `batch`, adding its gradients
     /// scaled for a mean over `microBatches`. Returns the micro-batch's loss.
     public func accumulateGradients(microBatches: Int) -> Float {
-        if settings.dropout > 0 { drawDropoutMasks() }
-        if let p = model.adapters?.config.dropout, p > 0 { drawAdapterDropoutMasks(p) }
+        if settings.dropout > 0 { drawDropoutKeys() }
+        if let p = model.adapters?.config.dropout, p > 0 { drawAdapterDropoutKeys(p) }
         return objective.accumulate(model, activations, batch, gradients: grads, microBatches: microBatches)
     }
 
@@ -124,7 +123,7 @@ public final class Trainer {
 
     /// Keys of the adapters' input dropout (PEFT's lora_dropout), for every projection: the
     /// masks are drawn where they are applied (`Activations.dropoutKeys`).
-    func drawAdapterDropoutMasks(_ p: Float) {
+    func drawAdapterDropoutKeys(_ p: Float) {
         guard activations.loraDropped != nil else { return }
         for l in 0..<model.config.nLayer {
             for i in 4..<8 { activations.dropoutKeys[i + 7 * l] = dropoutRandom.next() }
@@ -133,7 +132,7 @@ public final class Trainer {
     }
 
     /// Keys of the embeddings', the attention weights' and the residual branches' dropout.
-    func drawDropoutMasks() {
+    func drawDropoutKeys() {
         activations.dropoutKeys[0] = dropoutRandom.next()
         for l in 0..<model.config.nLayer {
             for i in 1..<4 { activations.dropoutKeys[i + 7 * l] = dropoutRandom.next() }
