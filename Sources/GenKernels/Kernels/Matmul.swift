@@ -252,8 +252,9 @@ public enum Matmul {
     }
 
     /// y (N) = weight (N,K) · x (K) + bias: the tied output head, and the projections in the
-    /// decoding layout. Each thread streams its contiguous run of rows one row at a time (one
-    /// sequential stream, which the prefetchers follow), fetching 4 KB ahead; x stays in cache.
+    /// decoding layout. Each thread streams its contiguous run of rows one row at a time: one
+    /// sequential stream, which the hardware prefetchers follow on their own (software fetches
+    /// 4 KB ahead made decoding 12% slower with two threads on an AMD EPYC); x stays in cache.
     public static func vectorForwardTransposed(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                                _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>? = nil, K: Int, N: Int) {
         BLAS.keepSingleThreaded()
@@ -272,7 +273,6 @@ public enum Matmul {
                 var a0 = Float32x16(), a1 = Float32x16()
                 var k = 0
                 while k + 32 <= K {
-                    gen_prefetch(UnsafeRawPointer(w + k + 1024)); gen_prefetch(UnsafeRawPointer(w + k + 1040))
                     a0 = a0.addingProduct(load16(w + k), load16(x + k))
                     a1 = a1.addingProduct(load16(w + k + 16), load16(x + k + 16))
                     k += 32
