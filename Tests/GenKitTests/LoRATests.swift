@@ -14,6 +14,16 @@ import GenKernels
         return ck.model
     }
 
+    /// The memory check's estimate is what training allocates, with and without the adapters'
+    /// input dropout (whose dropped-input scratch it once left out).
+    @Test(arguments: [false, true])
+    func activationBytesMatchAllocation(loraDropout: Bool) throws {
+        let c = try Self.model().config
+        let acts = Activations(config: c, B: 2, T: c.blockSize, training: true, loraRank: 4, loraDropout: loraDropout)
+        #expect(Activations.bytes(config: c, B: 2, T: c.blockSize, training: true, loraRank: 4, loraDropout: loraDropout)
+                == Double(acts.bytes))
+    }
+
     /// Logits, loss and every adapter gradient equal PEFT's; so do the adapters after 10 AdamW steps.
     @Test func matchesPEFT() throws {
         let model = try Self.model()

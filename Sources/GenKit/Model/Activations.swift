@@ -65,8 +65,9 @@ public final class Activations {
     }
 
     /// Bytes an `Activations` of this shape would hold.
-    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, loraRank: Int = 0) -> Double {
-        sizes(config: config, B: B, T: T, training: training, loraRank: loraRank).reduce(0, +) * 4
+    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, loraRank: Int = 0,
+                             loraDropout: Bool = false) -> Double {
+        sizes(config: config, B: B, T: T, training: training, loraRank: loraRank, loraDropout: loraDropout).reduce(0, +) * 4
     }
 
     /// - Parameter loraRank: the rank of the model's adapters (0: none).

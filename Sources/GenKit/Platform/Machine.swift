@@ -36,7 +36,8 @@ public enum Machine {
         let params = config.parameterEstimate
         let held = adapters.map { 4 * params + 16 * Double($0.parameters.count) } ?? 16 * params
         let need = held + Activations.bytes(config: config, B: settings.batchSize, T: config.blockSize, training: true,
-                                            loraRank: adapters?.config.rank ?? 0)
+                                            loraRank: adapters?.config.rank ?? 0,
+                                            loraDropout: (adapters?.config.dropout ?? 0) > 0)
         let have = memoryBytes
         if need > have * 0.8 {
             throw GenError(String(format: "this run needs %.3g GB of memory (weights, gradients, AdamW state and activations) but the machine has %.1f GB; use a smaller batch, context or model", need / 1e9, have / 1e9))
