@@ -165,7 +165,7 @@ func loadTokenizer(_ path: String) throws -> Tokenizer {
     if isDir.boolValue { return try HuggingFaceGPT2.tokenizer(in: path) }
     guard let head = FileHandle(forReadingAtPath: path)?.readData(ofLength: 9) else { throw GenError("cannot read \(path)") }
     if head.count == 9 && head[8] == UInt8(ascii: "{") && head[0...7].contains(where: { $0 != 0 }) && head[7] == 0 {
-        return try Checkpoint.load(path).tokenizer
+        return try Checkpoint.load(path, readWeights: false).tokenizer
     }
     guard let data = FileManager.default.contents(atPath: path),
           let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {

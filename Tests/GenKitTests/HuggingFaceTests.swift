@@ -87,4 +87,38 @@ import GenKernels
         }
         #expect(try Checkpoint.load(old).model.parameters.array == ck.model.parameters.array)
     }
+
+    /// A load that does not read the weights (`gen info`, a model's tokenizer) gives the same
+    /// config, tokenizer and metadata, leaves every weight zero, and still refuses a file with a
+    /// tensor missing or of the wrong type.
+    @Test func headerOnlyLoadChecksWithoutReading() throws {
+        for folder in ["lmhead", "half", "sharded"].map({ Self.root + "/" + $0 }) {
+            let full = try Checkpoint.load(folder), header = try Checkpoint.load(folder, readWeights: false)
+            #expect(header.model.config == full.model.config && header.metadata == full.metadata)
+            #expect(header.tokenizer.vocabSize == full.tokenizer.vocabSize)
+            #expect(header.model.parameters.array.allSatisfy { $0 == 0 } && full.model.parameters.array.contains { $0 != 0 })
+        }
+        let ck = try Checkpoint.load(Self.root + "/lmhead")
+        let dir = tempDir()
+        let path = dir.appendingPathComponent("m.safetensors").path
+        try ck.save(path)
+        #expect(try Checkpoint.load(path, readWeights: false).metadata == Checkpoint.load(path).metadata)
+        // The same file without its last tensor, then with it as I32.
+        let file = try SafeTensorsFile(path: path)
+        let tensors = ck.model.layout.tensors
+        for damage in ["missing", "I32"] {
+            let all = try tensors.flatMap { try file.floats($0.name) }
+            let bad = dir.appendingPathComponent("\(damage).safetensors").path
+            try all.withUnsafeBytes { raw in
+                var at = 0
+                var items = tensors.map { t in
+                    defer { at += t.count * 4 }
+                    return SafeTensorsWriter.Item(name: t.name, shape: t.shape, bytes: UnsafeRawBufferPointer(rebasing: raw[at..<(at + t.count * 4)]))
+                }
+                if damage == "missing" { items.removeLast() } else { items[items.count - 1].dtype = "I32" }
+                try SafeTensorsWriter.write(items, metadata: file.metadata, to: bad)
+            }
+            #expect(throws: GenError.self) { _ = try Checkpoint.load(bad, readWeights: false) }
+        }
+    }
 }

@@ -105,9 +105,7 @@ public struct SafeTensorsFile {
     /// transposed, (N,K). F32 data is copied (or transposed) by the pool's threads.
     public func copyFloats(_ name: String, into destination: UnsafeMutablePointer<Float>, count: Int,
                            transposing shape: (K: Int, N: Int)? = nil, scratch: UnsafeMutablePointer<Float>? = nil) throws {
-        guard let e = entries[name] else { throw GenError("missing tensor \(name)") }
-        guard ["F32", "F16", "BF16"].contains(e.dtype) else { throw GenError("tensor \(name) is \(e.dtype), expected F32, F16 or BF16") }
-        guard e.count == count else { throw GenError("tensor \(name) has \(e.count) elements, expected \(count)") }
+        let e = try checkFloats(name, count: count)
         if let shape, let scratch {
             // F32 data on a 4-byte boundary is transposed straight from the file.
             let direct = e.dtype == "F32" && bytes.withUnsafeBytes { raw in
@@ -133,6 +131,15 @@ public struct SafeTensorsFile {
                 parallelCopy(UnsafeMutableRawPointer(destination), src, bytes: count * 4)
             }
         }
+    }
+
+    /// Tensor `name`'s entry, when it is one `copyFloats` reads into `count` floats.
+    @discardableResult
+    func checkFloats(_ name: String, count: Int) throws -> Entry {
+        guard let e = entries[name] else { throw GenError("missing tensor \(name)") }
+        guard ["F32", "F16", "BF16"].contains(e.dtype) else { throw GenError("tensor \(name) is \(e.dtype), expected F32, F16 or BF16") }
+        guard e.count == count else { throw GenError("tensor \(name) has \(e.count) elements, expected \(count)") }
+        return e
     }
 
     /// Tensor `name` (F32) as an array.
