@@ -75,16 +75,8 @@ import GenKernels
         let file = try SafeTensorsFile(path: path)
         var meta = file.metadata
         meta["format"] = "gen"; meta["format_version"] = "1"; meta["gen_format_version"] = nil
-        let all = try ck.model.layout.tensors.flatMap { try file.floats($0.name) }
         let old = dir.appendingPathComponent("old.safetensors").path
-        try all.withUnsafeBytes { raw in
-            var at = 0
-            let items = ck.model.layout.tensors.map { t in
-                defer { at += t.count * 4 }
-                return SafeTensorsWriter.Item(name: t.name, shape: t.shape, bytes: UnsafeRawBufferPointer(rebasing: raw[at..<(at + t.count * 4)]))
-            }
-            try SafeTensorsWriter.write(items, metadata: meta, to: old)
-        }
+        try Self.rewrite(file, ck.model.layout.tensors, metadata: meta, to: old)
         #expect(try Checkpoint.load(old).model.parameters.array == ck.model.parameters.array)
     }
 
@@ -107,18 +99,26 @@ import GenKernels
         let file = try SafeTensorsFile(path: path)
         let tensors = ck.model.layout.tensors
         for damage in ["missing", "I32"] {
-            let all = try tensors.flatMap { try file.floats($0.name) }
             let bad = dir.appendingPathComponent("\(damage).safetensors").path
-            try all.withUnsafeBytes { raw in
-                var at = 0
-                var items = tensors.map { t in
-                    defer { at += t.count * 4 }
-                    return SafeTensorsWriter.Item(name: t.name, shape: t.shape, bytes: UnsafeRawBufferPointer(rebasing: raw[at..<(at + t.count * 4)]))
-                }
+            try Self.rewrite(file, tensors, metadata: file.metadata, to: bad) { items in
                 if damage == "missing" { items.removeLast() } else { items[items.count - 1].dtype = "I32" }
-                try SafeTensorsWriter.write(items, metadata: file.metadata, to: bad)
             }
             #expect(throws: GenError.self) { _ = try Checkpoint.load(bad, readWeights: false) }
+        }
+    }
+
+    /// Writes `tensors` of `file` (F32) to `path` with `metadata`, after `edit` of the items.
+    static func rewrite(_ file: SafeTensorsFile, _ tensors: [ParameterLayout.Tensor], metadata: [String: String], to path: String,
+                        edit: (inout [SafeTensorsWriter.Item]) -> Void = { _ in }) throws {
+        let all = try tensors.flatMap { try file.floats($0.name) }
+        try all.withUnsafeBytes { raw in
+            var at = 0
+            var items = tensors.map { t in
+                defer { at += t.count * 4 }
+                return SafeTensorsWriter.Item(name: t.name, shape: t.shape, bytes: UnsafeRawBufferPointer(rebasing: raw[at..<(at + t.count * 4)]))
+            }
+            edit(&items)
+            try SafeTensorsWriter.write(items, metadata: metadata, to: path)
         }
     }
 }
