@@ -81,6 +81,20 @@ import GenKernels
         expectDecoderMatches(model, tokens, full)
     }
 
+    /// The dot product of decoding's attention (lanes summed by halving) against a sum in
+    /// Double, for lengths with and without a tail; whole numbers sum exactly.
+    @Test(arguments: [1, 15, 16, 31, 48, 64, 80, 200])
+    func dotMatchesDoubleSum(_ n: Int) {
+        var rng = Random(seed: UInt64(n))
+        let a = randomArray(n, &rng), b = randomArray(n, &rng)
+        let exact = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        let scale = zip(a, b).reduce(0.0) { $0 + abs(Double($1.0) * Double($1.1)) }
+        #expect(abs(Double(dot(a, b, n)) - exact) <= 1e-6 * scale)
+        let ones = [Float](repeating: 1, count: n), counting = (0..<n).map { Float($0 + 1) }
+        #expect(dot(ones, counting, n) == Float(n * (n + 1) / 2))
+        #expect(treeSum(Float32x16(counting.prefix(16) + [Float](repeating: 0, count: max(0, 16 - n)))) == Float(min(n, 16) * (min(n, 16) + 1) / 2))
+    }
+
     /// The transposition behind the layout, over whole 16×16 tiles and ragged edges.
     @Test(arguments: [(16, 16), (48, 32), (37, 70), (5, 3), (100, 17)])
     func transposeMatchesNaive(_ shape: (Int, Int)) {

@@ -66,9 +66,19 @@ public func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) 
         acc0 = acc0.addingProduct(load16(a + i), load16(b + i))
         i += 16
     }
-    var s = (acc0 + acc1).sum()
+    var s = treeSum(acc0 + acc1)
     while i < n { s += a[i] * b[i]; i += 1 }
     return s
+}
+
+/// The sum of 16 lanes by halving (four vector adds and a last scalar one), where `sum()`
+/// adds the lanes one after another.
+@inline(__always)
+public func treeSum(_ v: Float32x16) -> Float {
+    let a = v.lowHalf + v.highHalf
+    let b = a.lowHalf + a.highHalf
+    let c = b.lowHalf + b.highHalf
+    return c[0] + c[1]
 }
 
 /// y[i] += alpha * x[i] for i in 0..<n.
