@@ -69,13 +69,15 @@ import GenKernels
         #expect(relativeError(plain.logits(ids), model.logits(ids)) > 1e-3)
     }
 
-    /// Decoding with adapters equals the full forward.
-    @Test func decoderUsesAdapters() throws {
+    /// Decoding with adapters equals the full forward, after a prompt of one token and after
+    /// one of four (whose last block runs the adapters for its last position alone).
+    @Test(arguments: [1, 4])
+    func decoderUsesAdapters(prompt: Int) throws {
         let model = try Self.model()
         let ids: [Int32] = [5, 17, 250, 3, 99, 1]
         let decoder = Decoder(model: model)
-        ids.prefix(1).withUnsafeBufferPointer { decoder.fill($0) }
-        for k in 1..<ids.count { decoder.feed(ids[k]) }
+        ids.prefix(prompt).withUnsafeBufferPointer { decoder.fill($0) }
+        for k in prompt..<ids.count { decoder.feed(ids[k]) }
         let V = model.config.vocabSize
         let last = Array(UnsafeBufferPointer(start: decoder.logits, count: V))
         #expect(relativeError(last, Array(model.logits(ids).suffix(V))) < 1e-5)

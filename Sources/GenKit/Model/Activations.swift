@@ -126,6 +126,22 @@ public final class Activations {
         /// Adapters' input dropout, per projection, and room for one dropped input.
         var dropAttn, dropAttnProj, dropFc, dropMlpProj: Dropout.Stream?
         var dropped: UnsafeMutablePointer<Float>?
+        /// The adapters' rank (the width of a row of the u's).
+        var rank = 0
+
+        /// Row r's views alone (one position), for the part of a block after attention when
+        /// only the last position is wanted; without dropout (inference only). H: the MLP width.
+        func row(_ r: Int, C: Int, H: Int) -> Layer {
+            var v = Layer(input: input + r * C, ln1: ln1 + r * C, ln1Mean: ln1Mean + r, ln1Rstd: ln1Rstd + r,
+                          qkv: qkv + r * 3 * C, atty: atty + r * C, attStats: attStats, attproj: attproj + r * C,
+                          res2: res2 + r * C, ln2: ln2 + r * C, ln2Mean: ln2Mean + r, ln2Rstd: ln2Rstd + r,
+                          fch: fch + r * H, fchGelu: fchGelu + r * H, fcproj: fcproj + r * C, res3: res3 + r * C,
+                          attention: nil, attprojDropout: nil, fcprojDropout: nil)
+            v.rank = rank
+            v.uAttn = uAttn.map { $0 + r * rank }; v.uAttnProj = uAttnProj.map { $0 + r * rank }
+            v.uFc = uFc.map { $0 + r * rank }; v.uMlpProj = uMlpProj.map { $0 + r * rank }
+            return v
+        }
     }
 
     func layer(_ l: Int) -> Layer {
@@ -142,6 +158,7 @@ public final class Activations {
         if let loraU {
             let r = loraRank
             let base = loraU + l * 4 * Mmax * r
+            layer.rank = r
             layer.uAttn = base; layer.uAttnProj = base + Mmax * r
             layer.uFc = base + 2 * Mmax * r; layer.uMlpProj = base + 3 * Mmax * r
         }

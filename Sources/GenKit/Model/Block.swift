@@ -20,6 +20,10 @@ enum AttentionContext {
     /// key and value are appended to the caches (each (T,C)) first.
     case cached(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>,
                 scores: UnsafeMutablePointer<Float>, position: Int)
+    /// One sequence of M positions of which only the last one's output is wanted (filling a
+    /// decoder's cache, the model's last block): keys and values for every position, the
+    /// rest of the block for the last alone, into row M-1 (`attStats` holds its scores).
+    case lastOfSequence
 }
 
 /// The transformer block (GPT-2's pre-LayerNorm form), defined once for training, evaluation
@@ -31,6 +35,7 @@ enum Block {
         let C = config.nEmbd, NH = config.nHead, H = config.hidden, eps = config.layerNormEpsilon
         LayerNorm.forward(a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, a.input, weight: w.ln1w, bias: w.ln1b, M: M, C: C, eps: eps)
         w.attn.forward(a.qkv, a.ln1, M: M, u: a.uAttn, dropout: a.dropAttn, dropped: a.dropped)
+        var a = a, M = M
         switch attention {
         case .sequences(let B, let T, let tiles):
             Attention.forward(a.atty, stats: a.attStats, qkv: a.qkv, dropout: a.attention, scratch: tiles, B: B, T: T, C: C, NH: NH)
@@ -38,6 +43,12 @@ enum Block {
             (keys + position * C).update(from: a.qkv + C, count: C)
             (values + position * C).update(from: a.qkv + 2 * C, count: C)
             Attention.forwardOne(a.atty, q: a.qkv, kCache: keys, vCache: values, scores: scores, n: position + 1, C: C, NH: NH)
+        case .lastOfSequence:
+            let last = M - 1
+            Attention.forwardOne(a.atty + last * C, q: a.qkv + last * 3 * C, kCache: a.qkv + C, vCache: a.qkv + 2 * C,
+                                 scores: a.attStats, n: M, C: C, NH: NH, stride: 3 * C)
+            a = a.row(last, C: C, H: H)
+            M = 1
         }
         w.proj.forward(a.attproj, a.atty, M: M, u: a.uAttnProj, dropout: a.dropAttnProj, dropped: a.dropped)
         if let d = a.attprojDropout { Dropout.apply(a.attproj, a.attproj, count: M * C, d) }

@@ -5,22 +5,25 @@ import GenKernels
 public enum GPT {
     /// tokens (B,t), targets (B,t) or nil -> activations filled; returns the mean loss over
     /// positions with a target (a negative target has none; NaN without targets). Leaves logits
-    /// (or, with targets, probabilities) in `acts.logits`. With `lastOnly` (B = 1, no targets)
-    /// only the last position's logits are computed, into `acts.logits[0..<V]` (for filling a
+    /// (or, with targets, probabilities) in `acts.logits`. With `lastOnly` (B = 1, no targets,
+    /// no dropout) only the last position's logits are computed, into `acts.logits[0..<V]`, and
+    /// the last block computes only the keys and values of the other positions (for filling a
     /// decoder).
     @discardableResult
     public static func forward(_ p: ParameterViews, _ config: GPTConfig, _ acts: Activations,
                         tokens: UnsafePointer<Int32>, targets: UnsafePointer<Int32>?,
                         B: Int, t T: Int, lastOnly: Bool = false) -> Float {
         precondition(B <= acts.B && T <= acts.T && T <= config.blockSize)
-        precondition(!lastOnly || (B == 1 && targets == nil))
+        precondition(!lastOnly || (B == 1 && targets == nil && acts.dropout == 0 && acts.adapterDropout == 0))
         let L = config.nLayer, C = config.nEmbd, V = config.vocabSize
         let M = B * T
 
         Embedding.forward(acts.encoded, tokens: tokens, wte: p.wte, wpe: p.wpe, B: B, T: T, C: C)
         if let d = acts.embedding { Dropout.apply(acts.encoded, acts.encoded, count: M * C, d) }
         for l in 0..<L {
-            Block.forward(p.layer(l), acts.layer(l), M: M, config: config, attention: .sequences(B: B, T: T, tiles: acts.attTiles))
+            // With lastOnly the last block runs past attention for the last position alone.
+            Block.forward(p.layer(l), acts.layer(l), M: M, config: config,
+                          attention: lastOnly && l == L - 1 ? .lastOfSequence : .sequences(B: B, T: T, tiles: acts.attTiles))
         }
         let last = acts.layer(L - 1).res3
         if lastOnly {
