@@ -4,7 +4,7 @@ import GenKit
 let fromOption = OptionSpec(name: "from", short: "m", value: "model", help: "A gen model file, or a Hugging Face GPT-2 folder (or its .safetensors with config.json beside it).", required: true)
 let adapterOption = OptionSpec(name: "adapter", value: "dir", help: "LoRA adapters (a PEFT adapter folder, by gen or PEFT) to apply on top of --from, without merging.")
 
-let weightsOption = OptionSpec(name: "weights", value: "fp32|int8", help: "Precision of the weights: int8 rounds the projections and embeddings to 8 bits in blocks of 32 at load (decoding reads a quarter of the bytes).", defaultValue: "fp32")
+let weightsOption = OptionSpec(name: "weights", value: "fp32|int8", help: "Precision of the weights: int8 rounds the projections and embeddings to 8 bits in blocks of 64 at load (decoding reads about a quarter of the bytes).", defaultValue: "fp32")
 
 /// The model of --from, with the adapters of --adapter when given, its weights rounded to 8
 /// bits when `weights` is "int8" (the adapters stay fp32). A model `forDecoding` is only

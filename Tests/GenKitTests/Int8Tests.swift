@@ -7,23 +7,23 @@ import GenKernels
 @Suite struct Int8Tests {
     /// Every value is rounded to the nearest multiple of its block's scale (max|w|/127), the
     /// stored bytes give the same values, and the kernel's product equals the fp32 product of
-    /// the rounded weights, for row lengths with whole 64-groups, a last whole block of 32, a
-    /// partial block, and row counts not a multiple of four.
-    @Test(arguments: [(128, 9), (288, 13), (77, 6), (3, 5), (160, 4), (1000, 3), (96, 200)])
+    /// the rounded weights, for row lengths with whole blocks of 64, 32 values after them, fewer
+    /// than 32 after them, and row counts not a multiple of four.
+    @Test(arguments: [(128, 9), (288, 13), (77, 6), (3, 5), (160, 4), (1000, 3), (96, 200), (40, 7)])
     func kernelMatchesRoundedProduct(_ shape: (Int, Int)) {
         let (K, N) = shape
         var rng = Random(seed: UInt64(K * 31 + N))
         let original = randomArray(K * N, &rng), x = randomArray(K, &rng), bias = randomArray(N, &rng)
         var w = original, wt = (0..<(N * K)).map { original[($0 % K) * N + $0 / K] }   // (K,N) and its transpose (N,K)
         let nb = Int8Blocks.blocks(K: K)
-        var q = [Int8](repeating: 0, count: N * nb * 32), s = [Float](repeating: 0, count: N * nb)
+        var q = [Int8](repeating: 0, count: N * Int8Blocks.rowBytes(K: K)), s = [Float](repeating: 0, count: N * nb)
         var qt = q, st = s
         Int8Blocks.quantize(columnsOf: &w, K: K, N: N, q: &q, scales: &s)
         Int8Blocks.quantize(rowsOf: &wt, K: K, N: N, q: &qt, scales: &st)
         #expect(q == qt && s == st, "both layouts give the same bytes")
         for n in 0..<N {
             for b in 0..<nb {
-                let ks = (b * 32)..<min(K, b * 32 + 32)
+                let ks = (b * 64)..<min(K, b * 64 + 64)
                 let amax = ks.map { abs(original[$0 * N + n]) }.max()!
                 #expect(s[n * nb + b] == amax / 127)
                 for k in ks {

@@ -1,21 +1,26 @@
 import CSystem
 
-/// Weights in 8 bits for decoding: each row of K values is cut into blocks of 32, and a block
-/// is stored as 32 bytes and one Float scale s, the value being q·s (s = max|w|/127, q = w/s
-/// rounded to nearest, -127…127; llama.cpp's Q8_0 with an fp32 scale). A byte holds q + 128,
-/// so that placed in the top of a float's mantissa it reads as 1.5 + q/256: one shift and one
-/// mask make it a float, and the 1.5 is taken off once per block for all rows. A row is padded
-/// to a whole number of blocks. Decoding reads a quarter of the bytes of fp32.
+/// Weights in 8 bits for decoding: each row of K values is cut into blocks of 64, and a block
+/// is stored as 64 bytes and one Float scale s, the value being q·s (s = max|w|/127, q = w/s
+/// rounded to nearest, -127…127): 1.0625 bytes a weight, as llama.cpp's Q8_0 (32 bytes and an
+/// fp16 scale). A byte holds q + 128, so that placed in the top of a float's mantissa it reads
+/// as 1.5 + q/256: one shift and one mask make it a float, and the 1.5 is taken off once per
+/// block for all rows. A row's bytes are padded to a multiple of 32. Decoding reads a little
+/// over a quarter of the bytes of fp32.
 public enum Int8Blocks {
-    public static let block = 32
+    /// Values that share one scale.
+    public static let block = 64
 
-    /// Blocks in a row of K values.
+    /// Blocks (scales) in a row of K values.
     public static func blocks(K: Int) -> Int { (K + block - 1) / block }
 
-    /// Where value k of a row is stored: in groups of 64 values (two blocks), byte 4i+j holds
-    /// value 16j+i, so that one 64-byte load gives four 16-lane vectors by shifts; a last whole
-    /// block after the groups likewise in 8 lanes (byte 4i+j holds value 8j+i); a last partial
-    /// block in order.
+    /// Bytes of a row of K values: K rounded up to a multiple of 32.
+    public static func rowBytes(K: Int) -> Int { (K + 31) / 32 * 32 }
+
+    /// Where value k of a row is stored: in whole blocks of 64 values, byte 4i+j holds value
+    /// 16j+i, so that one 64-byte load gives four 16-lane vectors by shifts; 32 values after
+    /// the whole blocks (when as many are left) likewise in 8 lanes (byte 4i+j holds value
+    /// 8j+i); the values after them in order.
     @inline(__always)
     static func slot(_ k: Int, K: Int) -> Int {
         let groups = K / 64 * 64
@@ -31,12 +36,12 @@ public enum Int8Blocks {
     }
 
     /// Quantizes the N rows of a weight stored (K,N) (row n is column n: element (n,k) at
-    /// w[k·N + n]) into q (N, blocks·32) and scales (N, blocks), and writes each value's
+    /// w[k·N + n]) into q (N, rowBytes) and scales (N, blocks), and writes each value's
     /// rounded q·s back into w, so that a pass through w computes what a pass through q does.
-    /// Walks w in order, a block of 32 input rows at a time, each thread over its own columns.
+    /// Walks w in order, a block of 64 input rows at a time, each thread over its own columns.
     public static func quantize(columnsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
                                 q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) {
-        let nb = blocks(K: K), stride = nb * block
+        let nb = blocks(K: K), stride = rowBytes(K: K)
         Parallel.forRanges((N + 63) / 64) { chunks in
             let c0 = chunks.lowerBound * 64, c1 = min(N, chunks.upperBound * 64)
             let inverse = FloatBuffer(count: c1 - c0)
@@ -69,7 +74,7 @@ public enum Int8Blocks {
     /// The same for a weight stored (N,K), one row per output (the tied embedding).
     public static func quantize(rowsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
                                 q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) {
-        let nb = blocks(K: K), stride = nb * block
+        let nb = blocks(K: K), stride = rowBytes(K: K)
         Parallel.forRanges(N, minimumPerThread: 64) { rows in
             for n in rows {
                 let row = w + n * K, qRow = q + n * stride
@@ -113,7 +118,7 @@ public enum Int8Blocks {
         return (float(v &<< 15), float(v &<< 7), float(v &>> 1), float(v &>> 9))
     }
 
-    /// 32 bytes stored as `slot` lays out a last whole block (byte 4i+j holds value 8j+i), as
+    /// 32 bytes stored as `slot` lays out 32 values after the whole blocks (byte 4i+j holds value 8j+i), as
     /// four 8-lane vectors of 1.5 + q/256.
     @inline(__always)
     static func load32(_ p: UnsafePointer<Int8>) -> (SIMD8<Float>, SIMD8<Float>, SIMD8<Float>, SIMD8<Float>) {
@@ -132,7 +137,7 @@ public enum Int8Blocks {
         let K, N: Int
 
         func run(_ range: Range<Int>) {
-            let nb = Int8Blocks.blocks(K: K), stride = nb * block
+            let nb = Int8Blocks.blocks(K: K), stride = Int8Blocks.rowBytes(K: K)
             for g in range {
                 let n0 = g * 4
                 if n0 + 4 <= N {
@@ -154,16 +159,17 @@ public enum Int8Blocks {
             // four lines per step, so that it is in cache when they come.
             let ahead = UnsafeRawPointer(q0 + 8 * stride)
             for g in 0..<groups {
-                let k = g * 64, b = 2 * g
+                let k = g * 64
                 gen_prefetch_once(ahead + 256 * g); gen_prefetch_once(ahead + 256 * g + 64)
                 gen_prefetch_once(ahead + 256 * g + 128); gen_prefetch_once(ahead + 256 * g + 192)
                 let x0 = load16(x + k), x1 = load16(x + k + 16), x2 = load16(x + k + 32), x3 = load16(x + k + 48)
-                // Σ (1.5 + q/256)·x − 1.5·Σ x = Σ q·x / 256, per block
+                // Σ (1.5 + q/256)·x − 1.5·Σ x = Σ q·x / 256, per half block
                 let h0 = -1.5 * (x0 + x1), h1 = -1.5 * (x2 + x3)
                 @inline(__always) func add(_ a: inout Float32x16, _ qr: UnsafePointer<Int8>, _ sr: UnsafePointer<Float>) {
                     let (f0, f1, f2, f3) = load64(qr + k)
-                    a = a.addingProduct(Float32x16(repeating: sr[b]), h0.addingProduct(f0, x0).addingProduct(f1, x1))
-                    a = a.addingProduct(Float32x16(repeating: sr[b + 1]), h1.addingProduct(f2, x2).addingProduct(f3, x3))
+                    let scale = Float32x16(repeating: sr[g])
+                    a = a.addingProduct(scale, h0.addingProduct(f0, x0).addingProduct(f1, x1))
+                    a = a.addingProduct(scale, h1.addingProduct(f2, x2).addingProduct(f3, x3))
                 }
                 add(&a0, q0, s0); add(&a1, q1, s1); add(&a2, q2, s2); add(&a3, q3, s3)
             }
@@ -187,8 +193,9 @@ public enum Int8Blocks {
                 while k + 64 <= K {
                     let (f0, f1, f2, f3) = load64(qr + k)
                     let x0 = load16(x + k), x1 = load16(x + k + 16), x2 = load16(x + k + 32), x3 = load16(x + k + 48)
-                    a = a.addingProduct(Float32x16(repeating: sr[k / 32]), (-1.5 * (x0 + x1)).addingProduct(f0, x0).addingProduct(f1, x1))
-                    a = a.addingProduct(Float32x16(repeating: sr[k / 32 + 1]), (-1.5 * (x2 + x3)).addingProduct(f2, x2).addingProduct(f3, x3))
+                    let scale = Float32x16(repeating: sr[k / 64])
+                    a = a.addingProduct(scale, (-1.5 * (x0 + x1)).addingProduct(f0, x0).addingProduct(f1, x1))
+                    a = a.addingProduct(scale, (-1.5 * (x2 + x3)).addingProduct(f2, x2).addingProduct(f3, x3))
                     k += 64
                 }
                 total = 256 * a.sum()
@@ -198,13 +205,13 @@ public enum Int8Blocks {
                 @inline(__always) func x8(_ i: Int) -> SIMD8<Float> { UnsafeRawPointer(x + k + 8 * i).loadUnaligned(as: SIMD8<Float>.self) }
                 let h = -1.5 * (x8(0) + x8(1) + x8(2) + x8(3))
                 let t = h.addingProduct(f0, x8(0)).addingProduct(f1, x8(1)).addingProduct(f2, x8(2)).addingProduct(f3, x8(3))
-                total += 256 * t.sum() * sr[k / 32]
+                total += 256 * t.sum() * sr[k / 64]
                 k += 32
             }
             if k < K {
                 var t: Float = 0
                 for i in k..<K { t += (Float(UInt8(bitPattern: qr[i])) - 128) * x[i] }
-                total += t * sr[k / 32]
+                total += t * sr[k / 64]
             }
             return total
         }

@@ -66,7 +66,7 @@ public final class GPTModel {
     func markArrangedForDecoding() { views.rows = true }
 
     /// Rounds the four projections of every block and the token embeddings to 8 bits in blocks
-    /// of 32 values with one scale each (`Int8Blocks`), and keeps the 8-bit copy, which every
+    /// of 64 values with one scale each (`Int8Blocks`), and keeps the 8-bit copy, which every
     /// single-position pass (decoding) then reads: a quarter of the bytes. The fp32 weights are
     /// overwritten with the rounded values, so batched passes (a prompt, evaluation) compute the
     /// same model. Cannot be undone; done once.

@@ -1,6 +1,6 @@
 import GenKernels
 
-/// One projection's weight in 8 bits, (N, blocks·32) bytes and (N, blocks) scales as
+/// One projection's weight in 8 bits, (N, rowBytes) bytes and (N, blocks) scales as
 /// `Int8Blocks` lays them out.
 public struct Int8Matrix {
     let q: UnsafePointer<Int8>
@@ -27,13 +27,13 @@ public final class Int8Weights {
             var layer: [(Int, Int)] = []
             for (K, N) in shapes {
                 layer.append((byteCount, scaleCount))
-                byteCount += N * Int8Blocks.blocks(K: K) * Int8Blocks.block
+                byteCount += N * Int8Blocks.rowBytes(K: K)
                 scaleCount += N * Int8Blocks.blocks(K: K)
             }
             offsets.append(layer)
         }
         wteOffset = (byteCount, scaleCount)
-        byteCount += V * Int8Blocks.blocks(K: C) * Int8Blocks.block
+        byteCount += V * Int8Blocks.rowBytes(K: C)
         scaleCount += V * Int8Blocks.blocks(K: C)
         self.offsets = offsets
         bytes = ByteBuffer(count: byteCount)
