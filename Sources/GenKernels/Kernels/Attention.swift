@@ -173,32 +173,37 @@ public enum Attention {
     }
 
     /// One query against a cache of keys and values, for decoding.
-    /// q (C), kCache (n,C), vCache (n,C) -> out (C); scores holds NH*n floats. Position t's
-    /// key and value are at t·stride (C unless given: 3C reads them from a qkv matrix).
+    /// q (C), kCache (n,C), vCache (n,C) -> out (C); scores holds NH*n floats. Head h's key and
+    /// value of position t are at h·headStride + t·stride (unless given, hs and C: rows of C;
+    /// stride 3C reads them from a qkv matrix; hs and capacity·hs, a cache laid out (NH,capacity,hs),
+    /// where each head's keys are one contiguous run).
     public static func forwardOne(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
                                   kCache: UnsafePointer<Float>, vCache: UnsafePointer<Float>,
-                                  scores: UnsafeMutablePointer<Float>, n: Int, C: Int, NH: Int, stride: Int? = nil) {
+                                  scores: UnsafeMutablePointer<Float>, n: Int, C: Int, NH: Int,
+                                  stride: Int? = nil, headStride: Int? = nil) {
         let hs = C / NH
         let scale = 1 / Float(hs).squareRoot()
         Parallel.forRanges(NH, minimumPerThread: n >= 32 ? 1 : NH,
-                           ForwardOne(out: out, q: q, kCache: kCache, vCache: vCache, scores: scores, n: n, stride: stride ?? C, hs: hs, scale: scale))
+                           ForwardOne(out: out, q: q, kCache: kCache, vCache: vCache, scores: scores, n: n,
+                                      stride: stride ?? C, headStride: headStride ?? hs, hs: hs, scale: scale))
     }
 
     struct ForwardOne: RangeKernel {
         let out: UnsafeMutablePointer<Float>
         let q, kCache, vCache: UnsafePointer<Float>
         let scores: UnsafeMutablePointer<Float>
-        let n, stride, hs: Int
+        let n, stride, headStride, hs: Int
         let scale: Float
         func run(_ heads: Range<Int>) {
             for h in heads {
                 let row = scores + h * n
                 let qh = q + h * hs
-                for t2 in 0..<n { row[t2] = dot(qh, kCache + t2 * stride + h * hs, hs) * scale }
+                let keys = kCache + h * headStride, values = vCache + h * headStride
+                for t2 in 0..<n { row[t2] = dot(qh, keys + t2 * stride, hs) * scale }
                 softmaxRow(row, n)
                 let o = out + h * hs
                 o.update(repeating: 0, count: hs)
-                for t2 in 0..<n { axpy(row[t2], vCache + t2 * stride + h * hs, o, hs) }
+                for t2 in 0..<n { axpy(row[t2], values + t2 * stride, o, hs) }
             }
         }
     }

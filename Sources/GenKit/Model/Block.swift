@@ -17,9 +17,10 @@ enum AttentionContext {
     /// `attStats` for the backward pass.
     case sequences(B: Int, T: Int, tiles: UnsafeMutablePointer<Float>)
     /// One new position, attending to the `position` keys and values cached before it; its own
-    /// key and value are appended to the caches (each (T,C)) first.
+    /// key and value are appended to the caches first. Each cache is (NH,capacity,hs): a head's
+    /// keys (values) one contiguous run.
     case cached(keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>,
-                scores: UnsafeMutablePointer<Float>, position: Int)
+                scores: UnsafeMutablePointer<Float>, position: Int, capacity: Int)
     /// One sequence of M positions of which only the last one's output is wanted (filling a
     /// decoder's cache, the model's last block): keys and values for every position, the
     /// rest of the block for the last alone, into row M-1 (`attStats` holds its scores).
@@ -39,10 +40,14 @@ enum Block {
         switch attention {
         case .sequences(let B, let T, let tiles):
             Attention.forward(a.atty, stats: a.attStats, qkv: a.qkv, dropout: a.attention, scratch: tiles, B: B, T: T, C: C, NH: NH)
-        case .cached(let keys, let values, let scores, let position):
-            (keys + position * C).update(from: a.qkv + C, count: C)
-            (values + position * C).update(from: a.qkv + 2 * C, count: C)
-            Attention.forwardOne(a.atty, q: a.qkv, kCache: keys, vCache: values, scores: scores, n: position + 1, C: C, NH: NH)
+        case .cached(let keys, let values, let scores, let position, let capacity):
+            let hs = C / NH
+            for h in 0..<NH {
+                (keys + (h * capacity + position) * hs).update(from: a.qkv + C + h * hs, count: hs)
+                (values + (h * capacity + position) * hs).update(from: a.qkv + 2 * C + h * hs, count: hs)
+            }
+            Attention.forwardOne(a.atty, q: a.qkv, kCache: keys, vCache: values, scores: scores, n: position + 1, C: C, NH: NH,
+                                 stride: hs, headStride: capacity * hs)
         case .lastOfSequence:
             let last = M - 1
             Attention.forwardOne(a.atty + last * C, q: a.qkv + last * 3 * C, kCache: a.qkv + C, vCache: a.qkv + 2 * C,

@@ -5,7 +5,7 @@ public final class Decoder {
     public let model: GPTModel
     let config: GPTConfig
     let buffer: FloatBuffer
-    let kCache, vCache: UnsafeMutablePointer<Float>   // (L,T,C) each
+    let kCache, vCache: UnsafeMutablePointer<Float>   // (L,NH,T,hs) each
     let x, x2, xn, qkv, y, proj, fch: UnsafeMutablePointer<Float>   // (C), (C), (C), (3C), (C), (C), (H)
     let scores: UnsafeMutablePointer<Float>            // (NH,T)
     let mean, rstd: UnsafeMutablePointer<Float>        // (1) each
@@ -57,12 +57,14 @@ public final class Decoder {
         let C = config.nEmbd, V = config.vocabSize
         tokenBuffer.pointer.update(from: tokens.baseAddress!, count: n)
         GPT.forward(model.views, config, prefill, tokens: tokenBuffer.pointer, targets: nil, B: 1, t: n, lastOnly: true)
-        let T = config.blockSize
+        let T = config.blockSize, NH = config.nHead, hs = C / NH
         for l in 0..<config.nLayer {
             for r in 0..<n {
                 let row = prefill.qkvRow(layer: l, row: r)
-                (kCache + (l * T + r) * C).update(from: row + C, count: C)
-                (vCache + (l * T + r) * C).update(from: row + 2 * C, count: C)
+                for h in 0..<NH {
+                    (kCache + ((l * NH + h) * T + r) * hs).update(from: row + C + h * hs, count: hs)
+                    (vCache + ((l * NH + h) * T + r) * hs).update(from: row + 2 * C + h * hs, count: hs)
+                }
             }
         }
         logits.update(from: prefill.logits, count: V)
@@ -80,7 +82,7 @@ public final class Decoder {
         Embedding.forward(x, tokens: tokenBuffer.pointer, wte: p.wte, wpe: p.wpe + pos * C, B: 1, T: 1, C: C)
         for l in 0..<L {
             Block.forward(p.layer(l), step, M: 1, config: config,
-                          attention: .cached(keys: kCache + l * T * C, values: vCache + l * T * C, scores: scores, position: pos))
+                          attention: .cached(keys: kCache + l * T * C, values: vCache + l * T * C, scores: scores, position: pos, capacity: T))
         }
         LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: p.lnfw, bias: p.lnfb, M: 1, C: C, eps: config.layerNormEpsilon)
         if let wte = p.int8?.wte {
