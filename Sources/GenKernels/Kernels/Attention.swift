@@ -172,11 +172,21 @@ public enum Attention {
         }
     }
 
-    /// One query against a cache of keys and values, for decoding.
-    /// q (C), kCache (n,C), vCache (n,C) -> out (C); scores holds NH*n floats. Head h's key and
-    /// value of position t are at h·headStride + t·stride (unless given, hs and C: rows of C;
-    /// stride 3C reads them from a qkv matrix; hs and capacity·hs, a cache laid out (NH,capacity,hs),
-    /// where each head's keys are one contiguous run).
+    /// Stores a qkv row's key and value (qkv (3C)) as position `position` of caches laid out
+    /// (NH,capacity,hs) each, where each head's keys (values) are one contiguous run.
+    public static func cache(_ qkv: UnsafePointer<Float>, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>,
+                             position: Int, capacity: Int, C: Int, NH: Int) {
+        let hs = C / NH
+        for h in 0..<NH {
+            (keys + (h * capacity + position) * hs).update(from: qkv + C + h * hs, count: hs)
+            (values + (h * capacity + position) * hs).update(from: qkv + 2 * C + h * hs, count: hs)
+        }
+    }
+
+    /// One query against the keys and values of n positions, for decoding.
+    /// q (C) -> out (C); scores holds NH*n floats. Head h's key and value of position t are at
+    /// h·headStride + t·stride in kCache and vCache (unless given, hs and C: rows of C; stride
+    /// 3C reads them from a qkv matrix; hs and capacity·hs, the caches `cache` writes).
     public static func forwardOne(_ out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>,
                                   kCache: UnsafePointer<Float>, vCache: UnsafePointer<Float>,
                                   scores: UnsafeMutablePointer<Float>, n: Int, C: Int, NH: Int,

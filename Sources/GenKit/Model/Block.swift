@@ -41,13 +41,9 @@ enum Block {
         case .sequences(let B, let T, let tiles):
             Attention.forward(a.atty, stats: a.attStats, qkv: a.qkv, dropout: a.attention, scratch: tiles, B: B, T: T, C: C, NH: NH)
         case .cached(let keys, let values, let scores, let position, let capacity):
-            let hs = C / NH
-            for h in 0..<NH {
-                (keys + (h * capacity + position) * hs).update(from: a.qkv + C + h * hs, count: hs)
-                (values + (h * capacity + position) * hs).update(from: a.qkv + 2 * C + h * hs, count: hs)
-            }
+            Attention.cache(a.qkv, keys: keys, values: values, position: position, capacity: capacity, C: C, NH: NH)
             Attention.forwardOne(a.atty, q: a.qkv, kCache: keys, vCache: values, scores: scores, n: position + 1, C: C, NH: NH,
-                                 stride: hs, headStride: capacity * hs)
+                                 stride: C / NH, headStride: capacity * C / NH)
         case .lastOfSequence:
             let last = M - 1
             Attention.forwardOne(a.atty + last * C, q: a.qkv + last * 3 * C, kCache: a.qkv + C, vCache: a.qkv + 2 * C,

@@ -57,14 +57,11 @@ public final class Decoder {
         let C = config.nEmbd, V = config.vocabSize
         tokenBuffer.pointer.update(from: tokens.baseAddress!, count: n)
         GPT.forward(model.views, config, prefill, tokens: tokenBuffer.pointer, targets: nil, B: 1, t: n, lastOnly: true)
-        let T = config.blockSize, NH = config.nHead, hs = C / NH
+        let T = config.blockSize
         for l in 0..<config.nLayer {
             for r in 0..<n {
-                let row = prefill.qkvRow(layer: l, row: r)
-                for h in 0..<NH {
-                    (kCache + ((l * NH + h) * T + r) * hs).update(from: row + C + h * hs, count: hs)
-                    (vCache + ((l * NH + h) * T + r) * hs).update(from: row + 2 * C + h * hs, count: hs)
-                }
+                Attention.cache(prefill.qkvRow(layer: l, row: r), keys: kCache + l * T * C, values: vCache + l * T * C,
+                                position: r, capacity: T, C: C, NH: config.nHead)
             }
         }
         logits.update(from: prefill.logits, count: V)
