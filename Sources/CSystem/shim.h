@@ -4,8 +4,8 @@
 // glibc's heap statistics (mallinfo2) and allocation trace (mtrace), for proving that a
 // training step allocates nothing,
 // the CPU's spin-wait hint, for the thread pool, a prefetch hint, for kernels that stream
-// weights faster than the hardware prefetchers fetch them, a vector square root, and the
-// counter-based draws of dropout masks.
+// weights faster than the hardware prefetchers fetch them, a vector square root, the
+// counter-based draws of dropout masks, and the rounding and packing of 8-bit weights.
 #include <malloc.h>
 // mtrace/muntrace log every malloc and free (with libc_malloc_debug.so preloaded).
 #include <mcheck.h>
@@ -32,6 +32,20 @@ static inline void gen_prefetch_once(const void *p) {
 typedef float gen_float16 __attribute__((ext_vector_type(16)));
 static inline gen_float16 gen_sqrt16(gen_float16 x) {
     return __builtin_elementwise_sqrt(x);
+}
+// Rounding to the nearest integer, halves away from zero (Swift's Float.rounded()), sixteen
+// lanes in vector instructions.
+static inline gen_float16 gen_round16(gen_float16 x) {
+    return __builtin_elementwise_round(x);
+}
+// Whole numbers in -128…127 as q + 128 in 32-bit lanes; four vectors of them as bytes in the
+// lanes of one: lane i holds v0[i], v1[i], v2[i] and v3[i] from its lowest byte up.
+typedef unsigned int gen_uint16 __attribute__((ext_vector_type(16)));
+static inline gen_uint16 gen_bytes16(gen_float16 v) {
+    return __builtin_convertvector(v + 128.0f, gen_uint16);
+}
+static inline gen_uint16 gen_pack_bytes16(gen_float16 v0, gen_float16 v1, gen_float16 v2, gen_float16 v3) {
+    return gen_bytes16(v0) | (gen_bytes16(v1) << 8) | (gen_bytes16(v2) << 16) | (gen_bytes16(v3) << 24);
 }
 // Dropout's counter-based draws: entry i of the stream `key` is the top 24 bits of SplitMix64's
 // output for state key + (i+1)·γ; an entry is dropped when its draw is below `threshold` (p·2^24

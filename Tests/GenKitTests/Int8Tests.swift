@@ -8,8 +8,9 @@ import GenKernels
     /// Every value is rounded to the nearest multiple of its block's scale (max|w|/127), the
     /// stored bytes give the same values, and the kernel's product equals the fp32 product of
     /// the rounded weights, for row lengths with whole blocks of 64, 32 values after them, fewer
-    /// than 32 after them, and row counts not a multiple of four.
-    @Test(arguments: [(128, 9), (288, 13), (77, 6), (3, 5), (160, 4), (1000, 3), (96, 200), (40, 7)])
+    /// than 32 after them, and row counts not a multiple of four (nor of the sixteen columns
+    /// the (K,N) layout is rounded by at a time).
+    @Test(arguments: [(128, 9), (288, 13), (77, 6), (3, 5), (160, 4), (1000, 3), (96, 200), (40, 7), (128, 33)])
     func kernelMatchesRoundedProduct(_ shape: (Int, Int)) {
         let (K, N) = shape
         var rng = Random(seed: UInt64(K * 31 + N))
@@ -29,6 +30,8 @@ import GenKernels
                 for k in ks {
                     let r = w[k * N + n]
                     #expect(abs(r - original[k * N + n]) <= s[n * nb + b] * 0.5001, "(\(n),\(k))")
+                    let scale = s[n * nb + b], inverse: Float = scale > 0 ? 1 / scale : 0
+                    #expect(r == (original[k * N + n] * inverse).rounded() * scale, "(\(n),\(k)): halves away from zero")
                     #expect(r == wt[n * K + k])
                     #expect(abs(r / s[n * nb + b]).rounded() <= 127)
                 }
@@ -41,6 +44,26 @@ import GenKernels
         for n in 0..<N { for k in 0..<K { ref[n] += x[k] * w[k * N + n] } }
         #expect(relativeError(y, ref) < 1e-5)
         #expect(relativeError(zip(y0, bias).map(+), ref) < 1e-5)
+    }
+
+    /// Values halfway between two steps of the scale round away from zero in both layouts (a
+    /// block holding 127 has scale 1: 2.5 becomes 3, -0.5 becomes -1).
+    @Test func halvesRoundAwayFromZero() {
+        let K = 64, N = 16
+        let value: (Int, Int) -> Float = { n, k in k == 0 ? 127 : Float((k + n) % 20) - 9.5 }
+        var w = [Float](repeating: 0, count: K * N), wt = w
+        for n in 0..<N { for k in 0..<K { w[k * N + n] = value(n, k); wt[n * K + k] = value(n, k) } }
+        var q = [Int8](repeating: 0, count: N * Int8Blocks.rowBytes(K: K)), s = [Float](repeating: 0, count: N)
+        var qt = q, st = s
+        Int8Blocks.quantize(columnsOf: &w, K: K, N: N, q: &q, scales: &s)
+        Int8Blocks.quantize(rowsOf: &wt, K: K, N: N, q: &qt, scales: &st)
+        #expect(s == [Float](repeating: 1, count: N) && st == s && qt == q)
+        for n in 0..<N {
+            for k in 1..<K {
+                let v = value(n, k), away = v + (v > 0 ? 0.5 : -0.5)
+                #expect(w[k * N + n] == away && wt[n * K + k] == away, "(\(n),\(k)): \(v)")
+            }
+        }
     }
 
     /// A decoder on a model rounded to 8 bits (reading the bytes) gives the logits of the full

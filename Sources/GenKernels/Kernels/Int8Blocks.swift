@@ -38,32 +38,40 @@ public enum Int8Blocks {
     /// Quantizes the N rows of a weight stored (K,N) (row n is column n: element (n,k) at
     /// w[k·N + n]) into q (N, rowBytes) and scales (N, blocks), and writes each value's
     /// rounded q·s back into w, so that a pass through w computes what a pass through q does.
-    /// Walks w in order, a block of 64 input rows at a time, each thread over its own columns.
+    /// Walks w in order, a block of 64 input rows at a time, each thread over its own columns,
+    /// sixteen at a time.
     public static func quantize(columnsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
                                 q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) {
         let nb = blocks(K: K), stride = rowBytes(K: K)
         Parallel.forRanges((N + 63) / 64) { chunks in
             let c0 = chunks.lowerBound * 64, c1 = min(N, chunks.upperBound * 64)
-            let inverse = FloatBuffer(count: c1 - c0)
-            let amax = inverse.pointer - c0   // indexed by n
             for b in 0..<nb {
                 let k0 = b * block, k1 = min(K, k0 + block)
-                (amax + c0).update(repeating: 0, count: c1 - c0)
-                for k in k0..<k1 {
-                    let row = w + k * N
-                    for n in c0..<c1 { amax[n] = max(amax[n], abs(row[n])) }
+                var n = c0
+                while n + 16 <= c1 {
+                    var m = SIMD16<UInt32>()
+                    for k in k0..<k1 { m = maxMagnitude(m, load16(w + k * N + n)) }
+                    let s = unsafeBitCast(m, to: Float32x16.self) / 127
+                    let inverse = (1 / s).replacing(with: 0, where: s .== 0)
+                    for i in 0..<16 { scales[(n + i) * nb + b] = s[i] }
+                    for k in k0..<k1 {
+                        let p = w + k * N + n, at = slot(k, K: K)
+                        let r = gen_round16(load16(p) * inverse)
+                        store16(r * s, p)
+                        let bytes = gen_bytes16(r)
+                        for i in 0..<16 { q[(n + i) * stride + at] = Int8(truncatingIfNeeded: bytes[i]) }
+                    }
+                    n += 16
                 }
-                for n in c0..<c1 {
-                    let s = amax[n] / 127
-                    scales[n * nb + b] = s
-                    amax[n] = s > 0 ? 1 / s : 0
-                }
-                for k in k0..<k1 {
-                    let row = w + k * N, at = slot(k, K: K)
-                    for n in c0..<c1 {
-                        let v = (row[n] * amax[n]).rounded()
-                        q[n * stride + at] = Int8(bitPattern: UInt8(v + 128))
-                        row[n] = v * scales[n * nb + b]
+                for c in n..<c1 {
+                    var amax: Float = 0
+                    for k in k0..<k1 { amax = max(amax, abs(w[k * N + c])) }
+                    let s = amax / 127, inverse: Float = s > 0 ? 1 / s : 0
+                    scales[c * nb + b] = s
+                    for k in k0..<k1 {
+                        let v = (w[k * N + c] * inverse).rounded()
+                        q[c * stride + slot(k, K: K)] = Int8(bitPattern: UInt8(v + 128))
+                        w[k * N + c] = v * s
                     }
                 }
             }
@@ -71,7 +79,8 @@ public enum Int8Blocks {
         }
     }
 
-    /// The same for a weight stored (N,K), one row per output (the tied embedding).
+    /// The same for a weight stored (N,K), one row per output (the tied embedding): a whole
+    /// block as four vectors, stored as `slot` lays it out with one 64-byte store.
     public static func quantize(rowsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
                                 q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) {
         let nb = blocks(K: K), stride = rowBytes(K: K)
@@ -79,14 +88,28 @@ public enum Int8Blocks {
             for n in rows {
                 let row = w + n * K, qRow = q + n * stride
                 for k in K..<stride { qRow[slot(k, K: K)] = Int8(bitPattern: 128) }
-                for b in 0..<nb {
-                    let k0 = b * block, k1 = min(K, k0 + block)
+                var b = 0
+                while (b + 1) * block <= K {
+                    let p = row + b * block
+                    let v0 = load16(p), v1 = load16(p + 16), v2 = load16(p + 32), v3 = load16(p + 48)
+                    let m = maxMagnitude(maxMagnitude(maxMagnitude(maxMagnitude(SIMD16<UInt32>(), v0), v1), v2), v3)
+                    let s = Float(bitPattern: m.max()) / 127
+                    let inverse: Float = s > 0 ? 1 / s : 0
+                    scales[n * nb + b] = s
+                    let r0 = gen_round16(v0 * inverse), r1 = gen_round16(v1 * inverse)
+                    let r2 = gen_round16(v2 * inverse), r3 = gen_round16(v3 * inverse)
+                    store16(r0 * s, p); store16(r1 * s, p + 16); store16(r2 * s, p + 32); store16(r3 * s, p + 48)
+                    UnsafeMutableRawPointer(qRow + b * block).storeBytes(of: gen_pack_bytes16(r0, r1, r2, r3), as: SIMD16<UInt32>.self)
+                    b += 1
+                }
+                if b < nb {
+                    let k0 = b * block
                     var amax: Float = 0
-                    for k in k0..<k1 { amax = max(amax, abs(row[k])) }
+                    for k in k0..<K { amax = max(amax, abs(row[k])) }
                     let s = amax / 127
                     let inverse: Float = s > 0 ? 1 / s : 0
                     scales[n * nb + b] = s
-                    for k in k0..<k1 {
+                    for k in k0..<K {
                         let v = (row[k] * inverse).rounded()
                         qRow[slot(k, K: K)] = Int8(bitPattern: UInt8(v + 128))
                         row[k] = v * s
@@ -94,6 +117,14 @@ public enum Int8Blocks {
                 }
             }
         }
+    }
+
+    /// The larger of m and the magnitudes of v, lane by lane, as bit patterns (which order
+    /// non-negative floats as their values do).
+    @inline(__always)
+    static func maxMagnitude(_ m: SIMD16<UInt32>, _ v: Float32x16) -> SIMD16<UInt32> {
+        let a = unsafeBitCast(v, to: SIMD16<UInt32>.self) & 0x7FFF_FFFF
+        return m.replacing(with: a, where: a .> m)
     }
 
     /// y (N) = bias (N) + W (N,K) · x (K), W the dequantized rows of q and scales as
