@@ -63,17 +63,7 @@ public enum Int8Blocks {
                     }
                     n += 16
                 }
-                for c in n..<c1 {
-                    var amax: Float = 0
-                    for k in k0..<k1 { amax = max(amax, abs(w[k * N + c])) }
-                    let s = amax / 127, inverse: Float = s > 0 ? 1 / s : 0
-                    scales[c * nb + b] = s
-                    for k in k0..<k1 {
-                        let v = (w[k * N + c] * inverse).rounded()
-                        q[c * stride + slot(k, K: K)] = Int8(bitPattern: UInt8(v + 128))
-                        w[k * N + c] = v * s
-                    }
-                }
+                for c in n..<c1 { scales[c * nb + b] = roundOneByOne(w + c, step: N, k0..<k1, K: K, q + c * stride) }
             }
             for n in c0..<c1 { for k in K..<stride { q[n * stride + slot(k, K: K)] = Int8(bitPattern: 128) } }
         }
@@ -102,21 +92,26 @@ public enum Int8Blocks {
                     UnsafeMutableRawPointer(qRow + b * block).storeBytes(of: gen_pack_bytes16(r0, r1, r2, r3), as: SIMD16<UInt32>.self)
                     b += 1
                 }
-                if b < nb {
-                    let k0 = b * block
-                    var amax: Float = 0
-                    for k in k0..<K { amax = max(amax, abs(row[k])) }
-                    let s = amax / 127
-                    let inverse: Float = s > 0 ? 1 / s : 0
-                    scales[n * nb + b] = s
-                    for k in k0..<K {
-                        let v = (row[k] * inverse).rounded()
-                        qRow[slot(k, K: K)] = Int8(bitPattern: UInt8(v + 128))
-                        row[k] = v * s
-                    }
-                }
+                if b < nb { scales[n * nb + b] = roundOneByOne(row, step: 1, (b * block)..<K, K: K, qRow) }
             }
         }
+    }
+
+    /// Rounds values `ks` of one row, value k at w[k·step], one at a time (a block that the
+    /// vector paths do not take): writes their bytes into qRow where `slot` puts them and the
+    /// rounded values back into w; returns the block's scale.
+    @inline(__always)
+    static func roundOneByOne(_ w: UnsafeMutablePointer<Float>, step: Int, _ ks: Range<Int>, K: Int,
+                              _ qRow: UnsafeMutablePointer<Int8>) -> Float {
+        var amax: Float = 0
+        for k in ks { amax = max(amax, abs(w[k * step])) }
+        let s = amax / 127, inverse: Float = s > 0 ? 1 / s : 0
+        for k in ks {
+            let v = (w[k * step] * inverse).rounded()
+            qRow[slot(k, K: K)] = Int8(bitPattern: UInt8(v + 128))
+            w[k * step] = v * s
+        }
+        return s
     }
 
     /// The larger of m and the magnitudes of v, lane by lane, as bit patterns (which order
