@@ -82,10 +82,13 @@ public enum BLAS {
 
     /// Makes sure this process runs OpenBLAS's fastest kernel for the CPU: when it does not,
     /// sets `OPENBLAS_CORETYPE` and replaces the process with a fresh copy of itself (same
-    /// arguments, same pid, same open files). Call first thing in `main`.
+    /// arguments, same pid, same open files). Then ends OpenBLAS's own threads at once, before
+    /// they spin through a command's start-up (reading and arranging a model) beside gen's.
+    /// Call first thing in `main`.
     /// - Returns: nil when the kernel is right, else a one-line warning to print (the restart
     ///   failed or did not help); the process then goes on, slowly.
     public static func ensureFastKernel() -> String? {
+        defer { keepSingleThreaded() }
         let env = environmentVariables()
         let decision = decide(loaded: coreName, flags: cpuFlags(), forced: env["GEN_BLAS_CORETYPE"])
         guard case .restart(let core) = decision else { return nil }
