@@ -95,8 +95,9 @@ import GenKernels
         #expect(treeSum(Float32x16(counting.prefix(16) + [Float](repeating: 0, count: max(0, 16 - n)))) == Float(min(n, 16) * (min(n, 16) + 1) / 2))
     }
 
-    /// The transposition behind the layout, over whole 16×16 tiles and ragged edges.
-    @Test(arguments: [(16, 16), (48, 32), (37, 70), (5, 3), (100, 17)])
+    /// The transposition behind the layout, over whole 16×16 tiles and ragged edges, on one
+    /// thread and (from 65,536 values) split over the pool.
+    @Test(arguments: [(16, 16), (48, 32), (37, 70), (5, 3), (100, 17), (300, 250), (512, 200)])
     func transposeMatchesNaive(_ shape: (Int, Int)) {
         let (K, N) = shape
         var rng = Random(seed: UInt64(K * N))

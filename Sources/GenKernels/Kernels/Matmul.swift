@@ -141,9 +141,10 @@ public enum Matmul {
     }
 
     /// dst (N,K) = srcᵀ, src (K,N): by 16×16 tiles transposed in registers, split across the
-    /// pool by bands of 16 dst rows.
+    /// pool by bands of 16 src rows, which each thread reads in order (16 runs the prefetchers
+    /// follow); a tile's 16 rows go to 64-byte pieces of 16 dst rows.
     public static func transpose(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, K: Int, N: Int) {
-        Parallel.forRanges((N + 15) / 16, minimumPerThread: K * N >= 1 << 16 ? 1 : 1 << 30, Transposer(dst: dst, src: src, K: K, N: N))
+        Parallel.forRanges((K + 15) / 16, minimumPerThread: K * N >= 1 << 16 ? 1 : 1 << 30, Transposer(dst: dst, src: src, K: K, N: N))
     }
 
     struct Transposer: RangeKernel {
@@ -154,10 +155,10 @@ public enum Matmul {
             withUnsafeTemporaryAllocation(of: Float32x16.self, capacity: 32) { t in
                 let a = t.baseAddress!, b = a + 16
                 for band in bands {
-                    let n0 = band * 16
-                    var k0 = 0
-                    if n0 + 16 <= N {
-                        while k0 + 16 <= K {
+                    let k0 = band * 16, k1 = min(K, k0 + 16)
+                    var n0 = 0
+                    if k1 - k0 == 16 {
+                        while n0 + 16 <= N {
                             for i in 0..<16 { a[i] = load16(src + (k0 + i) * N + n0) }
                             // Four perfect unshuffles: each rotates the element's 8-bit address
                             // (row, column) right by one bit, so four of them swap row and column.
@@ -172,12 +173,12 @@ public enum Matmul {
                                 }
                             }
                             for j in 0..<16 { store16(a[j], dst + (n0 + j) * K + k0) }
-                            k0 += 16
+                            n0 += 16
                         }
                     }
-                    for n in n0..<min(N, n0 + 16) {
+                    for n in n0..<N {
                         let d = dst + n * K
-                        for k in k0..<K { d[k] = src[k * N + n] }
+                        for k in k0..<k1 { d[k] = src[k * N + n] }
                     }
                 }
             }
