@@ -50,7 +50,9 @@ public final class Decoder {
     public func reset() { length = 0 }
 
     /// Fills the cache from `tokens` (at most the context) with one batched forward pass,
-    /// replacing what it held; `logits` then predicts the token after the last one.
+    /// replacing what it held; `logits` then predicts the token after the last one. A whole
+    /// context's keys and values are not copied into the cache: it could take no further token,
+    /// so the next one re-fills it (`advance`).
     public func fill(_ tokens: UnsafeBufferPointer<Int32>) {
         let n = tokens.count
         precondition(n >= 1 && n <= config.blockSize)
@@ -58,7 +60,7 @@ public final class Decoder {
         tokenBuffer.pointer.update(from: tokens.baseAddress!, count: n)
         GPT.forward(model.views, config, prefill, tokens: tokenBuffer.pointer, targets: nil, B: 1, t: n, lastOnly: true)
         let T = config.blockSize
-        for l in 0..<config.nLayer {
+        for l in 0..<config.nLayer where n < T {
             for r in 0..<n {
                 Attention.cache(prefill.qkvRow(layer: l, row: r), keys: kCache + l * T * C, values: vCache + l * T * C,
                                 position: r, capacity: T, C: C, NH: config.nHead)
