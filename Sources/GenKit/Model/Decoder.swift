@@ -60,10 +60,12 @@ public final class Decoder {
         tokenBuffer.pointer.update(from: tokens.baseAddress!, count: n)
         GPT.forward(model.views, config, prefill, tokens: tokenBuffer.pointer, targets: nil, B: 1, t: n, lastOnly: true)
         let T = config.blockSize
-        for l in 0..<config.nLayer where n < T {
-            for r in 0..<n {
-                Attention.cache(prefill.qkvRow(layer: l, row: r), keys: kCache + l * T * C, values: vCache + l * T * C,
-                                position: r, capacity: T, C: C, NH: config.nHead)
+        if n < T {   // a full window's keys and values would never be read
+            for l in 0..<config.nLayer {
+                for r in 0..<n {
+                    Attention.cache(prefill.qkvRow(layer: l, row: r), keys: kCache + l * T * C, values: vCache + l * T * C,
+                                    position: r, capacity: T, C: C, NH: config.nHead)
+                }
             }
         }
         logits.update(from: prefill.logits, count: V)
