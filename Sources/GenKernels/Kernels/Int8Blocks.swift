@@ -70,9 +70,11 @@ public enum Int8Blocks {
     }
 
     /// The same for a weight stored (N,K), one row per output (the tied embedding): a whole
-    /// block as four vectors, stored as `slot` lays it out with one 64-byte store.
+    /// block as four vectors, stored as `slot` lays it out with one 64-byte store. With
+    /// `roundingWeights` false, w is only read (an 8-bit copy beside fp32 weights).
     public static func quantize(rowsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
-                                q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) {
+                                q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>,
+                                roundingWeights: Bool = true) {
         let nb = blocks(K: K), stride = rowBytes(K: K)
         Parallel.forRanges(N, minimumPerThread: 64) { rows in
             for n in rows {
@@ -88,28 +90,32 @@ public enum Int8Blocks {
                     scales[n * nb + b] = s
                     let r0 = gen_round16(v0 * inverse), r1 = gen_round16(v1 * inverse)
                     let r2 = gen_round16(v2 * inverse), r3 = gen_round16(v3 * inverse)
-                    store16(r0 * s, p); store16(r1 * s, p + 16); store16(r2 * s, p + 32); store16(r3 * s, p + 48)
+                    if roundingWeights {
+                        store16(r0 * s, p); store16(r1 * s, p + 16); store16(r2 * s, p + 32); store16(r3 * s, p + 48)
+                    }
                     UnsafeMutableRawPointer(qRow + b * block).storeBytes(of: gen_pack_bytes16(r0, r1, r2, r3), as: SIMD16<UInt32>.self)
                     b += 1
                 }
-                if b < nb { scales[n * nb + b] = roundOneByOne(row, step: 1, (b * block)..<K, K: K, qRow) }
+                if b < nb {
+                    scales[n * nb + b] = roundOneByOne(row, step: 1, (b * block)..<K, K: K, qRow, roundingWeights: roundingWeights)
+                }
             }
         }
     }
 
     /// Rounds values `ks` of one row, value k at w[k·step], one at a time (a block that the
-    /// vector paths do not take): writes their bytes into qRow where `slot` puts them and the
-    /// rounded values back into w; returns the block's scale.
+    /// vector paths do not take): writes their bytes into qRow where `slot` puts them and
+    /// (`roundingWeights`) the rounded values back into w; returns the block's scale.
     @inline(__always)
     static func roundOneByOne(_ w: UnsafeMutablePointer<Float>, step: Int, _ ks: Range<Int>, K: Int,
-                              _ qRow: UnsafeMutablePointer<Int8>) -> Float {
+                              _ qRow: UnsafeMutablePointer<Int8>, roundingWeights: Bool = true) -> Float {
         var amax: Float = 0
         for k in ks { amax = max(amax, abs(w[k * step])) }
         let s = amax / 127, inverse: Float = s > 0 ? 1 / s : 0
         for k in ks {
             let v = (w[k * step] * inverse).rounded()
             qRow[slot(k, K: K)] = Int8(bitPattern: UInt8(v + 128))
-            w[k * step] = v * s
+            if roundingWeights { w[k * step] = v * s }
         }
         return s
     }

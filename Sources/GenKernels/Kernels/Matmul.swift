@@ -270,18 +270,24 @@ public enum Matmul {
         let K, N: Int
         func run(_ groups: Range<Int>) {
             for n in (groups.lowerBound * 4)..<min(N, groups.upperBound * 4) {
-                let w = weight + n * K
-                var a0 = Float32x16(), a1 = Float32x16()
-                var k = 0
-                while k + 32 <= K {
-                    a0 = a0.addingProduct(load16(w + k), load16(x + k))
-                    a1 = a1.addingProduct(load16(w + k + 16), load16(x + k + 16))
-                    k += 32
-                }
-                var r = (a0 + a1).sum()
-                while k < K { r += w[k] * x[k]; k += 1 }
-                y[n] = r + (bias?[n] ?? 0)
+                y[n] = Matmul.dot(row: weight + n * K, x, K: K) + (bias?[n] ?? 0)
             }
         }
+    }
+
+    /// w (K) · x (K) as `vectorForwardTransposed` computes each output (the same bits), without
+    /// the bias: two accumulators over 32 values, then the rest one by one.
+    @inline(__always)
+    public static func dot(row w: UnsafePointer<Float>, _ x: UnsafePointer<Float>, K: Int) -> Float {
+        var a0 = Float32x16(), a1 = Float32x16()
+        var k = 0
+        while k + 32 <= K {
+            a0 = a0.addingProduct(load16(w + k), load16(x + k))
+            a1 = a1.addingProduct(load16(w + k + 16), load16(x + k + 16))
+            k += 32
+        }
+        var r = (a0 + a1).sum()
+        while k < K { r += w[k] * x[k]; k += 1 }
+        return r
     }
 }

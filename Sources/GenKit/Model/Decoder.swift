@@ -41,6 +41,35 @@ public final class Decoder {
             step.uAttn = u; step.uAttnProj = u + r; step.uFc = u + 2 * r; step.uMlpProj = u + 3 * r
         }
     }
+    /// With k > 0, `feed` makes only the k largest logits exact and sets the rest to −∞
+    /// (`TopRows`: an 8-bit copy of the output layer rules most rows out); 0: every logit.
+    public private(set) var exactLogits = 0
+    /// The output layer's 8-bit copy and `TopRows`'s scratch, made on first use.
+    var screen: (bytes: ByteBuffer, scales: FloatBuffer, scratch: FloatBuffer)?
+
+    /// Asks `feed` for only the k largest logits (0: all of them), for a sampler that reads
+    /// nothing else (greedy: 1; top-k alone: k). Kept to all logits where it would not pay: a
+    /// model decoding from 8-bit weights (its output layer is already read in 8 bits), an
+    /// output layer under a million weights, or k over a sixteenth of the vocabulary. The first
+    /// call that needs the 8-bit copy makes it (a pass over the embeddings, on the pool).
+    public func keepExact(topLogits k: Int) {
+        let C = config.nEmbd, V = config.vocabSize
+        guard k > 0, k * 16 <= V, V * C >= 1 << 20, model.views.int8 == nil else { exactLogits = 0; return }
+        if screen == nil {
+            let bytes = ByteBuffer(count: V * Int8Blocks.rowBytes(K: C))
+            let scales = FloatBuffer(count: V * Int8Blocks.blocks(K: C))
+            Int8Blocks.quantize(rowsOf: model.views.wte, K: C, N: V, q: bytes.pointer, scales: scales.pointer,
+                                roundingWeights: false)
+            screen = (bytes, scales, FloatBuffer(count: TopRows.scratchCount(K: C, N: V, k: V / 16)))
+        }
+        exactLogits = k
+    }
+
+    /// Bytes `keepExact` adds for a model of this shape.
+    public static func screenBytes(_ c: GPTConfig) -> Double {
+        Double(c.vocabSize) * Double(Int8Blocks.rowBytes(K: c.nEmbd) + 4 * Int8Blocks.blocks(K: c.nEmbd) + 4) + 4 * Double(c.vocabSize / 16)
+    }
+
     /// The adapters' products for the single-position step, (r) each.
     let loraU: FloatBuffer
     let tokenBuffer: TokenBuffer
@@ -72,8 +101,9 @@ public final class Decoder {
         length = n
     }
 
-    /// Feeds one token at the next position; `logits` then predicts the token after it.
-    /// The cache must not be full (`length < blockSize`).
+    /// Feeds one token at the next position; `logits` then predicts the token after it (only
+    /// the largest `exactLogits` of them, when set). The cache must not be full
+    /// (`length < blockSize`).
     public func feed(_ token: Int32) {
         precondition(length < config.blockSize)
         let p = model.views
@@ -88,6 +118,9 @@ public final class Decoder {
         LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: p.lnfw, bias: p.lnfb, M: 1, C: C, eps: config.layerNormEpsilon)
         if let wte = p.int8?.wte {
             Int8Blocks.vectorForward(logits, xn, q: wte.q, scales: wte.scales, bias: nil, K: C, N: V)
+        } else if exactLogits > 0, let screen {
+            TopRows.forward(logits, xn, weight: p.wte, q: screen.bytes.pointer, scales: screen.scales.pointer,
+                            K: C, N: V, k: exactLogits, scratch: screen.scratch.pointer)
         } else {
             Matmul.vectorForwardTransposed(logits, xn, p.wte, K: C, N: V)
         }

@@ -28,7 +28,7 @@ public final class Generator {
                 threads: Int = Parallel.cores) throws {
         let c = model.config
         try Machine.checkFits(Activations.bytes(config: c, B: 1, T: c.blockSize, training: false)
-                              + 8 * Double(c.nLayer) * Double(c.blockSize) * Double(c.nEmbd),
+                              + 8 * Double(c.nLayer) * Double(c.blockSize) * Double(c.nEmbd) + Decoder.screenBytes(c),
                               "sampling from a model with a context of \(c.blockSize)")
         self.model = model
         self.tokenizer = tokenizer
@@ -58,6 +58,7 @@ public final class Generator {
         var text = ""
         var made = 0
         Parallel.withThreads(threads) {
+            decoder.keepExact(topLogits: sampler.logitsRead)
             ids.suffix(T).withUnsafeBufferPointer { decoder.fill($0) }
             while made < maxTokens && !stop.stopped {
                 let next = scratch.withUnsafeMutableBufferPointer { logits -> Int32 in

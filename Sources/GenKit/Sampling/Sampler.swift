@@ -36,6 +36,15 @@ public final class Sampler {
         probs = [Float](repeating: 0, count: vocabSize)
     }
 
+    /// How many of the largest logits `sample` reads (the others may be −∞ without changing
+    /// its pick): 1 when greedy, k for top-k alone; 0 when it reads them all (top-p, min-p,
+    /// the repeat penalty, or plain sampling).
+    public var logitsRead: Int {
+        let p = parameters
+        guard p.repeatPenalty == 1, p.topP >= 1, p.minP <= 0 else { return 0 }
+        return p.temperature <= 0 ? 1 : p.topK
+    }
+
     /// The next token given logits (V) and the tokens so far (for the repeat penalty).
     /// The logits are modified.
     public func sample(_ logits: UnsafeMutablePointer<Float>, recent: ArraySlice<Int32>) -> Int32 {
@@ -53,12 +62,33 @@ public final class Sampler {
             for i in 1..<V where logits[i] > logits[best] { best = i }
             return Int32(best)
         }
-        // Softmax at the temperature, in place in `probs`.
         let inverse = 1 / p.temperature
         probs.withUnsafeMutableBufferPointer { pr in
             for i in 0..<V { pr[i] = logits[i] * inverse }
-            softmaxRow(pr.baseAddress!, V)
         }
+        if p.topK > 0 && p.topP >= 1 && p.minP <= 0 {
+            // Top-k alone: the k largest of l/T, weighed by exp(l/T − max) among themselves,
+            // so that no other logit's value matters.
+            let k = rankTop(min(p.topK, V))
+            var total: Float = 0
+            probs.withUnsafeMutableBufferPointer { pr in
+                let top = pr[Int(order[0])]
+                for j in 0..<k {
+                    let i = Int(order[j])
+                    pr[i] = exp(pr[i] - top)
+                    total += pr[i]
+                }
+            }
+            let r = random.nextFloat() * total
+            var acc: Float = 0
+            for j in 0..<k {
+                acc += probs[Int(order[j])]
+                if r < acc { return order[j] }
+            }
+            return order[k - 1]
+        }
+        // Softmax at the temperature, in place in `probs`.
+        probs.withUnsafeMutableBufferPointer { _ = softmaxRow($0.baseAddress!, V) }
         let needsOrder = p.topK > 0 || p.topP < 1 || p.minP > 0
         if !needsOrder {
             let r = random.nextFloat()
