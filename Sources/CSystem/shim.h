@@ -5,7 +5,8 @@
 // training step allocates nothing,
 // the CPU's spin-wait hint, for the thread pool, a prefetch hint, for kernels that stream
 // weights faster than the hardware prefetchers fetch them, a vector square root, the
-// counter-based draws of dropout masks, and the rounding and packing of 8-bit weights.
+// counter-based draws of dropout masks, the rounding and packing of 8-bit weights, and the
+// integer products of the output layer's 8-bit screen.
 #include <malloc.h>
 // mtrace/muntrace log every malloc and free (with libc_malloc_debug.so preloaded).
 #include <mcheck.h>
@@ -66,5 +67,45 @@ static inline void gen_dropout_scale(float *y, const float *x, long n, unsigned 
                                      unsigned long long first, unsigned int threshold, float keep) {
     for (long j = 0; j < n; j++)
         y[j] = x[j] * (gen_dropout_draw(key, first + (unsigned long long)j) < threshold ? 0.0f : keep);
+}
+
+// The 8-bit screen of an output row: Σ over blocks b of sw[b]·sx[b]·Σ w[k]·x[k], w holding
+// q + 128 (unsigned), x signed, both laid out alike and `bytes` long (a multiple of 32), one
+// block per 64 bytes (the last may be 32). The products are exact integers; with AVX-512 VNNI
+// one instruction takes 64 of them.
+typedef int gen_int32x16 __attribute__((vector_size(64)));
+typedef int gen_int32x8 __attribute__((vector_size(32)));
+typedef float gen_f32x16 __attribute__((vector_size(64)));
+static inline float gen_screen_row(const unsigned char *w, const signed char *x, const float *sw,
+                                   const float *sx, long bytes) {
+    float r = 0;
+    long k = 0, b = 0;
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    gen_f32x16 acc = {0};
+    for (; k + 64 <= bytes; k += 64, b++) {
+        gen_int32x16 wv, xv, zero = {0};
+        __builtin_memcpy(&wv, w + k, 64);
+        __builtin_memcpy(&xv, x + k, 64);
+        gen_int32x16 d = __builtin_ia32_vpdpbusd512(zero, wv, xv);
+        acc += __builtin_convertvector(d, gen_f32x16) * (sw[b] * sx[b]);
+    }
+    for (int i = 0; i < 16; i++) r += acc[i];
+    if (k < bytes) {
+        gen_int32x8 wv, xv, zero = {0};
+        __builtin_memcpy(&wv, w + k, 32);
+        __builtin_memcpy(&xv, x + k, 32);
+        gen_int32x8 d = __builtin_ia32_vpdpbusd256(zero, wv, xv);
+        int t = 0;
+        for (int i = 0; i < 8; i++) t += d[i];
+        r += (float)t * (sw[b] * sx[b]);
+    }
+#else
+    for (; k < bytes; k += 64, b++) {
+        int t = 0;
+        for (long i = k; i < k + 64 && i < bytes; i++) t += (int)w[i] * (int)x[i];
+        r += (float)t * (sw[b] * sx[b]);
+    }
+#endif
+    return r;
 }
 #endif

@@ -28,8 +28,10 @@ import GenKernels
             for threads in [1, 2] {
                 var y = [Float](repeating: 0, count: N)
                 var scratch = [Float](repeating: 0, count: TopRows.scratchCount(K: K, N: N, k: k))
+                var absSums = [Float](repeating: 0, count: N * Int8Blocks.blocks(K: K))
                 Parallel.withThreads(threads) {
-                    TopRows.forward(&y, x, weight: w, q: q, scales: s, K: K, N: N, k: k, scratch: &scratch)
+                    TopRows.absoluteSums(q: q, K: K, N: N, into: &absSums)
+                    TopRows.forward(&y, x, weight: w, q: q, scales: s, absSums: absSums, K: K, N: N, k: k, scratch: &scratch)
                 }
                 var computed = 0, wrong = 0
                 for n in 0..<N {

@@ -1,45 +1,83 @@
+import CSystem
+
 /// The k largest entries of y (N) = W (N,K) · x (K), exact, reading an 8-bit copy of W and
 /// only a few of its fp32 rows: greedy decoding and top-k sampling use nothing else of the
 /// output layer, whose rows are most of what a small model reads per token.
 ///
-/// The 8-bit copy (`Int8Blocks`, one scale s per block of 64 values, each value off by at
-/// most s/2) gives every entry an approximation a and a bound e with |exact − a| ≤ e, where
-/// e = f · Σ_blocks s·Σ|x| over the block (f covers the rounding to 8 bits, 1/2, and the fp32
-/// rounding of both products, far under 0.02 + K·2⁻¹⁵). An entry whose a + e is below the
-/// k-th largest a − e cannot be among the k largest; every other entry is computed from its
-/// fp32 row with `Matmul.dot(row:)`, the bits `vectorForwardTransposed` gives, and the rest
-/// are set to −∞. So the k largest entries, their order and their values are those of the
-/// full product.
-public enum TopRows {
-    /// Floats of scratch `forward` needs for k: a bound per row, a sum per block, a heap of k.
-    public static func scratchCount(K: Int, N: Int, k: Int) -> Int { N + Int8Blocks.blocks(K: K) + k }
+/// The screen: W in 8 bits as `Int8Blocks` stores it (one scale s per block of 64 values, each
+/// value off by at most s/2), and x rounded to 8 bits per block likewise (scale t, off by at
+/// most t/2), so that a row's approximation a = Σ s·t·Σ q_w·q_x is exact integer products
+/// (`gen_screen_row`: AVX-512 VNNI where the CPU has it). For each row
+///     |exact − a| ≤ e = Σ_blocks s·(f·Σ|x| + g·t·Σ|q_w|),
+/// f = 0.52 + K·2⁻¹⁵ covering W's rounding (1/2) and the fp32 rounding of both products, and
+/// g = 0.51 x's rounding. A row whose a + e is below the k-th largest a − e cannot be among the
+/// k largest; every other row is computed from its fp32 row with `Matmul.dot(row:)`, the bits
+/// `vectorForwardTransposed` gives, and the rest are set to −∞. So the k largest entries, their
+/// order and their values are those of the full product.
 
-    /// Writes y as described above (the rows not computed are −∞). `weight`
-    /// is (N,K), one row per output; q and scales its 8-bit copy (`Int8Blocks.quantize(rowsOf:)`
-    /// with `roundingWeights: false`); 1 ≤ k ≤ N.
+public enum TopRows {
+    /// Floats of scratch `forward` needs for k.
+    public static func scratchCount(K: Int, N: Int, k: Int) -> Int {
+        N + 4 * Int8Blocks.blocks(K: K) + k + Int8Blocks.rowBytes(K: K) / 4
+    }
+
+    /// Σ|q| over each block of each row of an 8-bit copy (N, blocks), the screen's third array.
+    public static func absoluteSums(q: UnsafePointer<Int8>, K: Int, N: Int, into sums: UnsafeMutablePointer<Float>) {
+        let nb = Int8Blocks.blocks(K: K), stride = Int8Blocks.rowBytes(K: K)
+        Parallel.forRanges(N, minimumPerThread: 256) { rows in
+            for n in rows {
+                for b in 0..<nb {
+                    var t = 0
+                    for i in (b * Int8Blocks.block)..<min(stride, (b + 1) * Int8Blocks.block) {
+                        t += abs(Int(UInt8(bitPattern: q[n * stride + i])) - 128)
+                    }
+                    sums[n * nb + b] = Float(t)
+                }
+            }
+        }
+    }
+
+    /// Writes y as described above (the rows not computed are −∞). `weight` is (N,K), one row
+    /// per output; q and scales its 8-bit copy (`Int8Blocks.quantize(rowsOf:)` with
+    /// `roundingWeights: false`), absSums from `absoluteSums`; 1 ≤ k ≤ N.
     public static func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                               q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, K: Int, N: Int, k: Int,
-                               scratch: UnsafeMutablePointer<Float>) {
+                               q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, absSums: UnsafePointer<Float>,
+                               K: Int, N: Int, k: Int, scratch: UnsafeMutablePointer<Float>) {
         precondition(k >= 1 && k <= N)
         BLAS.keepSingleThreaded()
-        let nb = Int8Blocks.blocks(K: K)
-        let bound = scratch, sums = scratch + N, heap = sums + nb
-        // Σ|x| per block of 64
+        let nb = Int8Blocks.blocks(K: K), stride = Int8Blocks.rowBytes(K: K)
+        let bound = scratch, xTerm = scratch + N, qTerm = xTerm + nb, offset = qTerm + nb, t = offset + nb
+        let heap = t + nb
+        let xq = UnsafeMutableRawPointer(heap + k).bindMemory(to: Int8.self, capacity: stride)
+        // x in 8 bits per block, laid out as the rows are; each block's terms of the bound, and
+        // of the 128 the rows' bytes carry (Σ 128·q_x·t).
+        let f = 0.52 + Float(K) * 0x1p-15, g: Float = 0.51
+        for i in 0..<stride { xq[i] = 0 }
         for b in 0..<nb {
-            var t: Float = 0
-            for i in (b * Int8Blocks.block)..<min(K, (b + 1) * Int8Blocks.block) { t += abs(x[i]) }
-            sums[b] = t
+            let range = (b * Int8Blocks.block)..<min(K, (b + 1) * Int8Blocks.block)
+            var amax: Float = 0, absolute: Float = 0
+            for i in range { amax = max(amax, abs(x[i])); absolute += abs(x[i]) }
+            let scale = amax / 127, inverse: Float = scale > 0 ? 1 / scale : 0
+            var total = 0
+            for i in range {
+                let v = Int((x[i] * inverse).rounded())
+                xq[Int8Blocks.slot(i, K: K)] = Int8(v)
+                total += v
+            }
+            t[b] = scale
+            xTerm[b] = f * absolute
+            qTerm[b] = g * scale
+            offset[b] = 128 * scale * Float(total)
         }
-        let factor = 0.52 + Float(K) * 0x1p-15
         let groups = (N + 3) / 4
-        let rows = Int8Blocks.Rows(y: y, x: x, q: q, scales: scales, bias: nil, K: K, N: N)
         Parallel.forRanges(groups, minimumPerThread: 8,
-                           Approximate(rows: rows, bound: bound, sums: sums, scales: scales, factor: factor, nb: nb, N: N))
+                           Approximate(y: y, bound: bound, q: UnsafeRawPointer(q).assumingMemoryBound(to: UInt8.self),
+                                       xq: xq, scales: scales, absSums: absSums, t: t, xTerm: xTerm, qTerm: qTerm,
+                                       offset: offset, nb: nb, stride: stride, N: N))
         let floor = kthLargestLower(y, bound, N: N, k: k, heap: heap)
         Parallel.forRanges(groups, minimumPerThread: 8,
                            Exact(y: y, x: x, weight: weight, bound: bound, floor: floor, K: K, N: N))
     }
-
     /// The k-th largest of y − bound (a min-heap of the k largest seen; most entries leave
     /// at one comparison with its root).
     static func kthLargestLower(_ y: UnsafePointer<Float>, _ bound: UnsafePointer<Float>, N: Int, k: Int,
@@ -77,21 +115,24 @@ public enum TopRows {
         return heap[0]
     }
 
-    /// The 8-bit product for groups of four rows, then each row's bound.
+    /// Each row's approximation and bound, four rows to a group.
     struct Approximate: RangeKernel {
-        let rows: Int8Blocks.Rows
-        let bound, sums, scales: UnsafePointer<Float>
-        let factor: Float
-        let nb, N: Int
+        let y, bound: UnsafeMutablePointer<Float>
+        let q: UnsafePointer<UInt8>
+        let xq: UnsafePointer<Int8>
+        let scales, absSums, t, xTerm, qTerm, offset: UnsafePointer<Float>
+        let nb, stride, N: Int
 
         func run(_ groups: Range<Int>) {
-            rows.run(groups)
-            let b = UnsafeMutablePointer(mutating: bound)
             for n in (groups.lowerBound * 4)..<min(N, groups.upperBound * 4) {
-                let s = scales + n * nb
-                var e: Float = 0
-                for j in 0..<nb { e += s[j] * sums[j] }
-                b[n] = factor * e
+                let s = scales + n * nb, a = absSums + n * nb
+                var e: Float = 0, o: Float = 0
+                for b in 0..<nb {
+                    e += s[b] * (xTerm[b] + qTerm[b] * a[b])
+                    o += s[b] * offset[b]
+                }
+                y[n] = gen_screen_row(q + n * stride, xq, s, t, stride) - o
+                bound[n] = e
             }
         }
     }

@@ -45,7 +45,7 @@ public final class Decoder {
     /// (`TopRows`: an 8-bit copy of the output layer rules most rows out); 0: every logit.
     public private(set) var exactLogits = 0
     /// The output layer's 8-bit copy and `TopRows`'s scratch, made on first use.
-    var screen: (bytes: ByteBuffer, scales: FloatBuffer, scratch: FloatBuffer)?
+    var screen: (bytes: ByteBuffer, scales: FloatBuffer, absSums: FloatBuffer, scratch: FloatBuffer)?
 
     /// Asks `feed` for only the k largest logits (0: all of them), for a sampler that reads
     /// nothing else (greedy: 1; top-k alone: k). Kept to all logits where it would not pay: a
@@ -60,14 +60,16 @@ public final class Decoder {
             let scales = FloatBuffer(count: V * Int8Blocks.blocks(K: C))
             Int8Blocks.quantize(rowsOf: model.views.wte, K: C, N: V, q: bytes.pointer, scales: scales.pointer,
                                 roundingWeights: false)
-            screen = (bytes, scales, FloatBuffer(count: TopRows.scratchCount(K: C, N: V, k: V / 16)))
+            let absSums = FloatBuffer(count: V * Int8Blocks.blocks(K: C))
+            TopRows.absoluteSums(q: bytes.pointer, K: C, N: V, into: absSums.pointer)
+            screen = (bytes, scales, absSums, FloatBuffer(count: TopRows.scratchCount(K: C, N: V, k: V / 16)))
         }
         exactLogits = k
     }
 
     /// Bytes `keepExact` adds for a model of this shape.
     public static func screenBytes(_ c: GPTConfig) -> Double {
-        Double(c.vocabSize) * Double(Int8Blocks.rowBytes(K: c.nEmbd) + 4 * Int8Blocks.blocks(K: c.nEmbd) + 4) + 4 * Double(c.vocabSize / 16)
+        Double(c.vocabSize) * Double(Int8Blocks.rowBytes(K: c.nEmbd) + 8 * Int8Blocks.blocks(K: c.nEmbd) + 4) + 4 * Double(c.vocabSize / 16)
     }
 
     /// The adapters' products for the single-position step, (r) each.
@@ -120,7 +122,7 @@ public final class Decoder {
             Int8Blocks.vectorForward(logits, xn, q: wte.q, scales: wte.scales, bias: nil, K: C, N: V)
         } else if exactLogits > 0, let screen {
             TopRows.forward(logits, xn, weight: p.wte, q: screen.bytes.pointer, scales: screen.scales.pointer,
-                            K: C, N: V, k: exactLogits, scratch: screen.scratch.pointer)
+                            absSums: screen.absSums.pointer, K: C, N: V, k: exactLogits, scratch: screen.scratch.pointer)
         } else {
             Matmul.vectorForwardTransposed(logits, xn, p.wte, K: C, N: V)
         }
