@@ -51,20 +51,26 @@ public final class Decoder {
     /// nothing else (greedy: 1; top-k alone: k). Kept to all logits where it would not pay: a
     /// model decoding from 8-bit weights (its output layer is already read in 8 bits), an
     /// output layer under a million weights, or k over a sixteenth of the vocabulary. The first
-    /// call that needs the 8-bit copy makes it (a pass over the embeddings, on the pool).
+    /// `feed` that needs the 8-bit copy makes it (a pass over the embeddings, on the pool); it
+    /// is of the weights at that moment, so a model whose embeddings change later (trained
+    /// further) needs a new decoder.
     public func keepExact(topLogits k: Int) {
         let C = config.nEmbd, V = config.vocabSize
-        guard k > 0, k * 16 <= V, V * C >= 1 << 20, model.views.int8 == nil else { exactLogits = 0; return }
-        if screen == nil {
-            let bytes = ByteBuffer(count: V * Int8Blocks.rowBytes(K: C))
-            let scales = FloatBuffer(count: V * Int8Blocks.blocks(K: C))
-            Int8Blocks.quantize(rowsOf: model.views.wte, K: C, N: V, q: bytes.pointer, scales: scales.pointer,
-                                roundingWeights: false)
-            let absSums = FloatBuffer(count: V * Int8Blocks.blocks(K: C))
-            TopRows.absoluteSums(q: bytes.pointer, K: C, N: V, into: absSums.pointer)
-            screen = (bytes, scales, absSums, FloatBuffer(count: TopRows.scratchCount(K: C, N: V, k: V / 16)))
-        }
-        exactLogits = k
+        exactLogits = k > 0 && k * 16 <= V && V * C >= 1 << 20 && model.views.int8 == nil ? k : 0
+    }
+
+    /// The output layer's 8-bit copy for `TopRows`.
+    func makeScreen() -> (bytes: ByteBuffer, scales: FloatBuffer, absSums: FloatBuffer, scratch: FloatBuffer) {
+        if let screen { return screen }
+        let C = config.nEmbd, V = config.vocabSize
+        let bytes = ByteBuffer(count: V * Int8Blocks.rowBytes(K: C))
+        let scales = FloatBuffer(count: V * Int8Blocks.blocks(K: C))
+        Int8Blocks.quantize(rowsOf: model.views.wte, K: C, N: V, q: bytes.pointer, scales: scales.pointer,
+                            roundingWeights: false)
+        let absSums = FloatBuffer(count: V * Int8Blocks.blocks(K: C))
+        TopRows.absoluteSums(q: bytes.pointer, K: C, N: V, into: absSums.pointer)
+        screen = (bytes, scales, absSums, FloatBuffer(count: TopRows.scratchCount(K: C, N: V, k: V / 16)))
+        return screen!
     }
 
     /// Bytes `keepExact` adds for a model of this shape.
@@ -120,7 +126,8 @@ public final class Decoder {
         LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: p.lnfw, bias: p.lnfb, M: 1, C: C, eps: config.layerNormEpsilon)
         if let wte = p.int8?.wte {
             Int8Blocks.vectorForward(logits, xn, q: wte.q, scales: wte.scales, bias: nil, K: C, N: V)
-        } else if exactLogits > 0, let screen {
+        } else if exactLogits > 0 {
+            let screen = makeScreen()
             TopRows.forward(logits, xn, weight: p.wte, q: screen.bytes.pointer, scales: screen.scales.pointer,
                             absSums: screen.absSums.pointer, K: C, N: V, k: exactLogits, scratch: screen.scratch.pointer)
         } else {
