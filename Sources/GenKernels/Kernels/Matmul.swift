@@ -276,7 +276,8 @@ public enum Matmul {
     }
 
     /// w (K) · x (K) as `vectorForwardTransposed` computes each output (the same bits), without
-    /// the bias: two accumulators over 32 values, then the rest one by one.
+    /// the bias: two accumulators over 32 values, then the rest one by one (not `dot` of
+    /// VectorMath, which sums its lanes by halving and so gives other bits).
     @inline(__always)
     public static func dot(row w: UnsafePointer<Float>, _ x: UnsafePointer<Float>, K: Int) -> Float {
         var a0 = Float32x16(), a1 = Float32x16()

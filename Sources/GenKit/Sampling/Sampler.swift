@@ -79,13 +79,7 @@ public final class Sampler {
                     total += pr[i]
                 }
             }
-            let r = random.nextFloat() * total
-            var acc: Float = 0
-            for j in 0..<k {
-                acc += probs[Int(order[j])]
-                if r < acc { return order[j] }
-            }
-            return order[k - 1]
+            return draw(k, total: total)
         }
         // Softmax at the temperature, in place in `probs`.
         probs.withUnsafeMutableBufferPointer { _ = softmaxRow($0.baseAddress!, V) }
@@ -129,13 +123,18 @@ public final class Sampler {
         }
         var total: Float = 0
         for k in 0..<keep { total += pr[Int(order[k])] }
+        return draw(keep, total: total)
+    }
+
+    /// One of order[0..<n], each with weight probs[order[j]] (summing to `total`).
+    func draw(_ n: Int, total: Float) -> Int32 {
         let r = random.nextFloat() * total
         var acc: Float = 0
-        for k in 0..<keep {
-            acc += pr[Int(order[k])]
-            if r < acc { return order[k] }
+        for j in 0..<n {
+            acc += probs[Int(order[j])]
+            if r < acc { return order[j] }
         }
-        return order[keep - 1]
+        return order[n - 1]
     }
 
     /// Puts the n most likely tokens in order[0..<n], most likely first (ties: lower id first),
