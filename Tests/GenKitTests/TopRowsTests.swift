@@ -1,6 +1,7 @@
 import Testing
 import GenKit
 import GenKernels
+import Foundation
 
 /// Greedy decoding and top-k sampling read only the largest logits: `TopRows` computes those
 /// exactly (the bits of the full product) from an 8-bit screen and rules the rest out.
@@ -60,8 +61,8 @@ import GenKernels
         model.arrangeForDecoding()
         for k in [1, 30] {
             let full = Decoder(model: model), top = Decoder(model: model)
-            top.keepExact(topLogits: k)
-            #expect(top.exactLogits == k)
+            top.keep(.largest(k))
+            #expect(top.kept == .largest(k))
             var token: Int32 = 5
             var ruledOut = 0
             for _ in 0..<40 {
@@ -76,29 +77,39 @@ import GenKernels
             #expect(ruledOut > 40 * c.vocabSize / 2)
         }
         let small = Decoder(model: GPTModel(config: GPTConfig(nLayer: 1, nHead: 2, nEmbd: 32, blockSize: 8, vocabSize: 300)))
-        small.keepExact(topLogits: 1)
-        #expect(small.exactLogits == 0)
+        small.keep(.largest(1))
+        #expect(small.kept == .all)
+        small.keep(.bounded)
+        #expect(small.kept == .all)
         let rounded = GPTModel(config: c)
         rounded.initialize(seed: 22)
         rounded.roundToInt8()
         let int8 = Decoder(model: rounded)
-        int8.keepExact(topLogits: 1)
-        #expect(int8.exactLogits == 0)
+        int8.keep(.largest(1))
+        #expect(int8.kept == .all)
+        int8.keep(.bounded)
+        #expect(int8.kept == .all)
+        let wide = Decoder(model: model)
+        wide.keep(.largest(c.vocabSize / 16 + 1))
+        #expect(wide.kept == .all)
     }
 
     /// Top-k sampling weighs the k largest among themselves; greedy and top-k alone read only
-    /// them, the rest of the rules read every logit.
+    /// them, plain sampling every logit within a bound, the rest of the rules every logit.
     @Test func samplerSaysWhatItReads() {
         var p = SamplingParameters()
-        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == 0)
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .bounded)
         p.temperature = 0
-        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == 1)
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(1))
         p.temperature = 0.8; p.topK = 7
-        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == 7)
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(7))
         p.topP = 0.9
-        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == 0)
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
         p.topP = 1; p.repeatPenalty = 1.2
-        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == 0)
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
+        p.repeatPenalty = 1; p.topK = 0; p.minP = 0.1
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
+        p.minP = 0; p.topK = 7
         // Top-k over logits whose others are −∞ picks what it picks over the full logits.
         p.repeatPenalty = 1
         var rng = Random(seed: 5)
@@ -111,5 +122,102 @@ import GenKernels
             let s1 = Sampler(vocabSize: 500, parameters: p, seed: seed), s2 = Sampler(vocabSize: 500, parameters: p, seed: seed)
             #expect(s1.sample(&a, recent: []) == s2.sample(&b, recent: []))
         }
+    }
+
+    /// The screen's bounds hold for every row: |full product − approximation| ≤ bound, with
+    /// the bound below the spread of the logits (else plain sampling would turn most draws down).
+    @Test(arguments: [288, 200, 768])
+    func approximationsAreWithinTheirBounds(_ K: Int) {
+        let N = 1200
+        var rng = Random(seed: UInt64(K))
+        for flavour in 0..<2 {
+            var w = (0..<(N * K)).map { _ in Float(rng.nextNormal()) * 0.05 }
+            let x = (0..<K).map { i in Float(rng.nextNormal()) * (flavour == 1 ? 0.01 : 1) + (i % 9 == 0 ? 2 : 0) }
+            var q = [Int8](repeating: 0, count: N * Int8Blocks.rowBytes(K: K))
+            var s = [Float](repeating: 0, count: N * Int8Blocks.blocks(K: K))
+            Int8Blocks.quantize(rowsOf: &w, K: K, N: N, q: &q, scales: &s, roundingWeights: false)
+            var full = [Float](repeating: 0, count: N)
+            Matmul.vectorForwardTransposed(&full, x, w, K: K, N: N)
+            var y = [Float](repeating: 0, count: N), bound = [Float](repeating: 0, count: N)
+            var scratch = [Float](repeating: 0, count: TopRows.approximateScratchCount(K: K))
+            var absSums = [Float](repeating: 0, count: N * Int8Blocks.blocks(K: K))
+            TopRows.absoluteSums(q: q, K: K, N: N, into: &absSums)
+            TopRows.approximate(&y, bound: &bound, x, q: q, scales: s, absSums: absSums, K: K, N: N, scratch: &scratch)
+            var outside = 0, tightest = Float.infinity
+            for n in 0..<N {
+                if abs(full[n] - y[n]) > bound[n] { outside += 1 }
+                tightest = min(tightest, bound[n] - abs(full[n] - y[n]))
+            }
+            #expect(outside == 0, "K \(K) flavour \(flavour): \(outside) rows outside their bounds")
+            #expect(tightest >= 0)
+            let mean = full.reduce(0, +) / Float(N)
+            let spread = (full.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(N)).squareRoot()
+            let widest = bound.max()!
+            #expect(widest < spread, "K \(K) flavour \(flavour): bound \(widest), spread \(spread)")
+        }
+    }
+
+    /// Plain sampling from bounded logits draws from softmax(exact / T), the distribution of
+    /// sampling from the exact logits: 200,000 draws over 12 tokens whose approximations are
+    /// off by up to their bounds (up to 1.5, wide against T), each token's count within 5
+    /// standard deviations of its expectation, at T 1 and 0.3; and it asks for few exact logits.
+    @Test(arguments: [Float(1), 0.3])
+    func boundedSamplingIsExact(_ T: Float) {
+        let V = 12, draws = 200_000
+        var rng = Random(seed: 17)
+        let exact = (0..<V).map { _ in Float(rng.nextNormal()) }
+        let bounds = (0..<V).map { _ in rng.nextFloat() * 1.5 }
+        let approx = (0..<V).map { exact[$0] + (2 * rng.nextFloat() - 1) * bounds[$0] }
+        let top = exact.map { $0 / T }.max()!
+        let weights = exact.map { Double(exp($0 / T - top)) }
+        let total = weights.reduce(0, +)
+        var p = SamplingParameters()
+        p.temperature = T
+        let sampler = Sampler(vocabSize: V, parameters: p, seed: 3)
+        #expect(sampler.logitsRead == .bounded)
+        var counts = [Int](repeating: 0, count: V), asked = 0
+        for _ in 0..<draws {
+            let t = sampler.sample(approx, bounds: bounds) { asked += 1; return exact[$0] }
+            counts[Int(t)] += 1
+        }
+        for i in 0..<V {
+            let expected = Double(draws) * weights[i] / total
+            let sd = (expected * (1 - weights[i] / total)).squareRoot()
+            #expect(abs(Double(counts[i]) - expected) <= 5 * sd + 1, "token \(i): \(counts[i]) drawn, \(expected) expected")
+        }
+        #expect(asked < 3 * draws, "asked \(asked) exact logits for \(draws) draws")
+    }
+
+    /// A decoder keeping bounded logits: after each `feed` the full logits lie within the
+    /// bounds and `exactLogit` gives their bits, and sampling from them at temperature 1 asks
+    /// for few exact logits; after a `fill` the logits are exact (no bounds).
+    @Test func decoderBoundsHoldTheFullLogits() throws {
+        let c = GPTConfig(nLayer: 2, nHead: 4, nEmbd: 256, blockSize: 48, vocabSize: 4200)
+        let model = GPTModel(config: c)
+        model.initialize(seed: 23)
+        model.arrangeForDecoding()
+        let full = Decoder(model: model), bounded = Decoder(model: model)
+        bounded.keep(.bounded)
+        #expect(bounded.kept == .bounded)
+        let prompt: [Int32] = [3, 1, 4]
+        prompt.withUnsafeBufferPointer { full.fill($0); bounded.fill($0) }
+        #expect(bounded.bounds == nil)
+        var token: Int32 = 9, asked = 0
+        for _ in 0..<20 {
+            full.feed(token); bounded.feed(token)
+            guard let bounds = bounded.bounds else { Issue.record("no bounds after feed"); return }
+            var outside = 0
+            for i in 0..<c.vocabSize where abs(full.logits[i] - bounded.logits[i]) > bounds[i] { outside += 1 }
+            #expect(outside == 0)
+            for i in stride(from: 0, to: c.vocabSize, by: 419) {
+                #expect(bounded.exactLogit(i).bitPattern == full.logits[i].bitPattern)
+            }
+            var p = SamplingParameters()
+            p.temperature = 1
+            let sampler = Sampler(vocabSize: c.vocabSize, parameters: p, seed: UInt64(token))
+            token = sampler.sample(bounded.logits, bounds: bounds) { asked += 1; return bounded.exactLogit($0) }
+        }
+        // Turned-down draws are few: about one exact logit per token.
+        #expect(asked < 40, "\(asked) exact logits for 20 tokens")
     }
 }

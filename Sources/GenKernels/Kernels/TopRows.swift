@@ -18,7 +18,7 @@ import CSystem
 public enum TopRows {
     /// Floats of scratch `forward` needs for k.
     public static func scratchCount(K: Int, N: Int, k: Int) -> Int {
-        N + 4 * Int8Blocks.blocks(K: K) + k + Int8Blocks.rowBytes(K: K) / 4
+        N + approximateScratchCount(K: K) + k
     }
 
     /// Σ|q| over each block of each row of an 8-bit copy (N, blocks), the screen's third array.
@@ -37,6 +37,11 @@ public enum TopRows {
         }
     }
 
+    /// Floats of scratch `approximate` needs.
+    public static func approximateScratchCount(K: Int) -> Int {
+        4 * Int8Blocks.blocks(K: K) + Int8Blocks.rowBytes(K: K) / 4
+    }
+
     /// Writes y as described above (the rows not computed are −∞). `weight` is (N,K), one row
     /// per output; q and scales its 8-bit copy (`Int8Blocks.quantize(rowsOf:)` with
     /// `roundingWeights: false`), absSums from `absoluteSums`; 1 ≤ k ≤ N.
@@ -44,11 +49,23 @@ public enum TopRows {
                                q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, absSums: UnsafePointer<Float>,
                                K: Int, N: Int, k: Int, scratch: UnsafeMutablePointer<Float>) {
         precondition(k >= 1 && k <= N)
+        let bound = scratch, heap = scratch + N + approximateScratchCount(K: K)
+        approximate(y, bound: bound, x, q: q, scales: scales, absSums: absSums, K: K, N: N, scratch: scratch + N)
+        let floor = kthLargestLower(y, bound, N: N, k: k, heap: heap)
+        Parallel.forRanges((N + 3) / 4, minimumPerThread: 8,
+                           Exact(y: y, x: x, weight: weight, bound: bound, floor: floor, K: K, N: N))
+    }
+
+    /// The screen alone: each row's approximation y (N) and its bound (N), |W·x − y| ≤ bound
+    /// row by row (the exact product's bits are `Matmul.dot(row:)`'s, for any row one needs).
+    /// Plain sampling reads nothing else of the output layer but the rows it draws.
+    public static func approximate(_ y: UnsafeMutablePointer<Float>, bound: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                   q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, absSums: UnsafePointer<Float>,
+                                   K: Int, N: Int, scratch: UnsafeMutablePointer<Float>) {
         BLAS.keepSingleThreaded()
         let nb = Int8Blocks.blocks(K: K), stride = Int8Blocks.rowBytes(K: K)
-        let bound = scratch, xTerm = scratch + N, qTerm = xTerm + nb, offset = qTerm + nb, t = offset + nb
-        let heap = t + nb
-        let xq = UnsafeMutableRawPointer(heap + k).bindMemory(to: Int8.self, capacity: stride)
+        let xTerm = scratch, qTerm = xTerm + nb, offset = qTerm + nb, t = offset + nb
+        let xq = UnsafeMutableRawPointer(t + nb).bindMemory(to: Int8.self, capacity: stride)
         // x in 8 bits per block, laid out as the rows are; each block's terms of the bound, and
         // of the 128 the rows' bytes carry (Σ 128·q_x·t).
         let f = 0.52 + Float(K) * 0x1p-15, g: Float = 0.51
@@ -69,15 +86,12 @@ public enum TopRows {
             qTerm[b] = g * scale
             offset[b] = 128 * scale * Float(total)
         }
-        let groups = (N + 3) / 4
-        Parallel.forRanges(groups, minimumPerThread: 8,
+        Parallel.forRanges((N + 3) / 4, minimumPerThread: 8,
                            Approximate(y: y, bound: bound, q: UnsafeRawPointer(q).assumingMemoryBound(to: UInt8.self),
                                        xq: xq, scales: scales, absSums: absSums, t: t, xTerm: xTerm, qTerm: qTerm,
                                        offset: offset, nb: nb, stride: stride, N: N))
-        let floor = kthLargestLower(y, bound, N: N, k: k, heap: heap)
-        Parallel.forRanges(groups, minimumPerThread: 8,
-                           Exact(y: y, x: x, weight: weight, bound: bound, floor: floor, K: K, N: N))
     }
+
     /// The k-th largest of y − bound (a min-heap of the k largest seen; most entries leave
     /// at one comparison with its root).
     static func kthLargestLower(_ y: UnsafePointer<Float>, _ bound: UnsafePointer<Float>, N: Int, k: Int,

@@ -41,22 +41,36 @@ public final class Decoder {
             step.uAttn = u; step.uAttnProj = u + r; step.uFc = u + 2 * r; step.uMlpProj = u + 3 * r
         }
     }
-    /// With k > 0, `feed` makes only the k largest logits exact and sets the rest to −∞
-    /// (`TopRows`: an 8-bit copy of the output layer rules most rows out); 0: every logit.
-    public private(set) var exactLogits = 0
+    /// What `feed` makes of the output layer (`keep`).
+    public private(set) var kept = LogitsRead.all
+    /// After a `feed` that kept `.bounded` logits, each one's bound (V): the exact logit i lies
+    /// within logits[i] ± bounds[i], and `exactLogit(i)` gives it. nil when the logits are exact.
+    public private(set) var bounds: UnsafePointer<Float>?
     /// The output layer's 8-bit copy and `TopRows`'s scratch, made on first use.
     var screen: (bytes: ByteBuffer, scales: FloatBuffer, absSums: FloatBuffer, scratch: FloatBuffer)?
 
-    /// Asks `feed` for only the k largest logits (0: all of them), for a sampler that reads
-    /// nothing else (greedy: 1; top-k alone: k). Kept to all logits where it would not pay: a
-    /// model decoding from 8-bit weights (its output layer is already read in 8 bits), an
+    /// Asks `feed` for only what a sampler reads: the k largest logits exact and the rest −∞
+    /// (greedy: 1; top-k alone: k), or every logit within a bound (plain sampling), from an
+    /// 8-bit copy of the output layer (`TopRows`). Kept to all logits where it would not pay:
+    /// a model decoding from 8-bit weights (its output layer is already read in 8 bits), an
     /// output layer under a million weights, or k over a sixteenth of the vocabulary. The first
     /// `feed` that needs the 8-bit copy makes it (a pass over the embeddings, on the pool); it
     /// is of the weights at that moment, so a model whose embeddings change later (trained
     /// further) needs a new decoder.
-    public func keepExact(topLogits k: Int) {
+    public func keep(_ read: LogitsRead) {
         let C = config.nEmbd, V = config.vocabSize
-        exactLogits = k > 0 && k * 16 <= V && V * C >= 1 << 20 && model.views.int8 == nil ? k : 0
+        kept = .all
+        guard V * C >= 1 << 20 && model.views.int8 == nil else { return }
+        switch read {
+        case .largest(let k) where k > 0 && k * 16 <= V: kept = read
+        case .bounded: kept = read
+        default: break
+        }
+    }
+
+    /// The exact logit i of the last token fed (the bits of every-logit decoding).
+    public func exactLogit(_ i: Int) -> Float {
+        Matmul.dot(row: model.views.wte + i * config.nEmbd, xn, K: config.nEmbd)
     }
 
     /// The output layer's 8-bit copy for `TopRows`.
@@ -106,17 +120,19 @@ public final class Decoder {
             }
         }
         logits.update(from: prefill.logits, count: V)
+        bounds = nil
         length = n
     }
 
     /// Feeds one token at the next position; `logits` then predicts the token after it (only
-    /// the largest `exactLogits` of them, when set). The cache must not be full
+    /// or what `keep` asked for). The cache must not be full
     /// (`length < blockSize`).
     public func feed(_ token: Int32) {
         precondition(length < config.blockSize)
         let p = model.views
         let L = config.nLayer, T = config.blockSize, C = config.nEmbd, V = config.vocabSize
         let pos = length
+        bounds = nil
         tokenBuffer.pointer[0] = token
         Embedding.forward(x, tokens: tokenBuffer.pointer, wte: p.wte, wpe: p.wpe + pos * C, B: 1, T: 1, C: C)
         for l in 0..<L {
@@ -126,10 +142,15 @@ public final class Decoder {
         LayerNorm.forward(xn, mean: mean, rstd: rstd, x, weight: p.lnfw, bias: p.lnfb, M: 1, C: C, eps: config.layerNormEpsilon)
         if let wte = p.int8?.wte {
             Int8Blocks.vectorForward(logits, xn, q: wte.q, scales: wte.scales, bias: nil, K: C, N: V)
-        } else if exactLogits > 0 {
+        } else if case .largest(let k) = kept {
             let screen = makeScreen()
             TopRows.forward(logits, xn, weight: p.wte, q: screen.bytes.pointer, scales: screen.scales.pointer,
-                            absSums: screen.absSums.pointer, K: C, N: V, k: exactLogits, scratch: screen.scratch.pointer)
+                            absSums: screen.absSums.pointer, K: C, N: V, k: k, scratch: screen.scratch.pointer)
+        } else if kept == .bounded {
+            let screen = makeScreen(), bound = screen.scratch.pointer
+            TopRows.approximate(logits, bound: bound, xn, q: screen.bytes.pointer, scales: screen.scales.pointer,
+                                absSums: screen.absSums.pointer, K: C, N: V, scratch: bound + V)
+            bounds = UnsafePointer(bound)
         } else {
             Matmul.vectorForwardTransposed(logits, xn, p.wte, K: C, N: V)
         }

@@ -58,10 +58,13 @@ public final class Generator {
         var text = ""
         var made = 0
         Parallel.withThreads(threads) {
-            decoder.keepExact(topLogits: sampler.logitsRead)
+            decoder.keep(sampler.logitsRead)
             ids.suffix(T).withUnsafeBufferPointer { decoder.fill($0) }
             while made < maxTokens && !stop.stopped {
                 let next = scratch.withUnsafeMutableBufferPointer { logits -> Int32 in
+                    if let bounds = decoder.bounds {
+                        return sampler.sample(decoder.logits, bounds: bounds) { decoder.exactLogit($0) }
+                    }
                     logits.baseAddress!.update(from: decoder.logits, count: logits.count)
                     return sampler.sample(logits.baseAddress!, recent: ids[...])
                 }

@@ -1,6 +1,16 @@
 import GenKernels
 import Foundation
 
+/// What a sampler reads of the logits (`Sampler.logitsRead`), and so what a decoder must make.
+public enum LogitsRead: Equatable, Sendable {
+    /// Every logit, exact.
+    case all
+    /// The k largest, exact; the others may be −∞.
+    case largest(Int)
+    /// Every logit within a stated bound, and the exact value of any one on request.
+    case bounded
+}
+
 /// How to pick each next token.
 public struct SamplingParameters: Sendable, Equatable {
     /// 0 picks the most likely token (greedy).
@@ -28,21 +38,89 @@ public final class Sampler {
     public var random: Random
     var order: [Int32]
     var probs: [Float]
+    /// Bounded sampling's running sums of `probs`, one per `span` tokens, and the tokens whose
+    /// weights are exact.
+    static let span = 256
+    var sums: [Float]
+    var known: [Bool]
 
     public init(vocabSize: Int, parameters: SamplingParameters, seed: UInt64) {
         self.parameters = parameters
         random = Random(seed: seed)
         order = [Int32](repeating: 0, count: vocabSize)
         probs = [Float](repeating: 0, count: vocabSize)
+        sums = [Float](repeating: 0, count: (vocabSize + Self.span - 1) / Self.span)
+        known = [Bool](repeating: false, count: vocabSize)
     }
 
-    /// How many of the largest logits `sample` reads (the others may be −∞ without changing
-    /// its pick): 1 when greedy, k for top-k alone; 0 when it reads them all (top-p, min-p,
-    /// the repeat penalty, or plain sampling).
-    public var logitsRead: Int {
+    /// What `sample` needs of the logits: the k largest alone when greedy (1) or top-k alone
+    /// (k); with the temperature alone, every logit within a bound (`sample(_:bounds:exact:)`);
+    /// else every logit (top-p, min-p, the repeat penalty).
+    public var logitsRead: LogitsRead {
         let p = parameters
-        guard p.repeatPenalty == 1, p.topP >= 1, p.minP <= 0 else { return 0 }
-        return p.temperature <= 0 ? 1 : p.topK
+        guard p.repeatPenalty == 1, p.topP >= 1, p.minP <= 0 else { return .all }
+        if p.temperature <= 0 { return .largest(1) }
+        return p.topK > 0 ? .largest(p.topK) : .bounded
+    }
+
+    /// Plain sampling (the temperature alone, `logitsRead == .bounded`) from logits known only
+    /// within bounds, |exact_i − logits_i| ≤ bounds_i, and `exact(i)` for any one of them: the
+    /// same distribution as `sample` over the exact logits, softmax(exact / T), by rejection.
+    /// A token is proposed with weight exp((logits_i + bounds_i)/T), above its exact weight, and
+    /// kept with probability exp((exact_i − logits_i − bounds_i)/T); a token turned down weighs
+    /// its exact weight from then on (so a low temperature, whose bounds are wide against T,
+    /// settles on the few tokens that matter), and the draw repeats. Each round keeps token i
+    /// with probability ∝ its exact weight, whatever the rounds before it did, so the pick is
+    /// distributed as softmax(exact / T). Reads `exact` about once per token where bounds are
+    /// small against T.
+    public func sample(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, exact: (Int) -> Float) -> Int32 {
+        precondition(logitsRead == .bounded)
+        let V = probs.count, inverse = 1 / parameters.temperature, span = Self.span
+        var top = -Float.infinity
+        for i in 0..<V { top = max(top, (logits[i] + bounds[i]) * inverse) }
+        var decided = 0   // tokens turned down (their weights exact), listed in order[0..<decided]
+        defer { for j in 0..<decided { known[Int(order[j])] = false } }
+        return probs.withUnsafeMutableBufferPointer { w in
+            sums.withUnsafeMutableBufferPointer { sums in
+                for b in 0..<sums.count {
+                    var s: Float = 0
+                    for i in (b * span)..<min(V, (b + 1) * span) {
+                        w[i] = exp((logits[i] + bounds[i]) * inverse - top)
+                        s += w[i]
+                    }
+                    sums[b] = s
+                }
+                while true {
+                    var total: Float = 0
+                    for s in sums { total += s }
+                    // The proposal: the token where the running sum passes r·total.
+                    var r = random.nextFloat() * total
+                    var b = 0
+                    for c in 0..<sums.count where sums[c] > 0 {
+                        b = c
+                        if r < sums[c] { break }
+                        r -= sums[c]
+                    }
+                    var i = b * span, last = b * span
+                    let end = min(V, (b + 1) * span)
+                    while i < end {
+                        if w[i] > 0 { last = i; if r < w[i] { break }; r -= w[i] }
+                        i += 1
+                    }
+                    if i == end { i = last }
+                    if known[i] { return Int32(i) }
+                    let l = exact(i) * inverse, upper = (logits[i] + bounds[i]) * inverse
+                    if random.nextFloat() < exp(l - upper) { return Int32(i) }
+                    known[i] = true
+                    order[decided] = Int32(i)
+                    decided += 1
+                    w[i] = exp(l - top)
+                    var s: Float = 0
+                    for j in (b * span)..<end { s += w[j] }
+                    sums[b] = s
+                }
+            }
+        }
     }
 
     /// The next token given logits (V) and the tokens so far (for the repeat penalty).
