@@ -220,4 +220,24 @@ import Foundation
         // Turned-down draws are few: about one exact logit per token.
         #expect(asked < 40, "\(asked) exact logits for 20 tokens")
     }
+
+    /// The proposal weights: exp((a + b)·scale − max) within 2·10⁻⁶ of Double's, the max
+    /// returned, and each block's sum (a ragged last block, and n under one vector).
+    @Test(arguments: [1000, 7, 512])
+    func shiftedExpMatchesDouble(_ n: Int) {
+        var rng = Random(seed: UInt64(n))
+        let a = (0..<n).map { _ in Float(rng.nextNormal()) * 4 }, b = (0..<n).map { _ in rng.nextFloat() }
+        let scale: Float = 1.25, span = 256
+        var w = [Float](repeating: 0, count: n), sums = [Float](repeating: 0, count: (n + span - 1) / span)
+        let m = shiftedExp(&w, a, plus: b, scale: scale, n: n, span: span, sums: &sums)
+        #expect(m == (0..<n).map { (a[$0] + b[$0]) * scale }.max()!)
+        for i in 0..<n {
+            let e = Foundation.exp(Double((a[i] + b[i]) * scale - m))
+            #expect(abs(Double(w[i]) - e) <= 2e-6 * e, "entry \(i)")
+        }
+        for k in sums.indices {
+            let s = w[(k * span)..<min(n, (k + 1) * span)].reduce(0, +)
+            #expect(abs(sums[k] - s) <= 1e-5 * s, "block \(k)")
+        }
+    }
 }

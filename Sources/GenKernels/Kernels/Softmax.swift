@@ -29,3 +29,45 @@ public func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) -> (max: Floa
     while i < n { x[i] *= inv; i += 1 }
     return (m, log(s))
 }
+
+/// w = exp((a + b)·scale − m) for n entries, m the largest (a + b)·scale (returned), and the sum
+/// of each run of `span` entries of w into sums (⌈n / span⌉ of them; span a multiple of 16):
+/// unnormalised softmax weights of shifted, scaled rows, summed in blocks for drawing from them.
+public func shiftedExp(_ w: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, plus b: UnsafePointer<Float>,
+                       scale: Float, n: Int, span: Int, sums: UnsafeMutablePointer<Float>) -> Float {
+    precondition(span % 16 == 0)
+    let sv = Float32x16(repeating: scale)
+    var mv = Float32x16(repeating: -.infinity)
+    var i = 0
+    while i + 16 <= n {
+        let v = (load16(a + i) + load16(b + i)) * sv
+        mv.replace(with: v, where: v .> mv)
+        i += 16
+    }
+    var m = mv.max()
+    while i < n { m = Swift.max(m, (a[i] + b[i]) * scale); i += 1 }
+    let mm = Float32x16(repeating: m)
+    var block = 0
+    i = 0
+    while i < n {
+        let end = Swift.min(n, i + span)
+        var acc = Float32x16()
+        while i + 16 <= end {
+            let e = simdExp((load16(a + i) + load16(b + i)) * sv - mm)
+            store16(e, w + i)
+            acc += e
+            i += 16
+        }
+        var s = treeSum(acc)
+        if i < end {
+            var tail = Float32x16(repeating: -.infinity)
+            for j in i..<end { tail[j - i] = (a[j] + b[j]) * scale - m }
+            let e = simdExp(tail)
+            for j in i..<end { w[j] = e[j - i]; s += e[j - i] }
+            i = end
+        }
+        sums[block] = s
+        block += 1
+    }
+    return m
+}

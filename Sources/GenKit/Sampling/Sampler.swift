@@ -76,20 +76,12 @@ public final class Sampler {
     public func sample(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, exact: (Int) -> Float) -> Int32 {
         precondition(logitsRead == .bounded)
         let V = probs.count, inverse = 1 / parameters.temperature, span = Self.span
-        var top = -Float.infinity
-        for i in 0..<V { top = max(top, (logits[i] + bounds[i]) * inverse) }
         var decided = 0   // tokens turned down (their weights exact), listed in order[0..<decided]
         defer { for j in 0..<decided { known[Int(order[j])] = false } }
         return probs.withUnsafeMutableBufferPointer { w in
             sums.withUnsafeMutableBufferPointer { sums in
-                for b in 0..<sums.count {
-                    var s: Float = 0
-                    for i in (b * span)..<min(V, (b + 1) * span) {
-                        w[i] = exp((logits[i] + bounds[i]) * inverse - top)
-                        s += w[i]
-                    }
-                    sums[b] = s
-                }
+                let top = shiftedExp(w.baseAddress!, logits, plus: bounds, scale: inverse, n: V, span: span,
+                                     sums: sums.baseAddress!)
                 while true {
                     var total: Float = 0
                     for s in sums { total += s }
@@ -110,11 +102,11 @@ public final class Sampler {
                     if i == end { i = last }
                     if known[i] { return Int32(i) }
                     let l = exact(i) * inverse, upper = (logits[i] + bounds[i]) * inverse
-                    if random.nextFloat() < exp(l - upper) { return Int32(i) }
+                    if random.nextFloat() < fastExp(l - upper) { return Int32(i) }
                     known[i] = true
                     order[decided] = Int32(i)
                     decided += 1
-                    w[i] = exp(l - top)
+                    w[i] = fastExp(l - top)
                     var s: Float = 0
                     for j in (b * span)..<end { s += w[j] }
                     sums[b] = s
