@@ -72,10 +72,14 @@ static inline void gen_dropout_scale(float *y, const float *x, long n, unsigned 
 // The 8-bit screen of an output row: Σ over blocks b of sw[b]·sx[b]·Σ w[k]·x[k], w holding
 // q + 128 (unsigned), x signed, both laid out alike and `bytes` long (a multiple of 32), one
 // block per 64 bytes (the last may be 32). The products are exact integers; with AVX-512 VNNI
-// one instruction takes 64 of them.
+// one instruction takes 64 of them; with AVX2, 16 pairs of them.
 typedef int gen_int32x16 __attribute__((vector_size(64)));
 typedef int gen_int32x8 __attribute__((vector_size(32)));
 typedef float gen_f32x16 __attribute__((vector_size(64)));
+typedef float gen_f32x8 __attribute__((vector_size(32)));
+typedef unsigned char gen_u8x16 __attribute__((vector_size(16)));
+typedef signed char gen_i8x16 __attribute__((vector_size(16)));
+typedef short gen_i16x16 __attribute__((vector_size(32)));
 static inline float gen_screen_row(const unsigned char *w, const signed char *x, const float *sw,
                                    const float *sx, long bytes) {
     float r = 0;
@@ -99,6 +103,22 @@ static inline float gen_screen_row(const unsigned char *w, const signed char *x,
         for (int i = 0; i < 8; i++) t += d[i];
         r += (float)t * (sw[b] * sx[b]);
     }
+#elif defined(__AVX2__)
+    // Without VNNI: bytes widened to 16 bits, pairs of products summed into 32 (vpmaddwd).
+    gen_f32x8 acc = {0};
+    for (; k < bytes; k += 64, b++) {
+        gen_int32x8 d = {0};
+        long end = k + 64 <= bytes ? k + 64 : bytes;
+        for (long i = k; i < end; i += 16) {
+            gen_u8x16 wv;
+            gen_i8x16 xv;
+            __builtin_memcpy(&wv, w + i, 16);
+            __builtin_memcpy(&xv, x + i, 16);
+            d += __builtin_ia32_pmaddwd256(__builtin_convertvector(wv, gen_i16x16), __builtin_convertvector(xv, gen_i16x16));
+        }
+        acc += __builtin_convertvector(d, gen_f32x8) * (sw[b] * sx[b]);
+    }
+    r = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 #else
     for (; k < bytes; k += 64, b++) {
         int t = 0;
@@ -107,5 +127,25 @@ static inline float gen_screen_row(const unsigned char *w, const signed char *x,
     }
 #endif
     return r;
+}
+
+// Rows n0..<n1 of the screen, each an estimate and its bound:
+//   y[n]     = Σ_b sw[n,b]·(sx[b]·Σ w·x over block b − off[b])
+//   bound[n] = Σ_b sw[n,b]·(xterm[b] + qterm[b]·as[n,b])
+// w: rows of `bytes` bytes as gen_screen_row reads them; sw, as: (rows, nb) floats (the rows'
+// scales and Σ|q| per block); x, sx, xterm, qterm, off: the input's bytes and per-block terms.
+static inline void gen_screen_rows(const unsigned char *w, const signed char *x, const float *sw, const float *as,
+                                   const float *sx, const float *xterm, const float *qterm, const float *off,
+                                   long nb, long bytes, long n0, long n1, float *y, float *bound) {
+    for (long n = n0; n < n1; n++) {
+        const float *swr = sw + n * nb, *asr = as + n * nb;
+        float e = 0, o = 0;
+        for (long b = 0; b < nb; b++) {
+            e += swr[b] * (xterm[b] + qterm[b] * asr[b]);
+            o += swr[b] * off[b];
+        }
+        y[n] = gen_screen_row(w + n * bytes, x, swr, sx, bytes) - o;
+        bound[n] = e;
+    }
 }
 #endif

@@ -138,16 +138,8 @@ public enum TopRows {
         let nb, stride, N: Int
 
         func run(_ groups: Range<Int>) {
-            for n in (groups.lowerBound * 4)..<min(N, groups.upperBound * 4) {
-                let s = scales + n * nb, a = absSums + n * nb
-                var e: Float = 0, o: Float = 0
-                for b in 0..<nb {
-                    e += s[b] * (xTerm[b] + qTerm[b] * a[b])
-                    o += s[b] * offset[b]
-                }
-                y[n] = gen_screen_row(q + n * stride, xq, s, t, stride) - o
-                bound[n] = e
-            }
+            gen_screen_rows(q, xq, scales, absSums, t, xTerm, qTerm, offset, nb, stride,
+                            groups.lowerBound * 4, min(N, groups.upperBound * 4), y, bound)
         }
     }
 
