@@ -188,6 +188,24 @@ import Foundation
         #expect(asked < 3 * draws, "asked \(asked) exact logits for \(draws) draws")
     }
 
+    /// Bounded sampling ends whatever the exact logits are: NaN everywhere, or values far
+    /// outside their bounds (its weights made exact after 64 turned-down draws).
+    @Test func boundedSamplingEndsOnBadLogits() {
+        let V = 600
+        var p = SamplingParameters()
+        p.temperature = 0.05
+        let approx = [Float](repeating: 0, count: V), bounds = [Float](repeating: 0.5, count: V)
+        let sampler = Sampler(vocabSize: V, parameters: p, seed: 9)
+        for _ in 0..<20 {
+            let t = sampler.sample(approx, bounds: bounds) { _ in .nan }
+            #expect(t >= 0 && Int(t) < V)
+        }
+        // Far below their bounds but one: only that one can be drawn.
+        for _ in 0..<20 {
+            #expect(sampler.sample(approx, bounds: bounds) { $0 == 123 ? 0.5 : -50 } == 123)
+        }
+    }
+
     /// A decoder keeping bounded logits: after each `feed` the full logits lie within the
     /// bounds and `exactLogit` gives their bits, and sampling from them at temperature 1 asks
     /// for few exact logits; after a `fill` the logits are exact (no bounds).

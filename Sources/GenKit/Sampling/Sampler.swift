@@ -41,6 +41,8 @@ public final class Sampler {
     /// Bounded sampling's running sums of `probs`, one per `span` tokens, and the tokens whose
     /// weights are exact.
     static let span = 256
+    /// Turned-down draws after which bounded sampling makes every weight exact.
+    static let turnDowns = 64
     var sums: [Float]
     var known: [Bool]
 
@@ -77,6 +79,7 @@ public final class Sampler {
         precondition(logitsRead == .bounded)
         let V = probs.count, inverse = 1 / parameters.temperature, span = Self.span
         var decided = 0   // tokens turned down (their weights exact), listed in order[0..<decided]
+        var exactWeights = false
         defer { for j in 0..<decided { known[Int(order[j])] = false } }
         return probs.withUnsafeMutableBufferPointer { w in
             sums.withUnsafeMutableBufferPointer { sums in
@@ -100,13 +103,27 @@ public final class Sampler {
                         i += 1
                     }
                     if i == end { i = last }
-                    if known[i] { return Int32(i) }
+                    if exactWeights || known[i] { return Int32(i) }
                     let l = exact(i) * inverse, upper = (logits[i] + bounds[i]) * inverse
                     if random.nextFloat() < fastExp(l - upper) { return Int32(i) }
                     known[i] = true
                     order[decided] = Int32(i)
                     decided += 1
                     w[i] = fastExp(l - top)
+                    if decided == Self.turnDowns {
+                        // Logits not finite (or bounds far too wide): every weight made exact,
+                        // so that the next draw is kept.
+                        exactWeights = true
+                        for c in 0..<sums.count {
+                            var s: Float = 0
+                            for j in (c * span)..<min(V, (c + 1) * span) {
+                                if !known[j] { w[j] = fastExp(exact(j) * inverse - top) }
+                                s += w[j]
+                            }
+                            sums[c] = s
+                        }
+                        continue
+                    }
                     var s: Float = 0
                     for j in (b * span)..<end { s += w[j] }
                     sums[b] = s
