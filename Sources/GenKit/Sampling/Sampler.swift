@@ -114,13 +114,19 @@ public final class Sampler {
                         // Logits not finite (or bounds far too wide): every weight made exact,
                         // so that the next draw is kept.
                         exactWeights = true
-                        for c in 0..<sums.count {
-                            var s: Float = 0
-                            for j in (c * span)..<min(V, (c + 1) * span) {
-                                if !known[j] { w[j] = fastExp(exact(j) * inverse - top) }
-                                s += w[j]
+                        // On the pool: a product of the whole output layer.
+                        let weights = w.baseAddress!, blockSums = sums.baseAddress!
+                        known.withUnsafeBufferPointer { known in
+                            Parallel.forRanges(sums.count) { blocks in
+                                for c in blocks {
+                                    var s: Float = 0
+                                    for j in (c * span)..<min(V, (c + 1) * span) {
+                                        if !known[j] { weights[j] = fastExp(exact(j) * inverse - top) }
+                                        s += weights[j]
+                                    }
+                                    blockSums[c] = s
+                                }
                             }
-                            sums[c] = s
                         }
                         continue
                     }
