@@ -113,18 +113,29 @@ import GenKernels
         #expect(relativeError(two[4], naive) < 1e-5)
     }
 
-    /// The decoding products (one row) against naive loops, small and split over threads.
-    @Test(arguments: [(36, 108), (100, 700)])
+    /// The decoding products (one row) against naive loops: one slab, and slabs of rows with
+    /// tails of rows and columns (and an empty last slab at K 65), on 1 and 3 threads with the
+    /// same bits.
+    @Test(arguments: [(36, 108), (100, 700), (64, 512), (520, 77), (65, 600)])
     func vectorProducts(K: Int, N: Int) {
         var rng = Random(seed: 14)
         let x = randomArray(K, &rng), w = randomArray(K * N, &rng), b = randomArray(N, &rng), wt = randomArray(N * K, &rng)
-        var y = [Float](repeating: 0, count: N), yt = [Float](repeating: 0, count: N)
-        Matmul.vectorForward(&y, x, w, b, K: K, N: N)
+        var partials = [Float](repeating: .nan, count: Matmul.vectorPartials(N: N))
+        let runs = [1, 3].map { n in
+            Parallel.withThreads(n) {
+                var y = [Float](repeating: .nan, count: N)
+                Matmul.vectorForward(&y, x, w, b, K: K, N: N, partials: &partials)
+                return y
+            }
+        }
+        var yt = [Float](repeating: 0, count: N)
         Matmul.vectorForwardTransposed(&yt, x, wt, K: K, N: N)
         var ref = b, reft = [Float](repeating: 0, count: N)
         for n in 0..<N { for k in 0..<K { ref[n] += x[k] * w[k * N + n]; reft[n] += wt[n * K + k] * x[k] } }
-        #expect(relativeError(y, ref) < 1e-5)
+        #expect(relativeError(runs[0], ref) < 1e-5)
+        #expect(runs[0] == runs[1])
         #expect(relativeError(yt, reft) < 1e-5)
+        #expect(Matmul.vectorSlabs(K: K, N: N) == (K * N >= 1 << 15 ? 4 : 1))
     }
 
     @Test func matmulTransposed() {

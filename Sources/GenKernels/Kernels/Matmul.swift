@@ -132,57 +132,12 @@ public enum Matmul {
         }
     }
 
-    /// out = inp · weightᵀ + bias (the tied output head; projections in the decoding layout).
+    /// out = inp · weightᵀ + bias (the tied output head).
     /// inp (M,K), weight (N,K), bias (N) or nil -> out (M,N)
     public static func forwardTransposed(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                                          _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>? = nil,
                                          M: Int, K: Int, N: Int) {
         gemm(false, true, M: M, N: N, K: K, inp, lda: K, weight, ldb: K, beta: fill(out, bias, M: M, N: N), out, ldc: N)
-    }
-
-    /// dst (N,K) = srcᵀ, src (K,N): by 16×16 tiles transposed in registers, split across the
-    /// pool by bands of 16 src rows, which each thread reads in order (16 runs the prefetchers
-    /// follow); a tile's 16 rows go to 64-byte pieces of 16 dst rows.
-    public static func transpose(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, K: Int, N: Int) {
-        Parallel.forRanges((K + 15) / 16, minimumPerThread: K * N >= 1 << 16 ? 1 : 1 << 30, Transposer(dst: dst, src: src, K: K, N: N))
-    }
-
-    struct Transposer: RangeKernel {
-        let dst: UnsafeMutablePointer<Float>
-        let src: UnsafePointer<Float>
-        let K, N: Int
-        func run(_ bands: Range<Int>) {
-            withUnsafeTemporaryAllocation(of: Float32x16.self, capacity: 32) { t in
-                let a = t.baseAddress!, b = a + 16
-                for band in bands {
-                    let k0 = band * 16, k1 = min(K, k0 + 16)
-                    var n0 = 0
-                    if k1 - k0 == 16 {
-                        while n0 + 16 <= N {
-                            for i in 0..<16 { a[i] = load16(src + (k0 + i) * N + n0) }
-                            // Four perfect unshuffles: each rotates the element's 8-bit address
-                            // (row, column) right by one bit, so four of them swap row and column.
-                            for _ in 0..<2 {
-                                for i in 0..<8 {
-                                    b[i] = Float32x16(lowHalf: a[2 * i].evenHalf, highHalf: a[2 * i + 1].evenHalf)
-                                    b[i + 8] = Float32x16(lowHalf: a[2 * i].oddHalf, highHalf: a[2 * i + 1].oddHalf)
-                                }
-                                for i in 0..<8 {
-                                    a[i] = Float32x16(lowHalf: b[2 * i].evenHalf, highHalf: b[2 * i + 1].evenHalf)
-                                    a[i + 8] = Float32x16(lowHalf: b[2 * i].oddHalf, highHalf: b[2 * i + 1].oddHalf)
-                                }
-                            }
-                            for j in 0..<16 { store16(a[j], dst + (n0 + j) * K + k0) }
-                            n0 += 16
-                        }
-                    }
-                    for n in n0..<N {
-                        let d = dst + n * K
-                        for k in k0..<k1 { d[k] = src[k * N + n] }
-                    }
-                }
-            }
-        }
     }
 
     /// Backward of `forwardTransposed`.
@@ -196,64 +151,88 @@ public enum Matmul {
         if let dweight { gemm(true, false, M: N, N: K, K: M, dout, lda: N, inp, ldb: K, beta: 1, dweight, ldc: K) }
     }
 
-    /// y (N) = x (K) · weight (K,N) + bias (N): one row, for decoding, which is bound by
-    /// reading the weights. Each thread owns a band of columns and streams its part of every
-    /// weight row, a contiguous run, while its part of y stays in L1: four rows at a time,
-    /// y += x[k]·W[k] + … in order of k.
+    /// Slabs of rows `vectorForward` cuts the weights into: a function of the shape alone, so
+    /// that its result has the same bits whatever the number of threads.
+    public static func vectorSlabs(K: Int, N: Int) -> Int { K * N >= 1 << 15 && K >= 64 ? vectorSlabsMax : 1 }
+    public static let vectorSlabsMax = 4
+    /// Floats of `partials` that `vectorForward` needs for outputs of up to N values.
+    public static func vectorPartials(N: Int) -> Int { (vectorSlabsMax - 1) * N }
+
+    /// y (N) = x (K) · weight (K,N) + bias (N): one row, for decoding, which is bound by reading
+    /// the weights. The rows of the weight are cut into `vectorSlabs` slabs, each a contiguous
+    /// run of memory which one thread streams from start to end (the way the prefetchers like
+    /// it), summing its rows into its own y: slab 0 into y (from the bias), slab s > 0 into
+    /// partials[(s-1)·N ..< s·N]; then y += each slab's sum in order. No transposed copy of the
+    /// weights is needed.
     public static func vectorForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                      _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
-                                     K: Int, N: Int) {
-        let blocks = (N + 15) / 16
-        Parallel.forRanges(blocks, minimumPerThread: K * N >= 1 << 15 ? 4 : 1 << 30, VectorBlocks(y: y, x: x, weight: weight, bias: bias, K: K, N: N))
+                                     K: Int, N: Int, partials: UnsafeMutablePointer<Float>) {
+        let slabs = vectorSlabs(K: K, N: N)
+        let rows = ((K + slabs - 1) / slabs + 7) / 8 * 8
+        Parallel.forRanges(slabs, VectorSlabs(y: y, x: x, weight: weight, bias: bias, K: K, N: N, rows: rows, partials: partials))
+        for s in 1..<slabs where s * rows < K {
+            Residual.forward(y, y, partials + (s - 1) * N, count: N)
+        }
     }
 
-    struct VectorBlocks: RangeKernel {
+    struct VectorSlabs: RangeKernel {
         let y: UnsafeMutablePointer<Float>
         let x, weight: UnsafePointer<Float>
         let bias: UnsafePointer<Float>?
-        let K, N: Int
+        let K, N, rows: Int
+        let partials: UnsafeMutablePointer<Float>
         func run(_ range: Range<Int>) {
-            let c0 = range.lowerBound * 16, c1 = min(N, range.upperBound * 16)
-            let width = c1 - c0
-            let v = width / 16 * 16
-            let out = y + c0
-            if let bias { out.update(from: bias + c0, count: width) } else { out.update(repeating: 0, count: width) }
-            var k = 0
-            while k + 4 <= K {
-                let w0 = weight + k * N + c0, w1 = w0 + N, w2 = w1 + N, w3 = w2 + N
+            for s in range {
+                let k0 = s * rows, k1 = min(K, k0 + rows)
+                guard k0 < k1 else { continue }
+                let out = s == 0 ? y : partials + (s - 1) * N
+                if s == 0, let bias { out.update(from: bias, count: N) } else { out.update(repeating: 0, count: N) }
+                slab(out, k0, k1)
+            }
+        }
+        /// out (N) += x[k0..<k1] · weight[k0..<k1]: eight rows at a time in two sums.
+        @inline(__always)
+        func slab(_ out: UnsafeMutablePointer<Float>, _ k0: Int, _ k1: Int) {
+            let v = N / 16 * 16
+            var k = k0
+            while k + 8 <= k1 {
+                let w = weight + k * N
                 let x0 = Float32x16(repeating: x[k]), x1 = Float32x16(repeating: x[k + 1])
                 let x2 = Float32x16(repeating: x[k + 2]), x3 = Float32x16(repeating: x[k + 3])
-                // Fetch the rows two passes on as these are read (the hardware prefetchers
-                // do not follow four streams N floats apart far enough ahead).
-                let p0 = UnsafeRawPointer(w0 + 8 * N), p1 = p0 + 4 * N, p2 = p1 + 4 * N, p3 = p2 + 4 * N
+                let x4 = Float32x16(repeating: x[k + 4]), x5 = Float32x16(repeating: x[k + 5])
+                let x6 = Float32x16(repeating: x[k + 6]), x7 = Float32x16(repeating: x[k + 7])
                 var c = 0
                 while c < v {
-                    if k + 12 <= K {
-                        gen_prefetch(p0 + 4 * c); gen_prefetch(p1 + 4 * c); gen_prefetch(p2 + 4 * c); gen_prefetch(p3 + 4 * c)
-                    }
-                    var a = load16(out + c)
-                    a = a.addingProduct(x0, load16(w0 + c))
-                    a = a.addingProduct(x1, load16(w1 + c))
-                    a = a.addingProduct(x2, load16(w2 + c))
-                    a = a.addingProduct(x3, load16(w3 + c))
-                    store16(a, out + c)
+                    var a = load16(out + c).addingProduct(x0, load16(w + c))
+                    var b = x1 * load16(w + N + c)
+                    a = a.addingProduct(x2, load16(w + 2 * N + c))
+                    b = b.addingProduct(x3, load16(w + 3 * N + c))
+                    a = a.addingProduct(x4, load16(w + 4 * N + c))
+                    b = b.addingProduct(x5, load16(w + 5 * N + c))
+                    a = a.addingProduct(x6, load16(w + 6 * N + c))
+                    b = b.addingProduct(x7, load16(w + 7 * N + c))
+                    store16(a + b, out + c)
                     c += 16
                 }
-                while c < width {
-                    out[c] = out[c] + x[k] * w0[c] + x[k + 1] * w1[c] + x[k + 2] * w2[c] + x[k + 3] * w3[c]
+                while c < N {
+                    var a = out[c] + x[k] * w[c], b = x[k + 1] * w[N + c]
+                    for j in stride(from: 2, to: 8, by: 2) {
+                        a += x[k + j] * w[j * N + c]
+                        b += x[k + j + 1] * w[(j + 1) * N + c]
+                    }
+                    out[c] = a + b
                     c += 1
                 }
-                k += 4
+                k += 8
             }
-            while k < K {
-                axpy(x[k], weight + k * N + c0, out, width)
+            while k < k1 {
+                axpy(x[k], weight + k * N, out, N)
                 k += 1
             }
         }
     }
 
-    /// y (N) = weight (N,K) · x (K) + bias: the tied output head, and the projections in the
-    /// decoding layout. Each thread streams its contiguous run of rows one row at a time: one
+    /// y (N) = weight (N,K) · x (K) + bias: the tied output head. Each thread streams its contiguous run of rows one row at a time: one
     /// sequential stream, which the hardware prefetchers follow on their own (software fetches
     /// 4 KB ahead made decoding 12% slower with two threads on an AMD EPYC); x stays in cache.
     public static func vectorForwardTransposed(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,

@@ -60,6 +60,8 @@ public final class Activations {
         if loraRank > 0 { sizes += [L * 4 * M * Double(loraRank), M * Double(loraRank)] }
         // Adapters' input dropout: the dropped input of one projection at a time (M, max(C,H)).
         if loraRank > 0 && loraDropout { sizes += [M * max(C, H)] }
+        // The slabs' partial sums of a single row's projections (`Matmul.vectorForward`).
+        sizes += [Double(Matmul.vectorPartials(N: max(3 * Int(C), Int(H))))]
         // Round each tensor up to 16 floats so every one starts 64-byte aligned.
         return sizes.map { ($0 / 16).rounded(.up) * 16 }
     }
@@ -95,6 +97,7 @@ public final class Activations {
         }
         if loraRank > 0 { loraU = next(); loraScratch = next() } else { loraU = nil; loraScratch = nil }
         loraDropped = loraRank > 0 && loraDropout ? next() : nil
+        partials = next()
     }
 
     let loraRank: Int
@@ -107,6 +110,7 @@ public final class Activations {
     let loraU: UnsafeMutablePointer<Float>?        // (L,4,M,r)
     let loraDropped: UnsafeMutablePointer<Float>?   // (M, max(C,H))
     let loraScratch: UnsafeMutablePointer<Float>?  // (M,r)
+    let partials: UnsafeMutablePointer<Float>      // Matmul.vectorPartials(N: max(3C,H))
 
     /// Bytes held.
     public var bytes: Int { buffer.count * 4 }
@@ -128,6 +132,8 @@ public final class Activations {
         var dropped: UnsafeMutablePointer<Float>?
         /// The adapters' rank (the width of a row of the u's).
         var rank = 0
+        /// Scratch of a single row's projections (`Linear.forward` with M = 1).
+        var partials: UnsafeMutablePointer<Float>?
 
         /// Row r's views alone (one position), for the part of a block after attention when
         /// only the last position is wanted; without dropout (inference only). H: the MLP width.
@@ -138,6 +144,7 @@ public final class Activations {
                           fch: fch + r * H, fchGelu: fchGelu + r * H, fcproj: fcproj + r * C, res3: res3 + r * C,
                           attention: nil, attprojDropout: nil, fcprojDropout: nil)
             v.rank = rank
+            v.partials = partials
             v.uAttn = uAttn.map { $0 + r * rank }; v.uAttnProj = uAttnProj.map { $0 + r * rank }
             v.uFc = uFc.map { $0 + r * rank }; v.uMlpProj = uMlpProj.map { $0 + r * rank }
             return v
@@ -155,6 +162,7 @@ public final class Activations {
                      fcproj: fcproj + l * Mmax * C, res3: res3 + l * Mmax * C,
                      attention: dropoutStream(1 + 7 * l, dropout), attprojDropout: dropoutStream(2 + 7 * l, dropout),
                      fcprojDropout: dropoutStream(3 + 7 * l, dropout))
+        layer.partials = partials
         if let loraU {
             let r = loraRank
             let base = loraU + l * 4 * Mmax * r

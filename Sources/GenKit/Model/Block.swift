@@ -35,7 +35,7 @@ enum Block {
     static func forward(_ w: BlockWeights, _ a: Activations.Layer, M: Int, config: GPTConfig, attention: AttentionContext) {
         let C = config.nEmbd, NH = config.nHead, H = config.hidden, eps = config.layerNormEpsilon
         LayerNorm.forward(a.ln1, mean: a.ln1Mean, rstd: a.ln1Rstd, a.input, weight: w.ln1w, bias: w.ln1b, M: M, C: C, eps: eps)
-        w.attn.forward(a.qkv, a.ln1, M: M, u: a.uAttn, dropout: a.dropAttn, dropped: a.dropped)
+        w.attn.forward(a.qkv, a.ln1, M: M, u: a.uAttn, dropout: a.dropAttn, dropped: a.dropped, partials: a.partials)
         var a = a, M = M
         switch attention {
         case .sequences(let B, let T, let tiles):
@@ -51,16 +51,16 @@ enum Block {
             a = a.row(last, C: C, H: H)
             M = 1
         }
-        w.proj.forward(a.attproj, a.atty, M: M, u: a.uAttnProj, dropout: a.dropAttnProj, dropped: a.dropped)
+        w.proj.forward(a.attproj, a.atty, M: M, u: a.uAttnProj, dropout: a.dropAttnProj, dropped: a.dropped, partials: a.partials)
         if let d = a.attprojDropout { Dropout.apply(a.attproj, a.attproj, count: M * C, d) }
         Residual.forward(a.res2, a.input, a.attproj, count: M * C)
         LayerNorm.forward(a.ln2, mean: a.ln2Mean, rstd: a.ln2Rstd, a.res2, weight: w.ln2w, bias: w.ln2b, M: M, C: C, eps: eps)
-        w.fc.forward(a.fch, a.ln2, M: M, u: a.uFc, dropout: a.dropFc, dropped: a.dropped)
+        w.fc.forward(a.fch, a.ln2, M: M, u: a.uFc, dropout: a.dropFc, dropped: a.dropped, partials: a.partials)
         switch config.activation {
         case .geluTanh: GELU.forward(a.fchGelu, a.fch, count: M * H)
         case .gelu: ExactGELU.forward(a.fchGelu, a.fch, count: M * H)
         }
-        w.fcproj.forward(a.fcproj, a.fchGelu, M: M, u: a.uMlpProj, dropout: a.dropMlpProj, dropped: a.dropped)
+        w.fcproj.forward(a.fcproj, a.fchGelu, M: M, u: a.uMlpProj, dropout: a.dropMlpProj, dropped: a.dropped, partials: a.partials)
         if let d = a.fcprojDropout { Dropout.apply(a.fcproj, a.fcproj, count: M * C, d) }
         Residual.forward(a.res3, a.res2, a.fcproj, count: M * C)
     }

@@ -20,13 +20,15 @@ public final class Decoder {
         self.model = model
         config = model.config
         let L = config.nLayer, T = config.blockSize, C = config.nEmbd, NH = config.nHead, V = config.vocabSize
-        let sizes = [L * T * C, L * T * C, C, C, C, 3 * C, C, C, config.hidden, NH * T, 16, 16, V].map { ($0 + 15) / 16 * 16 }
+        let sizes = [L * T * C, L * T * C, C, C, C, 3 * C, C, C, config.hidden, NH * T, 16, 16, V,
+                     Matmul.vectorPartials(N: max(3 * C, config.hidden))].map { ($0 + 15) / 16 * 16 }
         buffer = FloatBuffer(count: sizes.reduce(0, +))
         var at = buffer.pointer
         var i = 0
         func next() -> UnsafeMutablePointer<Float> { defer { at += sizes[i]; i += 1 }; return at }
         kCache = next(); vCache = next(); x = next(); x2 = next(); xn = next(); qkv = next(); y = next(); proj = next()
         fch = next(); scores = next(); mean = next(); rstd = next(); logits = next()
+        let partials = next()
         prefill = Activations(model: model, B: 1, T: T, training: false)
         loraU = FloatBuffer(count: 4 * max(1, model.loraRank))
         tokenBuffer = TokenBuffer(count: T)
@@ -36,6 +38,7 @@ public final class Decoder {
                                  attproj: proj, res2: x2, ln2: xn, ln2Mean: mean, ln2Rstd: rstd,
                                  fch: fch, fchGelu: fch, fcproj: proj, res3: x,
                                  attention: nil, attprojDropout: nil, fcprojDropout: nil)
+        step.partials = partials
         if model.adapters != nil {
             let r = model.loraRank, u = loraU.pointer
             step.uAttn = u; step.uAttnProj = u + r; step.uFc = u + 2 * r; step.uMlpProj = u + 3 * r

@@ -42,29 +42,6 @@ public final class GPTModel {
 
     public var parameterCount: Int { layout.count }
 
-    /// Whether `arrangeForDecoding` has transposed the projections.
-    public var arrangedForDecoding: Bool { views.rows }
-
-    /// Stores the four projections of every block transposed, (N,K), so that a single position
-    /// (decoding) reads each output's weights as one contiguous row — one stream per thread —
-    /// and a batch (a prompt) goes to sgemm with the transposed flag. The model computes the same
-    /// function but can no longer be trained, merged or saved: for a model that is only sampled.
-    public func arrangeForDecoding() {
-        guard !views.rows, views.int8 == nil else { return }
-        let scratch = FloatBuffer(count: config.largestProjection)
-        for l in 0..<config.nLayer {
-            let w = views.layer(l)
-            for linear in [w.attn, w.proj, w.fc, w.fcproj] {
-                Matmul.transpose(scratch.pointer, linear.weight, K: linear.K, N: linear.N)
-                linear.weight.update(from: scratch.pointer, count: linear.K * linear.N)
-            }
-        }
-        views.rows = true
-    }
-
-    /// For a loader that stored the projections transposed itself.
-    func markArrangedForDecoding() { views.rows = true }
-
     /// Rounds the four projections of every block and the token embeddings to 8 bits in blocks
     /// of 64 values with one scale each (`Int8Blocks`), and keeps the 8-bit copy, which every
     /// single-position pass (decoding) then reads: a quarter of the bytes. The fp32 weights are
@@ -72,7 +49,6 @@ public final class GPTModel {
     /// same model. Cannot be undone; done once.
     public func roundToInt8() {
         guard views.int8 == nil else { return }
-        precondition(!views.rows, "round to 8 bits before arranging for decoding")
         views.int8 = Int8Weights(views, config: config)
     }
 }
