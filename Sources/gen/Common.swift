@@ -7,9 +7,10 @@ let adapterOption = OptionSpec(name: "adapter", value: "dir", help: "LoRA adapte
 let weightsOption = OptionSpec(name: "weights", value: "fp32|int8", help: "Precision of the weights: int8 rounds the projections and embeddings to 8 bits in blocks of 64 at load (decoding reads about a quarter of the bytes).", defaultValue: "fp32")
 
 /// The model of --from, with the adapters of --adapter when given, its weights rounded to 8
-/// bits when `weights` is "int8" (the adapters stay fp32).
-func loadModel(_ from: String, adapter: String?, weights: String = "fp32") throws -> Checkpoint {
-    let ck = try Checkpoint.load(from)
+/// bits when `weights` is "int8" (the adapters stay fp32). A model `forDecoding` is only
+/// sampled from: its fp32 projections are stored for streaming (`arrangeForDecoding`).
+func loadModel(_ from: String, adapter: String?, weights: String = "fp32", forDecoding: Bool = false) throws -> Checkpoint {
+    let ck = try Checkpoint.load(from, decoding: forDecoding && weights == "fp32")
     if let adapter { ck.model.adapters = try LoRAAdapters.load(folder: adapter, model: ck.model.config) }
     if weights == "int8" { ck.model.roundToInt8() }
     return ck

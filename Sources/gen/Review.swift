@@ -84,7 +84,7 @@ struct ReviewOptions {
         let prompts = try readPrompts()
         var done = try judgedPrompts()
         let terminal = judge == nil ? try Terminal() : nil
-        let ck = try loadModel(from, adapter: adapter, weights: weights)
+        let ck = try loadModel(from, adapter: adapter, weights: weights, forDecoding: true)
         let generator = try Generator(model: ck.model, tokenizer: ck.tokenizer, parameters: parameters, seed: seed, threads: threads)
         let pairs = try AppendFile(out), passed = try AppendFile(skippedPath)
         var already = 0, written = 0

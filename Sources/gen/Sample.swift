@@ -77,7 +77,7 @@ struct SampleOptions {
     }
 
     func run() throws -> Int32 {
-        let ck = try loadModel(from, adapter: adapter, weights: weights)
+        let ck = try loadModel(from, adapter: adapter, weights: weights, forDecoding: true)
         let generator = try Generator(model: ck.model, tokenizer: ck.tokenizer, parameters: parameters, seed: seed, threads: threads)
         func jsonLine(_ prompt: String, _ c: Generator.Completion) -> String {
             "{\"prompt\":\(jsonString(prompt)),\"completion\":\(jsonString(c.text)),\"tokens\":\(c.tokens),\"tokens_per_s\":\(String(format: "%.1f", c.tokensPerSecond))}\n"

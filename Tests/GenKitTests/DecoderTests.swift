@@ -47,9 +47,29 @@ import GenKernels
         }
     }
 
+    /// A model arranged for decoding (projections stored transposed) gives the logits of the
+    /// model as it was, batched and token by token; loading with `decoding` arranges it as read.
+    @Test func decodingLayoutComputesTheSameModel() throws {
+        let plain = try model(), arranged = try model()
+        arranged.arrangeForDecoding()
+        #expect(arranged.arrangedForDecoding && !plain.arrangedForDecoding)
+        let c = plain.config
+        var rng = Random(seed: 14)
+        let tokens: [Int32] = (0..<c.blockSize).map { _ in Int32(rng.nextInt(below: c.vocabSize)) }
+        let full = fullLogits(plain, tokens)
+        #expect(relativeError(fullLogits(arranged, tokens), full) < 1e-6)
+        expectDecoderMatches(arranged, tokens, full)
+        for folder in ["lmhead", "half"] {
+            let path = HuggingFaceTests.root + "/" + folder
+            let a = try Checkpoint.load(path).model, b = try Checkpoint.load(path, decoding: true).model
+            a.arrangeForDecoding()
+            #expect(b.arrangedForDecoding && a.parameters.array == b.parameters.array, "\(folder)")
+        }
+    }
+
     /// Heads of 64 and 80 channels (the value sums held in registers 64 lanes at a time, and a
-    /// tail): the decoder gives the full forward's logits, and the same bits on 1, 2 or 3
-    /// threads (its projections are cut into slabs by shape, not by thread).
+    /// tail), arranged for decoding and not: the decoder gives the full forward's logits, and
+    /// the same bits on 1, 2 or 3 threads (slabs and rows are cut by shape, not by thread).
     @Test(arguments: [128, 160])
     func wideHeadsMatchFullForward(_ C: Int) {
         let model = GPTModel(config: GPTConfig(nLayer: 2, nHead: 2, nEmbd: C, blockSize: 40, vocabSize: 50))
@@ -57,18 +77,29 @@ import GenKernels
         var rng = Random(seed: 15)
         let tokens: [Int32] = (0..<40).map { _ in Int32(rng.nextInt(below: 50)) }
         let full = fullLogits(model, tokens)
-        expectDecoderMatches(model, tokens, full)
         #expect(Matmul.vectorSlabs(K: C, N: 3 * C) > 1)
-        let runs = [1, 2, 3].map { n in
-            Parallel.withThreads(n) {
-                let decoder = Decoder(model: model)
-                return tokens.flatMap { t in
-                    decoder.feed(t)
-                    return Array(UnsafeBufferPointer(start: decoder.logits, count: 50))
+        for arranged in [false, true] {
+            if arranged { model.arrangeForDecoding() }
+            expectDecoderMatches(model, tokens, full)
+            let runs = [1, 2, 3].map { n in
+                Parallel.withThreads(n) {
+                    let decoder = Decoder(model: model)
+                    return tokens.flatMap { t in
+                        decoder.feed(t)
+                        return Array(UnsafeBufferPointer(start: decoder.logits, count: 50))
+                    }
                 }
             }
+            #expect(runs[0] == runs[1] && runs[0] == runs[2], "arranged: \(arranged)")
         }
-        #expect(runs[0] == runs[1] && runs[0] == runs[2])
+    }
+
+    /// Loading for decoding arranges a model whose projections hold up to 32M weights (the
+    /// stories15M shape), not GPT-2 124M's shape.
+    @Test func decodingArrangesSmallModelsOnly() {
+        #expect(GPTModel.arrangesForDecoding(GPTConfig(nLayer: 6, nHead: 6, nEmbd: 288, blockSize: 256, vocabSize: 32000)))
+        #expect(GPTModel.arrangesForDecoding(GPTConfig(nLayer: 6, nHead: 6, nEmbd: 384, blockSize: 256, vocabSize: 65)))
+        #expect(!GPTModel.arrangesForDecoding(GPTConfig(nLayer: 12, nHead: 12, nEmbd: 768, blockSize: 1024, vocabSize: 50257)))
     }
 
     /// The dot product of decoding's attention (lanes summed by halving) against a sum in
@@ -83,5 +114,17 @@ import GenKernels
         let ones = [Float](repeating: 1, count: n), counting = (0..<n).map { Float($0 + 1) }
         #expect(dot(ones, counting, n) == Float(n * (n + 1) / 2))
         #expect(treeSum(Float32x16(counting.prefix(16) + [Float](repeating: 0, count: max(0, 16 - n)))) == Float(min(n, 16) * (min(n, 16) + 1) / 2))
+    }
+
+    /// The transposition behind the layout, over whole 16×16 tiles and ragged edges, on one
+    /// thread and (from 65,536 values) split over the pool.
+    @Test(arguments: [(16, 16), (48, 32), (37, 70), (5, 3), (100, 17), (300, 250), (512, 200)])
+    func transposeMatchesNaive(_ shape: (Int, Int)) {
+        let (K, N) = shape
+        var rng = Random(seed: UInt64(K * N))
+        let src = randomArray(K * N, &rng)
+        var dst = [Float](repeating: 0, count: K * N)
+        Matmul.transpose(&dst, src, K: K, N: N)
+        #expect(dst == (0..<(K * N)).map { src[($0 % K) * N + $0 / K] })
     }
 }

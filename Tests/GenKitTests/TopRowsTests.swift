@@ -58,6 +58,7 @@ import Foundation
         let c = GPTConfig(nLayer: 2, nHead: 4, nEmbd: 256, blockSize: 48, vocabSize: 4200)
         let model = GPTModel(config: c)
         model.initialize(seed: 21)
+        model.arrangeForDecoding()
         for k in [1, 30] {
             let full = Decoder(model: model), top = Decoder(model: model)
             top.keep(.largest(k))
@@ -212,6 +213,7 @@ import Foundation
         let c = GPTConfig(nLayer: 2, nHead: 4, nEmbd: 256, blockSize: 48, vocabSize: 4200)
         let model = GPTModel(config: c)
         model.initialize(seed: 23)
+        model.arrangeForDecoding()
         let full = Decoder(model: model), bounded = Decoder(model: model)
         bounded.keep(.bounded)
         #expect(bounded.kept == .bounded)

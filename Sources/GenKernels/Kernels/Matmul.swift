@@ -132,12 +132,57 @@ public enum Matmul {
         }
     }
 
-    /// out = inp · weightᵀ + bias (the tied output head).
+    /// out = inp · weightᵀ + bias (the tied output head; projections in the decoding layout).
     /// inp (M,K), weight (N,K), bias (N) or nil -> out (M,N)
     public static func forwardTransposed(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                                          _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>? = nil,
                                          M: Int, K: Int, N: Int) {
         gemm(false, true, M: M, N: N, K: K, inp, lda: K, weight, ldb: K, beta: fill(out, bias, M: M, N: N), out, ldc: N)
+    }
+
+    /// dst (N,K) = srcᵀ, src (K,N): by 16×16 tiles transposed in registers, split across the
+    /// pool by bands of 16 src rows, which each thread reads in order (16 runs the prefetchers
+    /// follow); a tile's 16 rows go to 64-byte pieces of 16 dst rows.
+    public static func transpose(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, K: Int, N: Int) {
+        Parallel.forRanges((K + 15) / 16, minimumPerThread: K * N >= 1 << 16 ? 1 : 1 << 30, Transposer(dst: dst, src: src, K: K, N: N))
+    }
+
+    struct Transposer: RangeKernel {
+        let dst: UnsafeMutablePointer<Float>
+        let src: UnsafePointer<Float>
+        let K, N: Int
+        func run(_ bands: Range<Int>) {
+            withUnsafeTemporaryAllocation(of: Float32x16.self, capacity: 32) { t in
+                let a = t.baseAddress!, b = a + 16
+                for band in bands {
+                    let k0 = band * 16, k1 = min(K, k0 + 16)
+                    var n0 = 0
+                    if k1 - k0 == 16 {
+                        while n0 + 16 <= N {
+                            for i in 0..<16 { a[i] = load16(src + (k0 + i) * N + n0) }
+                            // Four perfect unshuffles: each rotates the element's 8-bit address
+                            // (row, column) right by one bit, so four of them swap row and column.
+                            for _ in 0..<2 {
+                                for i in 0..<8 {
+                                    b[i] = Float32x16(lowHalf: a[2 * i].evenHalf, highHalf: a[2 * i + 1].evenHalf)
+                                    b[i + 8] = Float32x16(lowHalf: a[2 * i].oddHalf, highHalf: a[2 * i + 1].oddHalf)
+                                }
+                                for i in 0..<8 {
+                                    a[i] = Float32x16(lowHalf: b[2 * i].evenHalf, highHalf: b[2 * i + 1].evenHalf)
+                                    a[i + 8] = Float32x16(lowHalf: b[2 * i].oddHalf, highHalf: b[2 * i + 1].oddHalf)
+                                }
+                            }
+                            for j in 0..<16 { store16(a[j], dst + (n0 + j) * K + k0) }
+                            n0 += 16
+                        }
+                    }
+                    for n in n0..<N {
+                        let d = dst + n * K
+                        for k in k0..<k1 { d[k] = src[k * N + n] }
+                    }
+                }
+            }
+        }
     }
 
     /// Backward of `forwardTransposed`.
@@ -232,7 +277,8 @@ public enum Matmul {
         }
     }
 
-    /// y (N) = weight (N,K) · x (K) + bias: the tied output head. Each thread streams its contiguous run of rows one row at a time: one
+    /// y (N) = weight (N,K) · x (K) + bias: the tied output head, and the projections in the
+    /// decoding layout. Each thread streams its contiguous run of rows one row at a time: one
     /// sequential stream, which the hardware prefetchers follow on their own (software fetches
     /// 4 KB ahead made decoding 12% slower with two threads on an AMD EPYC); x stays in cache.
     public static func vectorForwardTransposed(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,

@@ -33,20 +33,23 @@ public struct Checkpoint {
     /// Face safetensors file with its config.json beside it.
     /// - Throws: `GenError` saying what is wrong: not safetensors, truncated, wrong version,
     ///   missing tensor, wrong shape, a GPT-2 variant gen does not compute.
+    /// - Parameter decoding: the model is only to be sampled from: a model small enough
+    ///   (`GPTModel.arrangesForDecoding`) has its projections stored transposed as they are read
+    ///   (`GPTModel.arrangeForDecoding`); a larger one is read as stored.
     /// - Parameter readWeights: false to check every tensor's name, shape and type without
     ///   reading it (the model's weights stay zero): for describing a file or taking its
     ///   tokenizer, which then costs the header, not the whole file.
-    public static func load(_ path: String, readWeights: Bool = true) throws -> Checkpoint {
+    public static func load(_ path: String, decoding: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
         var isDir = ObjCBool(false)
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-            return try HuggingFaceGPT2.load(folder: path, readWeights: readWeights)
+            return try HuggingFaceGPT2.load(folder: path, decoding: decoding, readWeights: readWeights)
         }
         let file = try SafeTensorsFile(path: path)
         let meta = file.metadata
         let gen = meta["gen_format_version"] ?? (meta["format"] == "gen" ? meta["format_version"] : nil)
         guard let version = gen else {
             if meta["format"] == nil || meta["format"] == "pt" {
-                return try HuggingFaceGPT2.load(file: file, path: path, readWeights: readWeights)
+                return try HuggingFaceGPT2.load(file: file, path: path, decoding: decoding, readWeights: readWeights)
             }
             throw GenError("\(path): format is \"\(meta["format"]!)\", not a gen or PyTorch safetensors model")
         }
@@ -60,15 +63,17 @@ public struct Checkpoint {
         guard let tokJSON = meta["tokenizer"] else { throw GenError("\(path): no tokenizer in its metadata") }
         let tokenizer: Tokenizer
         do { tokenizer = try makeTokenizer(json: tokJSON) } catch let e as GenError { throw GenError("\(path): \(e.description)") }
-        let model = try loadWeights(config: config, tokenizer: tokenizer, from: [file], name: path, readWeights: readWeights) { $0 }
+        let model = try loadWeights(config: config, tokenizer: tokenizer, from: [file], name: path, decoding: decoding, readWeights: readWeights) { $0 }
         return Checkpoint(model: model, tokenizer: tokenizer, metadata: meta)
     }
 
     /// A model of `config` with every tensor read from `files` (converted to F32), named by
-    /// `key` (GPT-2's name -> the name in the files, or nil when absent); without
+    /// `key` (GPT-2's name -> the name in the files, or nil when absent); with `decoding` (and
+    /// a model small enough), the projections are read through a scratch tensor and stored
+    /// transposed; without
     /// `readWeights`, every tensor is checked but none is read (the weights stay zero).
     static func loadWeights(config: GPTConfig, tokenizer: Tokenizer, from files: [SafeTensorsFile], name: String,
-                            readWeights: Bool = true, key: (String) -> String?) throws -> GPTModel {
+                            decoding: Bool = false, readWeights: Bool = true, key: (String) -> String?) throws -> GPTModel {
         do { try config.validate() } catch let e as GenError { throw GenError("\(name): bad config: \(e.message)") }
         guard tokenizer.vocabSize <= config.vocabSize else {
             throw GenError("\(name): the tokenizer has \(tokenizer.vocabSize) tokens but the model \(config.vocabSize)")
@@ -76,6 +81,8 @@ public struct Checkpoint {
         if readWeights { try Machine.checkFits(config.parameterEstimate * 4, "loading \(name)") }
         // Its pages are only faulted in when written: a model whose weights are not read costs no memory.
         let model = GPTModel(config: config)
+        let transposing = decoding && readWeights && GPTModel.arrangesForDecoding(config)
+        let scratch = transposing ? FloatBuffer(count: config.largestProjection) : nil
         for t in model.layout.tensors {
             guard let k = key(t.name), let file = files.first(where: { $0.entries[k] != nil }), let e = file.entries[k] else {
                 throw GenError("\(name): missing tensor \(t.name)")
@@ -87,6 +94,8 @@ public struct Checkpoint {
             do {
                 if !readWeights {
                     try file.checkFloats(k, count: t.count)
+                } else if let scratch, t.isProjection {
+                    try file.copyFloats(k, into: at, count: t.count, transposing: (t.shape[0], t.shape[1]), scratch: scratch.pointer)
                 } else {
                     try file.copyFloats(k, into: at, count: t.count)
                 }
@@ -94,6 +103,7 @@ public struct Checkpoint {
                 throw GenError("\(name): \(e.message)")
             }
         }
+        if transposing { model.markArrangedForDecoding() }
         return model
     }
 
@@ -104,6 +114,7 @@ public struct Checkpoint {
 
     /// Writes the model file whole under a temporary name beside `path`, for `commit`.
     func prepare(_ path: String) throws -> PendingFile {
+        precondition(!model.arrangedForDecoding, "a model arranged for decoding is not saved")
         var meta = metadata
         meta["format"] = "pt"
         meta["format_version"] = nil

@@ -100,9 +100,26 @@ public struct SafeTensorsFile {
     }
 
     /// Copies tensor `name` (F32, or F16 or BF16 converted to F32) into `destination`, which
-    /// must hold exactly its elements. F32 data is copied by the pool's threads.
-    public func copyFloats(_ name: String, into destination: UnsafeMutablePointer<Float>, count: Int) throws {
+    /// must hold exactly its elements.
+    /// With `transposing` (K, N) and a scratch of `count` floats, the (K,N) tensor is stored
+    /// transposed, (N,K). F32 data is copied (or transposed) by the pool's threads.
+    public func copyFloats(_ name: String, into destination: UnsafeMutablePointer<Float>, count: Int,
+                           transposing shape: (K: Int, N: Int)? = nil, scratch: UnsafeMutablePointer<Float>? = nil) throws {
         let e = try checkFloats(name, count: count)
+        if let shape, let scratch {
+            // F32 data on a 4-byte boundary is transposed straight from the file.
+            let direct = e.dtype == "F32" && bytes.withUnsafeBytes { raw in
+                let src = raw.baseAddress! + dataStart + e.begin
+                guard Int(bitPattern: src) % 4 == 0 else { return false }
+                Matmul.transpose(destination, src.assumingMemoryBound(to: Float.self), K: shape.K, N: shape.N)
+                return true
+            }
+            if !direct {
+                try copyFloats(name, into: scratch, count: count)
+                Matmul.transpose(destination, scratch, K: shape.K, N: shape.N)
+            }
+            return
+        }
         bytes.withUnsafeBytes { raw in
             let src = raw.baseAddress! + dataStart + e.begin
             switch e.dtype {

@@ -64,6 +64,9 @@ public struct GPTConfig: Codable, Sendable, Equatable {
     /// The MLP's hidden width.
     public var hidden: Int { nInner ?? 4 * nEmbd }
 
+    /// Floats of the largest of a block's projections (attn's (C,3C) or the MLP's (C,H)).
+    var largestProjection: Int { max(3 * nEmbd * nEmbd, nEmbd * hidden) }
+
     /// The most parameters gen builds (offsets into the parameter buffer stay below 2^31).
     public static let maximumParameters = Int(Int32.max)
 

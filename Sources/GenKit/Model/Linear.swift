@@ -11,26 +11,35 @@ public struct Linear {
     var lora: LoRAWeights? = nil
     /// The weight in 8 bits (its fp32 values rounded to match), read by single rows.
     var int8: Int8Matrix? = nil
+    /// The weight is stored transposed, (N,K): one row per output, which a single input row
+    /// streams (`GPTModel.arrangeForDecoding`). Such a projection has no backward pass.
+    var rows = false
 
     public init(weight: UnsafeMutablePointer<Float>, bias: UnsafeMutablePointer<Float>, K: Int, N: Int,
-                lora: LoRAWeights? = nil, int8: Int8Matrix? = nil) {
+                lora: LoRAWeights? = nil, int8: Int8Matrix? = nil, rows: Bool = false) {
         self.weight = weight
         self.bias = bias
         self.K = K
         self.N = N
         self.lora = lora
         self.int8 = int8
+        self.rows = rows
     }
 
-    /// inp (M,K) -> out (M,N). One row (decoding) streams the weights once, given `partials`
-    /// (`Matmul.vectorPartials(N:)` floats); more rows go to sgemm. With an 8-bit copy, one row
-    /// reads that instead. With an adapter, `u` (M,r) keeps scaling·(inp·Aᵀ) for the backward pass.
-    /// With `dropout`, the adapter sees the dropped input, made in `dropped` (M,K).
+    /// inp (M,K) -> out (M,N). One row (decoding) streams the weights once (in the stored
+    /// layout given `partials`, `Matmul.vectorPartials(N:)` floats); more rows go to sgemm. With
+    /// an 8-bit copy, one row reads that instead. With an adapter, `u` (M,r) keeps
+    /// scaling·(inp·Aᵀ) for the backward pass. With `dropout`, the adapter sees the dropped
+    /// input, made in `dropped` (M,K).
     public func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, M: Int, u: UnsafeMutablePointer<Float>? = nil,
                         dropout: Dropout.Stream? = nil, dropped: UnsafeMutablePointer<Float>? = nil,
                         partials: UnsafeMutablePointer<Float>? = nil) {
         if M == 1, let int8 {
             Int8Blocks.vectorForward(out, inp, q: int8.q, scales: int8.scales, bias: bias, K: K, N: N)
+        } else if rows && M == 1 {
+            Matmul.vectorForwardTransposed(out, inp, weight, bias, K: K, N: N)
+        } else if rows {
+            Matmul.forwardTransposed(out, inp, weight, bias, M: M, K: K, N: N)
         } else if M == 1, let partials {
             Matmul.vectorForward(out, inp, weight, bias, K: K, N: N, partials: partials)
         } else {
@@ -56,6 +65,7 @@ public struct Linear {
                   dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, M: Int,
                   u: UnsafeMutablePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>? = nil,
                   dropout: Dropout.Stream? = nil, dropped: UnsafeMutablePointer<Float>? = nil) {
+        precondition(!rows, "a model arranged for decoding has no backward pass")
         Matmul.backward(dinp: dinp, dweight: gradient?.weight, dbias: gradient?.bias, dout: dout,
                         inp: inp, weight: weight, M: M, K: K, N: N)
         guard let lora, let u, let du = scratch else { return }

@@ -11,6 +11,10 @@ public struct ParameterLayout: Sendable {
         public var count: Int { shape.reduce(1, *) }
         /// Weight decay applies to matrices, not to biases or LayerNorm parameters (as nanoGPT).
         public var decays: Bool { shape.count >= 2 }
+        /// The kind of a model tensor (nil for an adapter's).
+        var kind: Kind? = nil
+        /// One of a block's four projection weights, (K,N).
+        var isProjection: Bool { kind.map { [.qkvw, .attprojw, .fcw, .fcprojw].contains($0) } ?? false }
     }
 
     /// The kinds of tensor, in buffer order, with their per-layer shapes.
@@ -79,7 +83,7 @@ public struct ParameterLayout: Sendable {
             let n = shape.reduce(1, *)
             let layers = Self.perLayer(k) ? config.nLayer : 1
             for l in 0..<layers {
-                tensors.append(Tensor(name: Self.name(k, layer: l), shape: shape, offset: at + l * n))
+                tensors.append(Tensor(name: Self.name(k, layer: l), shape: shape, offset: at + l * n, kind: k))
             }
             at += n * layers
         }
@@ -109,6 +113,8 @@ public struct ParameterViews {
     public var lora: LoRAViews?
     /// The projections and embeddings in 8 bits, if the model was rounded to them.
     var int8: Int8Weights?
+    /// The four projections are stored transposed, (N,K) (`GPTModel.arrangeForDecoding`).
+    var rows = false
 
     public init(_ base: UnsafeMutablePointer<Float>, _ layout: ParameterLayout) {
         wte = base + layout.offset(.wte)
@@ -135,10 +141,10 @@ public struct ParameterViews {
     public func layer(_ l: Int) -> BlockWeights {
         let C = self.C, H = self.H
         return BlockWeights(ln1w: ln1w + l * C, ln1b: ln1b + l * C,
-                            attn: Linear(weight: qkvw + l * 3 * C * C, bias: qkvb + l * 3 * C, K: C, N: 3 * C, lora: lora?.weights(layer: l, .attn), int8: int8?.matrix(layer: l, 0)),
-                            proj: Linear(weight: attprojw + l * C * C, bias: attprojb + l * C, K: C, N: C, lora: lora?.weights(layer: l, .attnProj), int8: int8?.matrix(layer: l, 1)),
+                            attn: Linear(weight: qkvw + l * 3 * C * C, bias: qkvb + l * 3 * C, K: C, N: 3 * C, lora: lora?.weights(layer: l, .attn), int8: int8?.matrix(layer: l, 0), rows: rows),
+                            proj: Linear(weight: attprojw + l * C * C, bias: attprojb + l * C, K: C, N: C, lora: lora?.weights(layer: l, .attnProj), int8: int8?.matrix(layer: l, 1), rows: rows),
                             ln2w: ln2w + l * C, ln2b: ln2b + l * C,
-                            fc: Linear(weight: fcw + l * C * H, bias: fcb + l * H, K: C, N: H, lora: lora?.weights(layer: l, .fc), int8: int8?.matrix(layer: l, 2)),
-                            fcproj: Linear(weight: fcprojw + l * H * C, bias: fcprojb + l * C, K: H, N: C, lora: lora?.weights(layer: l, .mlpProj), int8: int8?.matrix(layer: l, 3)))
+                            fc: Linear(weight: fcw + l * C * H, bias: fcb + l * H, K: C, N: H, lora: lora?.weights(layer: l, .fc), int8: int8?.matrix(layer: l, 2), rows: rows),
+                            fcproj: Linear(weight: fcprojw + l * H * C, bias: fcprojb + l * C, K: H, N: C, lora: lora?.weights(layer: l, .mlpProj), int8: int8?.matrix(layer: l, 3), rows: rows))
     }
 }
