@@ -94,6 +94,32 @@ import GenKernels
         }
     }
 
+    /// A model too large to arrange (38M projection weights) loaded for decoding reads its
+    /// projections as stored and its token embeddings where they lie in the file, is marked
+    /// sampling-only, and decodes the logits of the same file loaded for training, bit for bit.
+    @Test func largeModelReadsEmbeddingsInPlace() throws {
+        let c = GPTConfig(nLayer: 3, nHead: 8, nEmbd: 1024, blockSize: 16, vocabSize: 64)
+        #expect(!GPTModel.arrangesForDecoding(c))
+        let model = GPTModel(config: c)
+        model.initialize(seed: 31)
+        let chars = try CharTokenizer(vocabulary: (0..<64).map { Unicode.Scalar(UInt8(48 + $0)) })
+        let path = tempDir().appendingPathComponent("large.safetensors").path
+        try Checkpoint(model: model, tokenizer: chars).save(path)
+        let plain = try Checkpoint.load(path).model, sampled = try Checkpoint.load(path, decoding: true).model
+        #expect(!plain.samplingOnly && !plain.embeddingsInPlace)
+        #expect(sampled.embeddingsInPlace && sampled.samplingOnly && !sampled.arrangedForDecoding)
+        let tokens: [Int32] = [5, 60, 0, 33, 17]
+        let logits = [plain, sampled].map { m in
+            let decoder = Decoder(model: m)
+            return tokens.flatMap { t in
+                decoder.feed(t)
+                return Array(UnsafeBufferPointer(start: decoder.logits, count: 64))
+            }
+        }
+        #expect(logits[0] == logits[1])
+        expectDecoderMatches(sampled, tokens, fullLogits(plain, tokens))
+    }
+
     /// Loading for decoding arranges a model whose projections hold up to 32M weights (the
     /// stories15M shape), not GPT-2 124M's shape.
     @Test func decodingArrangesSmallModelsOnly() {

@@ -35,7 +35,8 @@ public struct Checkpoint {
     ///   missing tensor, wrong shape, a GPT-2 variant gen does not compute.
     /// - Parameter decoding: the model is only to be sampled from: a model small enough
     ///   (`GPTModel.arrangesForDecoding`) has its projections stored transposed as they are read
-    ///   (`GPTModel.arrangeForDecoding`); a larger one is read as stored.
+    ///   (`GPTModel.arrangeForDecoding`); a larger one is read as stored, its F32 token
+    ///   embeddings where they lie in the file (`GPTModel.readEmbeddingsInPlace`).
     /// - Parameter readWeights: false to check every tensor's name, shape and type without
     ///   reading it (the model's weights stay zero): for describing a file or taking its
     ///   tokenizer, which then costs the header, not the whole file.
@@ -83,6 +84,8 @@ public struct Checkpoint {
         let model = GPTModel(config: config)
         let transposing = decoding && readWeights && GPTModel.arrangesForDecoding(config)
         let scratch = transposing ? FloatBuffer(count: config.largestProjection) : nil
+        // A larger model only sampled from reads its token embeddings in place when it can.
+        let inPlace = decoding && readWeights && !transposing
         for t in model.layout.tensors {
             guard let k = key(t.name), let file = files.first(where: { $0.entries[k] != nil }), let e = file.entries[k] else {
                 throw GenError("\(name): missing tensor \(t.name)")
@@ -94,6 +97,8 @@ public struct Checkpoint {
             do {
                 if !readWeights {
                     try file.checkFloats(k, count: t.count)
+                } else if inPlace && t.name == "wte.weight", let p = try file.floatsInPlace(k, count: t.count) {
+                    model.readEmbeddingsInPlace(p, file: file.bytes)
                 } else if let scratch, t.isProjection {
                     try file.copyFloats(k, into: at, count: t.count, transposing: (t.shape[0], t.shape[1]), scratch: scratch.pointer)
                 } else {
@@ -114,7 +119,7 @@ public struct Checkpoint {
 
     /// Writes the model file whole under a temporary name beside `path`, for `commit`.
     func prepare(_ path: String) throws -> PendingFile {
-        precondition(!model.arrangedForDecoding, "a model arranged for decoding is not saved")
+        precondition(!model.samplingOnly, "a model loaded for sampling only is not saved")
         var meta = metadata
         meta["format"] = "pt"
         meta["format_version"] = nil

@@ -66,7 +66,7 @@ public enum HuggingFaceGPT2 {
             let wte = model.layout.tensors.first { $0.name == "wte.weight" }!
             var head = [Float](repeating: 0, count: wte.count)
             try head.withUnsafeMutableBufferPointer { try file.copyFloats("lm_head.weight", into: $0.baseAddress!, count: wte.count) }
-            let tied = head.withUnsafeBufferPointer { h in (0..<wte.count).allSatisfy { h[$0] == model.parameters.pointer[wte.offset + $0] } }
+            let tied = head.withUnsafeBufferPointer { h in (0..<wte.count).allSatisfy { h[$0] == model.views.wte[$0] } }
             if !tied { throw GenError("\(name): lm_head.weight differs from wte.weight; gen computes GPT-2 with a tied output head only") }
         }
         return Checkpoint(model: model, tokenizer: tokenizer, metadata: ["gen_source": "huggingface", "source": name])
@@ -153,7 +153,7 @@ extension HuggingFaceGPT2 {
     /// - Returns: the names of the files written.
     @discardableResult
     public static func export(_ checkpoint: Checkpoint, to folder: String) throws -> [String] {
-        precondition(!checkpoint.model.arrangedForDecoding, "a model arranged for decoding is not exported")
+        precondition(!checkpoint.model.samplingOnly, "a model loaded for sampling only is not exported")
         var files = ["config.json", "model.safetensors"]
         let eot = checkpoint.tokenizer.endOfText
         try write(configJSON(checkpoint.model.config, endOfText: eot), to: folder + "/config.json")

@@ -133,6 +133,19 @@ public struct SafeTensorsFile {
         }
     }
 
+    /// Tensor `name`'s values where they lie in the file, when they are `count` F32 values on a
+    /// 4-byte boundary (nil: another type, or unaligned). Valid while `bytes` lives (a mapped
+    /// file, or data on the heap; a file of tensors is never small enough for Data to hold it
+    /// inline).
+    func floatsInPlace(_ name: String, count: Int) throws -> UnsafePointer<Float>? {
+        let e = try checkFloats(name, count: count)
+        guard e.dtype == "F32" else { return nil }
+        return bytes.withUnsafeBytes { raw in
+            let p = raw.baseAddress! + dataStart + e.begin
+            return Int(bitPattern: p) % 4 == 0 ? p.assumingMemoryBound(to: Float.self) : nil
+        }
+    }
+
     /// Tensor `name`'s entry, when it is one `copyFloats` reads into `count` floats.
     @discardableResult
     func checkFloats(_ name: String, count: Int) throws -> Entry {

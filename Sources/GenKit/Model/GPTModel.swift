@@ -1,3 +1,4 @@
+import Foundation
 import GenKernels
 /// A GPT-2 model's weights: one allocation with named views into it. It holds no gradients,
 /// optimizer state or activations; those belong to a `Trainer` or a `Decoder`.
@@ -45,6 +46,24 @@ public final class GPTModel {
     /// Whether `arrangeForDecoding` has transposed the projections.
     public var arrangedForDecoding: Bool { views.rows }
 
+    /// The model file whose mapped bytes hold the token embeddings read in place, kept open.
+    private var embeddingsFile: Data?
+    /// Whether the token embeddings are read where they lie in the model file
+    /// (`readEmbeddingsInPlace`).
+    public var embeddingsInPlace: Bool { embeddingsFile != nil }
+    /// A model only sampled from (arranged for decoding, or reading its embeddings in place):
+    /// it is not trained, merged, saved, exported or rounded to 8 bits.
+    public var samplingOnly: Bool { views.rows || embeddingsInPlace }
+
+    /// Reads the token embeddings from `wte`, inside `file`'s bytes (read-only mapped pages),
+    /// instead of the buffer: a large model only sampled from starts without copying them. Its
+    /// decoding reads them a few rows a token (the 8-bit screen of `Decoder.keep` reads its
+    /// own copy), except when every logit is computed.
+    func readEmbeddingsInPlace(_ wte: UnsafePointer<Float>, file: Data) {
+        views.wte = UnsafeMutablePointer(mutating: wte)
+        embeddingsFile = file
+    }
+
     /// Whether a model only sampled from is worth `arrangeForDecoding`: when its projections
     /// hold at most 32M weights (128 MB). Decoding a single position from rows was faster at
     /// the stories15M and train-M shapes (24 and 42 MB of projections, 8% and 3% on an AMD
@@ -82,7 +101,7 @@ public final class GPTModel {
     /// same model. Cannot be undone; done once.
     public func roundToInt8() {
         guard views.int8 == nil else { return }
-        precondition(!views.rows, "round to 8 bits before arranging for decoding")
+        precondition(!samplingOnly, "a model loaded for sampling only is not rounded")
         views.int8 = Int8Weights(views, config: config)
     }
 }

@@ -233,7 +233,7 @@ extension GPTModel {
     /// A model whose projections are the base's plus its adapters' products, merged into plain
     /// weights: W + scaling · Aᵀ·Bᵀ for each adapted projection (weights [in, out]).
     public func merged() -> GPTModel {
-        precondition(!arrangedForDecoding, "a model arranged for decoding is not merged")
+        precondition(!samplingOnly, "a model loaded for sampling only is not merged")
         let out = GPTModel(config: config)
         out.parameters.pointer.update(from: parameters.pointer, count: parameters.count)
         guard let adapters, let lora = views.lora else { return out }

@@ -106,7 +106,10 @@ public struct ParameterLayout: Sendable {
 /// Named views into a flat buffer laid out by `ParameterLayout` (parameters, their gradients,
 /// or Adam moments). Per-layer pointers point at layer 0; `layer(l)` gives layer l's views.
 public struct ParameterViews {
-    public let wte, wpe, lnfw, lnfb: UnsafeMutablePointer<Float>
+    public let wpe, lnfw, lnfb: UnsafeMutablePointer<Float>
+    /// The token embeddings: in the buffer, or where they lie in a mapped model file
+    /// (`GPTModel.readEmbeddingsInPlace`).
+    public internal(set) var wte: UnsafeMutablePointer<Float>
     let ln1w, ln1b, qkvw, qkvb, attprojw, attprojb, ln2w, ln2b, fcw, fcb, fcprojw, fcprojb: UnsafeMutablePointer<Float>
     let C: Int, H: Int
     /// Adapters beside the projections, if any.

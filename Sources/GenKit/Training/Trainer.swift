@@ -31,7 +31,7 @@ public final class Trainer {
 
     public init(model: GPTModel, settings: TrainingSettings, context: Int? = nil, seed: UInt64 = 0,
                 trainable: TrainableSet? = nil, objective: TrainingObjective = NextTokenLoss()) {
-        precondition(!model.arrangedForDecoding, "a model arranged for decoding is not trained")
+        precondition(!model.samplingOnly, "a model loaded for sampling only is not trained")
         self.model = model
         self.settings = settings
         self.T = context ?? model.config.blockSize
