@@ -148,4 +148,55 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
         bound[n] = e;
     }
 }
+
+// Whether the build's vector unit has 512-bit registers (the transposer's 16x16 tiles in Swift
+// are then single registers); without them, gen_transpose_band16 does the work in 8x8 tiles.
+#if defined(__AVX512F__)
+#define GEN_VECTORS_512 1
+#else
+#define GEN_VECTORS_512 0
+#endif
+
+// A band of 16 source rows transposed: dst[n*ldd + i] = src[i*lds + n] for i in 0..<16 and n in
+// 0..<n1 (a multiple of 8), by 8x8 tiles in registers (unpack, shuffle, swap 128-bit halves);
+// each destination row gets its 16 values as one 64-byte run.
+static inline void gen_transpose_band16(const float *src, long lds, float *dst, long ldd, long n1) {
+    for (long n0 = 0; n0 < n1; n0 += 8) {
+        for (int h = 0; h < 16; h += 8) {
+            gen_f32x8 r0, r1, r2, r3, r4, r5, r6, r7;
+            const float *s = src + h * lds + n0;
+            __builtin_memcpy(&r0, s, 32); __builtin_memcpy(&r1, s + lds, 32);
+            __builtin_memcpy(&r2, s + 2 * lds, 32); __builtin_memcpy(&r3, s + 3 * lds, 32);
+            __builtin_memcpy(&r4, s + 4 * lds, 32); __builtin_memcpy(&r5, s + 5 * lds, 32);
+            __builtin_memcpy(&r6, s + 6 * lds, 32); __builtin_memcpy(&r7, s + 7 * lds, 32);
+            gen_f32x8 t0 = __builtin_shufflevector(r0, r1, 0, 8, 1, 9, 4, 12, 5, 13);
+            gen_f32x8 t1 = __builtin_shufflevector(r0, r1, 2, 10, 3, 11, 6, 14, 7, 15);
+            gen_f32x8 t2 = __builtin_shufflevector(r2, r3, 0, 8, 1, 9, 4, 12, 5, 13);
+            gen_f32x8 t3 = __builtin_shufflevector(r2, r3, 2, 10, 3, 11, 6, 14, 7, 15);
+            gen_f32x8 t4 = __builtin_shufflevector(r4, r5, 0, 8, 1, 9, 4, 12, 5, 13);
+            gen_f32x8 t5 = __builtin_shufflevector(r4, r5, 2, 10, 3, 11, 6, 14, 7, 15);
+            gen_f32x8 t6 = __builtin_shufflevector(r6, r7, 0, 8, 1, 9, 4, 12, 5, 13);
+            gen_f32x8 t7 = __builtin_shufflevector(r6, r7, 2, 10, 3, 11, 6, 14, 7, 15);
+            gen_f32x8 u0 = __builtin_shufflevector(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+            gen_f32x8 u1 = __builtin_shufflevector(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+            gen_f32x8 u2 = __builtin_shufflevector(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+            gen_f32x8 u3 = __builtin_shufflevector(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+            gen_f32x8 u4 = __builtin_shufflevector(t4, t6, 0, 1, 8, 9, 4, 5, 12, 13);
+            gen_f32x8 u5 = __builtin_shufflevector(t4, t6, 2, 3, 10, 11, 6, 7, 14, 15);
+            gen_f32x8 u6 = __builtin_shufflevector(t5, t7, 0, 1, 8, 9, 4, 5, 12, 13);
+            gen_f32x8 u7 = __builtin_shufflevector(t5, t7, 2, 3, 10, 11, 6, 7, 14, 15);
+            gen_f32x8 o[8] = {
+                __builtin_shufflevector(u0, u4, 0, 1, 2, 3, 8, 9, 10, 11),
+                __builtin_shufflevector(u1, u5, 0, 1, 2, 3, 8, 9, 10, 11),
+                __builtin_shufflevector(u2, u6, 0, 1, 2, 3, 8, 9, 10, 11),
+                __builtin_shufflevector(u3, u7, 0, 1, 2, 3, 8, 9, 10, 11),
+                __builtin_shufflevector(u0, u4, 4, 5, 6, 7, 12, 13, 14, 15),
+                __builtin_shufflevector(u1, u5, 4, 5, 6, 7, 12, 13, 14, 15),
+                __builtin_shufflevector(u2, u6, 4, 5, 6, 7, 12, 13, 14, 15),
+                __builtin_shufflevector(u3, u7, 4, 5, 6, 7, 12, 13, 14, 15),
+            };
+            for (int j = 0; j < 8; j++) __builtin_memcpy(dst + (n0 + j) * ldd + h, &o[j], 32);
+        }
+    }
+}
 #endif

@@ -157,7 +157,10 @@ public enum Matmul {
                 for band in bands {
                     let k0 = band * 16, k1 = min(K, k0 + 16)
                     var n0 = 0
-                    if k1 - k0 == 16 {
+                    if k1 - k0 == 16 && GEN_VECTORS_512 == 0 {
+                        n0 = N / 8 * 8
+                        gen_transpose_band16(src + k0 * N, N, dst + k0, K, n0)
+                    } else if k1 - k0 == 16 {
                         while n0 + 16 <= N {
                             for i in 0..<16 { a[i] = load16(src + (k0 + i) * N + n0) }
                             // Four perfect unshuffles: each rotates the element's 8-bit address
