@@ -4,6 +4,7 @@
   python3 scripts/reference.py fixtures            # rewrite Tests/GenKitTests/Fixtures/*.safetensors
   python3 scripts/reference.py train  --layers 4 --heads 4 --embd 128 --context 64 --batch 12
   python3 scripts/reference.py decode --layers 6 --heads 6 --embd 384 --context 256
+  python3 scripts/reference.py products 4096,384,1152,NN 384,4096,1152,TN   # torch.mm GFLOP/s
   python3 scripts/reference.py check-checkpoint model.safetensors   # safe_open reads gen's file
   python3 scripts/reference.py recipe CORPUS      # nanoGPT's CPU recipe, for loss and wall time
 
@@ -148,20 +149,58 @@ def cmd_train(args):
     params = init_params(cfg, 0)
     optimizer = make_optimizer(params, 1e-3, (0.9, 0.99), 1e-8, 0.1)
     g = torch.Generator().manual_seed(0)
-    times = []
-    for step in range(args.warmup + args.steps):
-        data = torch.randint(0, args.vocab, (args.batch, args.context + 1), generator=g)
+
+    def batch():
+        return torch.randint(0, args.vocab, (args.batch, args.context + 1), generator=g)
+
+    def step(data):
         x, y = data[:, :-1], data[:, 1:]
-        t0 = time.perf_counter()
         _, loss = forward(params, cfg, x, y, sdpa=True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(params.values()), 1.0)
         optimizer.step()
-        if step >= args.warmup:
+
+    times = []
+    for i in range(args.warmup + args.steps):
+        data = batch()
+        t0 = time.perf_counter()
+        step(data)
+        if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     ms = 1000 * float(np.median(times))
-    print(json.dumps({"ms_per_step": ms, "tokens_per_s": args.batch * args.context / (ms / 1000)}))
+    out = {"ms_per_step": ms, "tokens_per_s": args.batch * args.context / (ms / 1000)}
+    if args.profile:
+        # The share of the step's time in matrix products (torch.profiler, self times, 3 steps).
+        from torch.profiler import profile, ProfilerActivity
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                step(batch())
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        mm = sum(e.self_cpu_time_total for e in events if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+        out["mm_share"] = mm / total
+    print(json.dumps(out))
+
+
+def cmd_products(args):
+    """torch.mm's GFLOP/s (best of 7) on shapes M,K,N,AB: C (M,N) = op(A) (M,K) · op(B) (K,N),
+    AB saying which operand is transposed (N/T), as scripts/sgemm_ceiling.c takes them."""
+    torch.set_num_threads(args.threads)
+    rates = []
+    for shape in args.shapes:
+        M, K, N, ab = shape.split(",")
+        M, K, N = int(M), int(K), int(N)
+        A = torch.rand(K, M).t() if ab[0] == "T" else torch.rand(M, K)
+        B = torch.rand(N, K).t() if ab[1] == "T" else torch.rand(K, N)
+        C = torch.empty(M, N)
+        best = 1e9
+        for _ in range(7):
+            t0 = time.perf_counter()
+            torch.mm(A, B, out=C)
+            best = min(best, time.perf_counter() - t0)
+        rates.append(2 * M * N * K / best / 1e9)
+    print(json.dumps({"gflops": rates}))
 
 
 def cmd_decode(args):
@@ -283,6 +322,11 @@ def main():
         p.add_argument("--steps", type=int, default=20)
         p.add_argument("--warmup", type=int, default=3)
         p.add_argument("--repeats", type=int, default=3)
+        if name == "train":
+            p.add_argument("--profile", action="store_true", help="also report the step's share in matrix products")
+    p = sub.add_parser("products")
+    p.add_argument("shapes", nargs="+")
+    p.add_argument("--threads", type=int, default=os.cpu_count())
     p = sub.add_parser("check-checkpoint")
     p.add_argument("file")
     p = sub.add_parser("recipe")
@@ -291,7 +335,7 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()
     {"fixtures": cmd_fixtures, "train": cmd_train, "decode": cmd_decode,
-     "check-checkpoint": cmd_check_checkpoint, "recipe": cmd_recipe}[args.cmd](args)
+     "check-checkpoint": cmd_check_checkpoint, "recipe": cmd_recipe, "products": cmd_products}[args.cmd](args)
 
 
 if __name__ == "__main__":

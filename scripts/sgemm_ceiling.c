@@ -1,0 +1,90 @@
+// The machine's matrix-product ceiling as gen meets it (built and run by scripts/bench-sgemm):
+//   fma       one core's fp32 FMA peak: ten independent 256-bit FMA chains, GFLOP/s
+//   M K N AB  OpenBLAS's sgemm (one thread, as each of gen's threads calls it; with 2 threads the
+//             rows, or the columns when they are more, split in halves, one sgemm per thread, as
+//             Matmul.gemm does), GFLOP/s, the best
+//             of 7 calls; AB says which operand is transposed (N/T), as in gen's forward (NN)
+//             and backward (NT: the input gradient, TN: the weight gradient) products.
+// Usage: sgemm_ceiling THREADS M K N TA TB [M K N TA TB ...]   (prints "fma X" then one line a shape)
+#include <cblas.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+void openblas_set_num_threads(int);
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static double fma_peak(void) {
+    long n = 100000000;
+    double t = now();
+    __asm__ volatile(
+        "vxorps %%ymm0,%%ymm0,%%ymm0\n vxorps %%ymm1,%%ymm1,%%ymm1\n vxorps %%ymm2,%%ymm2,%%ymm2\n"
+        "vxorps %%ymm3,%%ymm3,%%ymm3\n vxorps %%ymm4,%%ymm4,%%ymm4\n vxorps %%ymm5,%%ymm5,%%ymm5\n"
+        "vxorps %%ymm6,%%ymm6,%%ymm6\n vxorps %%ymm7,%%ymm7,%%ymm7\n vxorps %%ymm8,%%ymm8,%%ymm8\n"
+        "vxorps %%ymm9,%%ymm9,%%ymm9\n"
+        "1:\n"
+        "vfmadd231ps %%ymm14,%%ymm15,%%ymm0\n vfmadd231ps %%ymm14,%%ymm15,%%ymm1\n"
+        "vfmadd231ps %%ymm14,%%ymm15,%%ymm2\n vfmadd231ps %%ymm14,%%ymm15,%%ymm3\n"
+        "vfmadd231ps %%ymm14,%%ymm15,%%ymm4\n vfmadd231ps %%ymm14,%%ymm15,%%ymm5\n"
+        "vfmadd231ps %%ymm14,%%ymm15,%%ymm6\n vfmadd231ps %%ymm14,%%ymm15,%%ymm7\n"
+        "vfmadd231ps %%ymm14,%%ymm15,%%ymm8\n vfmadd231ps %%ymm14,%%ymm15,%%ymm9\n"
+        "dec %0\n jnz 1b\n"
+        : "+r"(n)::"ymm0", "ymm1", "ymm2", "ymm3", "ymm4", "ymm5", "ymm6", "ymm7", "ymm8", "ymm9", "cc");
+    return 100000000.0 * 10 * 16 / (now() - t) / 1e9;
+}
+
+// Rows r0..<r1 of C, or (byColumns) its columns r0..<r1.
+struct part { int ta, tb, M, N, K, byColumns, r0, r1; const float *A, *B; float *C; };
+
+static void *run_part(void *p) {
+    struct part *q = p;
+    int n = q->r1 - q->r0, lda = q->ta ? q->M : q->K, ldb = q->tb ? q->K : q->N;
+    CBLAS_TRANSPOSE ta = q->ta ? CblasTrans : CblasNoTrans, tb = q->tb ? CblasTrans : CblasNoTrans;
+    if (q->byColumns) {
+        const float *b = q->tb ? q->B + (long)q->r0 * ldb : q->B + q->r0;
+        cblas_sgemm(CblasRowMajor, ta, tb, q->M, n, q->K, 1, q->A, lda, b, ldb, 0, q->C + q->r0, q->N);
+    } else {
+        const float *a = q->ta ? q->A + q->r0 : q->A + (long)q->r0 * lda;
+        cblas_sgemm(CblasRowMajor, ta, tb, n, q->N, q->K, 1, a, lda, q->B, ldb, 0, q->C + (long)q->r0 * q->N, q->N);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    openblas_set_num_threads(1);
+    int threads = atoi(argv[1]);
+    printf("fma %.1f\n", fma_peak());
+    for (int s = 2; s + 4 < argc; s += 5) {
+        int M = atoi(argv[s]), K = atoi(argv[s + 1]), N = atoi(argv[s + 2]);
+        int ta = argv[s + 3][0] == 'T', tb = argv[s + 4][0] == 'T';
+        float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N), *C = malloc(sizeof(float) * M * N);
+        for (long i = 0; i < (long)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
+        for (long i = 0; i < (long)K * N; i++) B[i] = (float)(i % 5) * 0.1f;
+        double best = 1e9;
+        for (int r = 0; r < 7; r++) {
+            struct part parts[8];
+            pthread_t ids[8];
+            double t = now();
+            int byColumns = M < N, blocks = byColumns ? (N + 15) / 16 : M, unit = byColumns ? 16 : 1;
+            for (int p = 0; p < threads; p++) {
+                int r0 = blocks * p / threads * unit, r1 = blocks * (p + 1) / threads * unit;
+                if (r1 > (byColumns ? N : M)) r1 = byColumns ? N : M;
+                parts[p] = (struct part){ta, tb, M, N, K, byColumns, r0, r1, A, B, C};
+                if (p > 0) pthread_create(&ids[p], NULL, run_part, &parts[p]);
+            }
+            run_part(&parts[0]);
+            for (int p = 1; p < threads; p++) pthread_join(ids[p], NULL);
+            t = now() - t;
+            if (t < best) best = t;
+        }
+        printf("%d %d %d %c%c %.1f\n", M, K, N, ta ? 'T' : 'N', tb ? 'T' : 'N', 2.0 * M * N * K / best / 1e9);
+        free(A); free(B); free(C);
+    }
+    return 0;
+}
