@@ -95,7 +95,8 @@ import Foundation
     }
 
     /// Top-k sampling weighs the k largest among themselves; greedy and top-k alone read only
-    /// them, plain sampling every logit within a bound, the rest of the rules every logit.
+    /// them, plain sampling and min-p every logit within a bound, the rest of the rules (and
+    /// min-p with top-k or top-p) every logit.
     @Test func samplerSaysWhatItReads() {
         var p = SamplingParameters()
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .bounded)
@@ -108,8 +109,14 @@ import Foundation
         p.topP = 1; p.repeatPenalty = 1.2
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
         p.repeatPenalty = 1; p.topK = 0; p.minP = 0.1
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .bounded)
+        p.topK = 7
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
-        p.minP = 0; p.topK = 7
+        p.topK = 0; p.topP = 0.9
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
+        p.topP = 1; p.temperature = 0
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(1))
+        p.temperature = 0.8; p.minP = 0; p.topK = 7
         // Top-k over logits whose others are −∞ picks what it picks over the full logits.
         p.repeatPenalty = 1
         var rng = Random(seed: 5)
@@ -188,6 +195,35 @@ import Foundation
         #expect(asked < 3 * draws, "asked \(asked) exact logits for \(draws) draws")
     }
 
+    /// Min-p sampling from bounded logits keeps the tokens, and draws the token, that sampling
+    /// from the exact logits does (the same seed, the same picks), asking for the exact logits
+    /// of the candidates alone: tight bounds (few candidates), and bounds so wide that every
+    /// token is one (computed on the pool).
+    @Test(arguments: [(Float(0.8), Float(0.05), Float(0.5)), (1.5, 0.2, 0.3), (0.8, 0.05, 40)])
+    func minPFromBoundsMatchesEveryLogit(_ T: Float, _ minP: Float, _ widest: Float) {
+        let V = 5000, draws = 300
+        var rng = Random(seed: 29)
+        let exact = (0..<V).map { _ in Float(rng.nextNormal()) * 3 }
+        let bounds = (0..<V).map { _ in rng.nextFloat() * widest }
+        let approx = (0..<V).map { exact[$0] + (2 * rng.nextFloat() - 1) * bounds[$0] }
+        var p = SamplingParameters()
+        p.temperature = T
+        p.minP = minP
+        let bounded = Sampler(vocabSize: V, parameters: p, seed: 5), full = Sampler(vocabSize: V, parameters: p, seed: 5)
+        #expect(bounded.logitsRead == .bounded)
+        var asked = 0, same = 0, kinds = Set<Int32>()
+        for _ in 0..<draws {
+            var logits = exact
+            let want = full.sample(&logits, recent: [])
+            let got = bounded.sample(approx, bounds: bounds) { asked += 1; return exact[$0] }
+            if got == want { same += 1 }
+            kinds.insert(got)
+        }
+        #expect(same == draws, "\(same) of \(draws) draws the same")
+        #expect(kinds.count > 3, "only \(kinds.count) tokens drawn")
+        if widest < 1 { #expect(asked < draws * V / 20, "asked \(asked) exact logits for \(draws) draws") }
+    }
+
     /// Bounded sampling ends whatever the exact logits are: NaN everywhere, or values far
     /// outside their bounds (its weights made exact after 64 turned-down draws).
     @Test func boundedSamplingEndsOnBadLogits() {
@@ -207,8 +243,9 @@ import Foundation
     }
 
     /// A decoder keeping bounded logits: after each `feed` the full logits lie within the
-    /// bounds and `exactLogit` gives their bits, and sampling from them at temperature 1 asks
-    /// for few exact logits; after a `fill` the logits are exact (no bounds).
+    /// bounds and `exactLogit` gives their bits, min-p sampling from them picks what it picks
+    /// from the full logits, and sampling from them at temperature 1 asks for few exact logits;
+    /// after a `fill` the logits are exact (no bounds).
     @Test func decoderBoundsHoldTheFullLogits() throws {
         let c = GPTConfig(nLayer: 2, nHead: 4, nEmbd: 256, blockSize: 48, vocabSize: 4200)
         let model = GPTModel(config: c)
@@ -230,6 +267,14 @@ import Foundation
             for i in stride(from: 0, to: c.vocabSize, by: 419) {
                 #expect(bounded.exactLogit(i).bitPattern == full.logits[i].bitPattern)
             }
+            // Min-p from the bounds picks what min-p from the full logits picks.
+            var m = SamplingParameters()
+            m.temperature = 0.5; m.minP = 0.1
+            var logits = Array(UnsafeBufferPointer(start: full.logits, count: c.vocabSize))
+            let want = Sampler(vocabSize: c.vocabSize, parameters: m, seed: UInt64(token)).sample(&logits, recent: [])
+            let got = Sampler(vocabSize: c.vocabSize, parameters: m, seed: UInt64(token))
+                .sample(bounded.logits, bounds: bounds) { bounded.exactLogit($0) }
+            #expect(got == want)
             var p = SamplingParameters()
             p.temperature = 1
             let sampler = Sampler(vocabSize: c.vocabSize, parameters: p, seed: UInt64(token))

@@ -56,12 +56,14 @@ public final class Sampler {
     }
 
     /// What `sample` needs of the logits: the k largest alone when greedy (1) or top-k alone
-    /// (k); with the temperature alone, every logit within a bound (`sample(_:bounds:exact:)`);
-    /// else every logit (top-p, min-p, the repeat penalty).
+    /// (k); with the temperature alone or with min-p, every logit within a bound
+    /// (`sample(_:bounds:exact:)`); else every logit (top-p, min-p with top-k, the repeat
+    /// penalty).
     public var logitsRead: LogitsRead {
         let p = parameters
-        guard p.repeatPenalty == 1, p.topP >= 1, p.minP <= 0 else { return .all }
+        guard p.repeatPenalty == 1, p.topP >= 1 else { return .all }
         if p.temperature <= 0 { return .largest(1) }
+        if p.minP > 0 { return p.topK > 0 ? .all : .bounded }
         return p.topK > 0 ? .largest(p.topK) : .bounded
     }
 
@@ -77,6 +79,7 @@ public final class Sampler {
     /// small against T.
     public func sample(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, exact: (Int) -> Float) -> Int32 {
         precondition(logitsRead == .bounded)
+        if parameters.minP > 0 { return sampleAboveFloor(logits, bounds: bounds, exact: exact) }
         let V = probs.count, inverse = 1 / parameters.temperature, span = Self.span
         var decided = 0   // tokens turned down (their weights exact), listed in order[0..<decided]
         var exactWeights = false
@@ -136,6 +139,51 @@ public final class Sampler {
                 }
             }
         }
+    }
+
+    /// Min-p sampling from logits known within bounds (`sample(_:bounds:exact:)` with min-p): the
+    /// tokens kept are those whose weight exp((l_i − l_max)/T) reaches minP, as `sample` keeps
+    /// them from every exact logit, so only the tokens whose upper bound reaches the best lower
+    /// bound plus T·ln(minP) can be kept, and only theirs are computed exactly (all of them, on
+    /// the pool, when the bounds rule out few). They are ranked and drawn as `sample` draws the
+    /// kept ones: the same distribution, the same tokens in the same order.
+    func sampleAboveFloor(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, exact: (Int) -> Float) -> Int32 {
+        let V = probs.count, inverse = 1 / parameters.temperature, minP = parameters.minP
+        var best = -Float.infinity
+        for i in 0..<V { best = max(best, logits[i] - bounds[i]) }
+        // Slack for the rounding of the weights: it only adds candidates.
+        let cut = best + parameters.temperature * Foundation.log(minP) - 1e-4 * (abs(best) + 1)
+        var n = 0
+        order.withUnsafeMutableBufferPointer { order in
+            for i in 0..<V where !(logits[i] + bounds[i] < cut) {
+                order[n] = Int32(i)
+                n += 1
+            }
+        }
+        var kept = 0, total: Float = 0
+        probs.withUnsafeMutableBufferPointer { w in
+            w.update(repeating: 0)
+            order.withUnsafeBufferPointer { order in
+                let weights = w.baseAddress!
+                if n >= 256 {
+                    Parallel.forRanges(n) { r in
+                        for j in r { let i = Int(order[j]); weights[i] = exact(i) * inverse }
+                    }
+                } else {
+                    for j in 0..<n { let i = Int(order[j]); weights[i] = exact(i) * inverse }
+                }
+                var top = -Float.infinity
+                for j in 0..<n { top = max(top, w[Int(order[j])]) }
+                for j in 0..<n {
+                    let i = Int(order[j]), e = fastExp(w[i] - top)
+                    if e >= minP { w[i] = e; kept += 1; total += e } else { w[i] = 0 }
+                }
+            }
+        }
+        // Logits not finite: the best candidate by its approximation.
+        guard kept > 0 else { return n > 0 ? order[0] : 0 }
+        _ = rankTop(kept)
+        return draw(kept, total: total)
     }
 
     /// The next token given logits (V) and the tokens so far (for the repeat penalty).
