@@ -114,7 +114,9 @@ import Foundation
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
         p.topK = 0; p.topP = 0.9
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
-        p.topP = 1; p.temperature = 0
+        p.temperature = 0
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(1))
+        p.topP = 1
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(1))
         p.temperature = 0.8; p.minP = 0; p.topK = 7
         // Top-k over logits whose others are −∞ picks what it picks over the full logits.

@@ -55,14 +55,15 @@ public final class Sampler {
         known = [Bool](repeating: false, count: vocabSize)
     }
 
-    /// What `sample` needs of the logits: the k largest alone when greedy (1) or top-k alone
-    /// (k); with the temperature alone or with min-p, every logit within a bound
-    /// (`sample(_:bounds:exact:)`); else every logit (top-p, min-p with top-k, the repeat
-    /// penalty).
+    /// What `sample` needs of the logits: the k largest alone when greedy (1, whatever top-k,
+    /// top-p and min-p say) or top-k alone (k); with the temperature alone or with min-p, every
+    /// logit within a bound (`sample(_:bounds:exact:)`); else every logit (top-p, min-p with
+    /// top-k, the repeat penalty).
     public var logitsRead: LogitsRead {
         let p = parameters
-        guard p.repeatPenalty == 1, p.topP >= 1 else { return .all }
-        if p.temperature <= 0 { return .largest(1) }
+        guard p.repeatPenalty == 1 else { return .all }
+        if p.temperature <= 0 { return .largest(1) }   // the most likely token passes every rule
+        guard p.topP >= 1 else { return .all }
         if p.minP > 0 { return p.topK > 0 ? .all : .bounded }
         return p.topK > 0 ? .largest(p.topK) : .bounded
     }
