@@ -77,7 +77,7 @@ public final class Sampler {
     /// settles on the few tokens that matter), and the draw repeats. Each round keeps token i
     /// with probability ∝ its exact weight, whatever the rounds before it did, so the pick is
     /// distributed as softmax(exact / T). Reads `exact` about once per token where bounds are
-    /// small against T.
+    /// small against T. With min-p, `sampleAboveFloor` instead.
     public func sample(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, exact: (Int) -> Float) -> Int32 {
         precondition(logitsRead == .bounded)
         if parameters.minP > 0 { return sampleAboveFloor(logits, bounds: bounds, exact: exact) }
@@ -181,7 +181,7 @@ public final class Sampler {
                 }
             }
         }
-        // Logits not finite: the best candidate by its approximation.
+        // No exact weight reached the floor (logits not finite): the first candidate.
         guard kept > 0 else { return n > 0 ? order[0] : 0 }
         _ = rankTop(kept)
         return draw(kept, total: total)
