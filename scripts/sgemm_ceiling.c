@@ -58,7 +58,14 @@ static void *run_part(void *p) {
 
 int main(int argc, char **argv) {
     openblas_set_num_threads(1);
+    if (argc < 2) {
+        fprintf(stderr, "usage: sgemm_ceiling THREADS M K N TA TB [M K N TA TB ...]\n");
+        return 64;
+    }
     int threads = atoi(argv[1]);
+    if (threads < 1) threads = 1;
+    if (threads > 8) threads = 8;   // the parts below
+
     printf("fma %.1f\n", fma_peak());
     for (int s = 2; s + 4 < argc; s += 5) {
         int M = atoi(argv[s]), K = atoi(argv[s + 1]), N = atoi(argv[s + 2]);
