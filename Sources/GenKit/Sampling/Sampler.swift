@@ -166,12 +166,9 @@ public final class Sampler {
             w.update(repeating: 0)
             order.withUnsafeBufferPointer { order in
                 let weights = w.baseAddress!
-                if n >= 256 {
-                    Parallel.forRanges(n) { r in
-                        for j in r { let i = Int(order[j]); weights[i] = exact(i) * inverse }
-                    }
-                } else {
-                    for j in 0..<n { let i = Int(order[j]); weights[i] = exact(i) * inverse }
+                // On the pool from 256 candidates (128 a thread); fewer run here.
+                Parallel.forRanges(n, minimumPerThread: 128) { r in
+                    for j in r { let i = Int(order[j]); weights[i] = exact(i) * inverse }
                 }
                 var top = -Float.infinity
                 for j in 0..<n { top = max(top, w[Int(order[j])]) }
