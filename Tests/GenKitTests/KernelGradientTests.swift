@@ -158,9 +158,13 @@ import GenKernels
     }
 
     /// Attention's tiles: T = 70 and 150 span two and three blocks of 64 query rows (the last
-    /// one short), with the gradient checked at every position of every block.
-    @Test(arguments: [(2, 5, 8, 2), (1, 7, 18, 3), (1, 70, 4, 1), (1, 150, 2, 1)])
-    func attention(B: Int, T: Int, C: Int, NH: Int) {
+    /// one short), with the gradient checked at every position of every block. Heads of 16 and
+    /// 64 floats over short contexts take the products in registers (`Attention.Direct`), the
+    /// others sgemm's; T = 37 and 20 end in a partial vector, T = 80 spans two blocks.
+    @Test(arguments: [(2, 5, 8, 2, false), (1, 7, 18, 3, false), (1, 70, 4, 1, false), (1, 150, 2, 1, false),
+                      (2, 37, 32, 2, true), (1, 20, 64, 1, true), (1, 80, 32, 2, false)])
+    func attention(B: Int, T: Int, C: Int, NH: Int, inRegisters: Bool) {
+        #expect(Attention.productsInRegisters(hs: C / NH, T: T) == inRegisters)
         var rng = Random(seed: 5)
         var qkv = randomArray(B * T * 3 * C, &rng)
         let r = randomArray(B * T * C, &rng)
@@ -173,7 +177,7 @@ import GenKernels
         // Forward against a naive masked softmax in Double.
         let f = run(qkv)
         #expect(relativeError(f.out, naiveAttention(qkv, B: B, T: T, C: C, NH: NH)) < 1e-5)
-        var dqkv = [Float](repeating: 0, count: qkv.count)
+        var dqkv = randomArray(qkv.count, &rng)   // stale values: backward overwrites dqkv
         Attention.backward(dqkv: &dqkv, dout: r, qkv: qkv, stats: f.stats, scratch: &scratch, B: B, T: T, C: C, NH: NH)
         let num = (0..<qkv.count).map { i in Float(numericGradient(&qkv, i, h: 1e-2) { weightedSum(run($0).out, r) }) }
         #expect(relativeError(dqkv, num) < tolerance)
@@ -182,8 +186,9 @@ import GenKernels
     /// Attention with dropout on its weights: the forward pass against a naive one in Double
     /// that reads the (B,NH,T,T) mask drawn whole from the same stream, and the backward pass
     /// (which draws the mask again) against finite differences.
-    @Test func attentionWithDropout() {
-        let B = 2, T = 6, C = 8, NH = 2
+    @Test(arguments: [(2, 6, 8, 2, false), (1, 9, 32, 2, true)])
+    func attentionWithDropout(B: Int, T: Int, C: Int, NH: Int, inRegisters: Bool) {
+        #expect(Attention.productsInRegisters(hs: C / NH, T: T) == inRegisters)
         var rng = Random(seed: 15)
         var qkv = randomArray(B * T * 3 * C, &rng)
         let r = randomArray(B * T * C, &rng)
@@ -201,7 +206,7 @@ import GenKernels
         var plain = [Float](repeating: 0, count: B * T * C), stats = [Float](repeating: 0, count: B * NH * T)
         Attention.forward(&plain, stats: &stats, qkv: qkv, scratch: &scratch, B: B, T: T, C: C, NH: NH)
         #expect(relativeError(f.out, plain) > 1e-3)   // the mask changes the output
-        var dqkv = [Float](repeating: 0, count: qkv.count)
+        var dqkv = randomArray(qkv.count, &rng)   // stale values: backward overwrites dqkv
         Attention.backward(dqkv: &dqkv, dout: r, qkv: qkv, stats: f.stats, dropout: dropout, scratch: &scratch, B: B, T: T, C: C, NH: NH)
         let num = (0..<qkv.count).map { i in Float(numericGradient(&qkv, i, h: 1e-2) { weightedSum(run($0).out, r) }) }
         #expect(relativeError(dqkv, num) < tolerance)

@@ -1,4 +1,5 @@
 import COpenBLAS
+import CSystem
 import Glibc
 
 /// Causal multi-head self-attention on a fused qkv tensor, in tiles (FlashAttention's plan on
@@ -15,7 +16,11 @@ public enum Attention {
     public static let parts = 16
 
     /// Floats of scratch `forward` and `backward` need for contexts up to T.
-    public static func scratchCount(T: Int) -> Int { parts * 2 * min(blockRows, T) * T }
+    public static func scratchCount(T: Int) -> Int { parts * partFloats(T: T) }
+
+    /// Floats of one part's scratch: the probabilities and their gradient (rows, T) and, for
+    /// small heads, the head's keys and values transposed (hs ≤ `Direct.maxHead`, T rounded up to 16).
+    static func partFloats(T: Int) -> Int { 2 * min(blockRows, T) * T + 2 * Direct.maxHead * Direct.panelStride(T: T) }
 
     /// qkv (B,T,3C) -> out (B,T,C), stats (B,NH,T): each row's log-sum-exp of its scaled
     /// scores. With `dropout` the output uses the probabilities times its mask, entry
@@ -37,6 +42,10 @@ public enum Attention {
         let scratch: UnsafeMutablePointer<Float>
         let T, C, NH, hs, C3, rows, blocks: Int
         let scale: Float
+        /// Floats of scratch per part, the stride of the transposed panels, and whether the
+        /// products run in registers (`Direct`) rather than on OpenBLAS.
+        let partFloats, tp: Int
+        let direct: Bool
 
         init(qkv: UnsafePointer<Float>, dropout: Dropout.Stream?, scratch: UnsafeMutablePointer<Float>, T: Int, C: Int, NH: Int) {
             self.qkv = qkv; self.dropout = dropout; self.scratch = scratch
@@ -45,6 +54,9 @@ public enum Attention {
             rows = min(Attention.blockRows, T)
             blocks = (T + rows - 1) / rows
             scale = 1 / Float(hs).squareRoot()
+            partFloats = Attention.partFloats(T: T)
+            tp = Direct.panelStride(T: T)
+            direct = Direct.handles(hs: hs, T: T)
         }
 
         /// Scores of queries q0..<q1 of head bh against keys 0..<q1, scaled, into tile (rows, T).
@@ -72,10 +84,15 @@ public enum Attention {
             let f = tiles, T = f.T
             let parts = min(Attention.parts, items)
             for part in range {
-                let tile = f.scratch + part * 2 * f.rows * T
+                let tile = f.scratch + part * f.partFloats
                 var item = part
                 while item < items {
                     let bh = item / f.blocks, q0 = (item % f.blocks) * f.rows, q1 = min(T, q0 + f.rows)
+                    if f.direct {
+                        direct(tile, bh: bh, q0: q0, q1: q1)
+                        item += parts
+                        continue
+                    }
                     f.scores(tile, bh: bh, q0: q0, q1: q1)
                     for t in q0..<q1 {
                         let row = tile + (t - q0) * T
@@ -93,6 +110,41 @@ public enum Attention {
                                 tile, Int32(T), base + 2 * f.C, Int32(f.C3), beta, o, Int32(f.C))
                     item += parts
                 }
+            }
+        }
+
+        /// The block's scores four rows at a time against the keys the rows see, each row's
+        /// softmax, then the outputs, all in registers and cache.
+        @inline(__always)
+        func direct(_ tile: UnsafeMutablePointer<Float>, bh: Int, q0: Int, q1: Int) {
+            let f = tiles, T = f.T, C3 = f.C3, hs = f.hs
+            let b = bh / f.NH, h = bh % f.NH
+            let base = f.qkv + b * T * C3 + h * hs
+            let kt = tile + 2 * f.rows * T
+            Direct.transpose(kt, stride: f.tp, base + f.C, ldx: C3, count: q1, hs: hs)
+            var t = q0
+            while t < q1 {
+                let n = min(4, q1 - t)
+                Direct.rowsTimesPanel(tile + (t - q0) * T, ldo: T, base + t * C3, ldx: C3, rows: n, kt, stride: f.tp,
+                                      count: t + n, hs: hs, scale: f.scale)
+                for tt in t..<(t + n) {
+                    let row = tile + (tt - q0) * T
+                    let (m, logSum) = softmaxRow(row, tt + 1)
+                    stats[bh * T + tt] = m + logSum
+                    // Zeros past the diagonal as far as a group of rows reads (four).
+                    let z = min(q1, tt + 4)
+                    if tt + 1 < z { (row + tt + 1).update(repeating: 0, count: z - tt - 1) }
+                    f.applyMask(row, bh: bh, t: tt)
+                }
+                t += n
+            }
+            let g = 64 / hs
+            t = q0
+            while t < q1 {
+                let n = min(g, q1 - t)
+                Direct.combination(out + (b * T + t) * f.C + h * hs, ldo: f.C, rows: n, tile + (t - q0) * T, wr: T, wi: 1,
+                                   count: t + n, base + 2 * f.C, stride: C3, hs: hs, addRows: 0)
+                t += n
             }
         }
     }
@@ -117,7 +169,7 @@ public enum Attention {
             let f = tiles, T = f.T, C = f.C, C3 = f.C3, hs = f.hs
             let parts = min(Attention.parts, items)
             for part in range {
-                let p = f.scratch + part * 2 * f.rows * T     // probabilities, (rows, T)
+                let p = f.scratch + part * f.partFloats     // probabilities, (rows, T)
                 let dp = p + f.rows * T                        // their gradient, then the scores'
                 var bh = part
                 while bh < items {
@@ -125,6 +177,11 @@ public enum Attention {
                     let base = f.qkv + b * T * C3 + h * hs
                     let dbase = dqkv + b * T * C3 + h * hs
                     let dy = dout + b * T * C + h * hs
+                    if f.direct {
+                        direct(p, dp, bh: bh, base, dbase, dy)
+                        bh += parts
+                        continue
+                    }
                     for q0 in stride(from: 0, to: T, by: f.rows) {
                         let q1 = min(T, q0 + f.rows), n = q1 - q0
                         // P recomputed from the scores and each row's log-sum-exp.
@@ -141,10 +198,8 @@ public enum Attention {
                             while i <= t { row[i] = expf(row[i] - lse); i += 1 }
                             // With a mask, y = Σ (p·m) v: dP = m · (dY·v).
                             f.applyMask(drow, bh: bh, t: t)
-                            var sum: Float = 0
-                            for t2 in 0...t { sum += row[t2] * drow[t2] }
                             // dS = P ⊙ (dP − Σ P·dP) · scale; nothing past the diagonal.
-                            for t2 in 0...t { drow[t2] = row[t2] * (drow[t2] - sum) * f.scale }
+                            softmaxGradientRow(row, drow, t + 1, scale: f.scale)
                             if t + 1 < q1 {
                                 (row + t + 1).update(repeating: 0, count: q1 - t - 1)
                                 (drow + t + 1).update(repeating: 0, count: q1 - t - 1)
@@ -164,6 +219,66 @@ public enum Attention {
             }
         }
 
+        /// The head's blocks with products in registers: probabilities and their gradient
+        /// four query rows at a time over the keys the rows see, then the query gradients, then
+        /// the key and value gradients of the key rows the block's queries see.
+        @inline(__always)
+        func direct(_ p: UnsafeMutablePointer<Float>, _ dp: UnsafeMutablePointer<Float>, bh: Int,
+                    _ base: UnsafePointer<Float>, _ dbase: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>) {
+            let f = tiles, T = f.T, C = f.C, C3 = f.C3, hs = f.hs, g = 64 / hs
+            let kt = dp + f.rows * T, vt = kt + Direct.maxHead * f.tp
+            Direct.transpose(kt, stride: f.tp, base + C, ldx: C3, count: T, hs: hs)
+            Direct.transpose(vt, stride: f.tp, base + 2 * C, ldx: C3, count: T, hs: hs)
+            for q0 in stride(from: 0, to: T, by: f.rows) {
+                let q1 = min(T, q0 + f.rows)
+                var t = q0
+                while t < q1 {
+                    let n = min(4, q1 - t)
+                    Direct.rowsTimesPanel(p + (t - q0) * T, ldo: T, base + t * C3, ldx: C3, rows: n, kt, stride: f.tp,
+                                          count: t + n, hs: hs, scale: f.scale)
+                    Direct.rowsTimesPanel(dp + (t - q0) * T, ldo: T, dy + t * C, ldx: C, rows: n, vt, stride: f.tp,
+                                          count: t + n, hs: hs, scale: 1)
+                    for tt in t..<(t + n) {
+                        let row = p + (tt - q0) * T, drow = dp + (tt - q0) * T
+                        let lse = stats[bh * T + tt], lv = Float32x16(repeating: lse)
+                        var i = 0
+                        while i + 16 <= tt + 1 { store16(simdExp(load16(row + i) - lv), row + i); i += 16 }
+                        while i <= tt { row[i] = expf(row[i] - lse); i += 1 }
+                        f.applyMask(drow, bh: bh, t: tt)
+                        softmaxGradientRow(row, drow, tt + 1, scale: f.scale)
+                        // Zeros past the diagonal as far as a group of rows reads (four).
+                        let z = min(q1, tt + 4)
+                        if tt + 1 < z {
+                            (row + tt + 1).update(repeating: 0, count: z - tt - 1)
+                            (drow + tt + 1).update(repeating: 0, count: z - tt - 1)
+                        }
+                        f.applyMask(row, bh: bh, t: tt)
+                    }
+                    t += n
+                }
+                // dQ rows q0..<q1 = dS · K
+                t = q0
+                while t < q1 {
+                    let n = min(g, q1 - t)
+                    Direct.combination(dbase + t * C3, ldo: C3, rows: n, dp + (t - q0) * T, wr: T, wi: 1, count: t + n,
+                                       base + C, stride: C3, hs: hs, addRows: 0)
+                    t += n
+                }
+                // dK, dV of key rows 0..<q1 from the block's rows that see them (from max(q0, t2));
+                // rows q0..<q1 are first reached by this block (set), earlier ones add.
+                var t2 = 0
+                while t2 < q1 {
+                    let n = min(g, q1 - t2), t0 = max(q0, t2), w = (t0 - q0) * T + t2
+                    let adding = max(0, min(n, q0 - t2))
+                    Direct.combination(dbase + t2 * C3 + C, ldo: C3, rows: n, dp + w, wr: 1, wi: T, count: q1 - t0,
+                                       base + t0 * C3, stride: C3, hs: hs, addRows: adding)
+                    Direct.combination(dbase + t2 * C3 + 2 * C, ldo: C3, rows: n, p + w, wr: 1, wi: T, count: q1 - t0,
+                                       dy + t0 * C, stride: C, hs: hs, addRows: adding)
+                    t2 += n
+                }
+            }
+        }
+
         /// dK and dV of key rows first..<first+count from query rows q0..<q0+n: (dS)ᵀ·Q and
         /// (P⊙M)ᵀ·dY, set (beta 0) or added (beta 1).
         @inline(__always)
@@ -179,6 +294,102 @@ public enum Attention {
                         p + first, Int32(T), dy + q0 * C, Int32(C), bv, dv, Int32(C3))
         }
     }
+
+    /// Attention's products for small heads (16, 32 or 64 floats) in vector registers, over
+    /// only the keys each row sees: for short contexts sgemm spends more on packing its
+    /// operands and on the masked half of each tile than on the products. Each kernel keeps
+    /// four vectors of 16 sums in flight (four rows × 16 columns, or 64 / hs rows × hs).
+    enum Direct {
+        static let maxHead = 64
+
+        /// Whether heads of hs floats over contexts of T use these products.
+        static func handles(hs: Int, T: Int) -> Bool { (hs == 16 || hs == 32 || hs == 64) && T <= 64 }
+
+        /// Row stride of a transposed panel: T rounded up to 16, so a row's last vector stays in it.
+        static func panelStride(T: Int) -> Int { (T + 15) / 16 * 16 }
+
+        /// panel (hs, stride) = x (count, hs; row stride ldx) transposed: bands of 16 rows in
+        /// 8×8 register tiles, the last rows one value at a time.
+        @inline(__always)
+        static func transpose(_ panel: UnsafeMutablePointer<Float>, stride: Int, _ x: UnsafePointer<Float>, ldx: Int,
+                              count: Int, hs: Int) {
+            let bands = count / 16
+            for band in 0..<bands { gen_transpose_band16(x + band * 16 * ldx, ldx, panel + band * 16, stride, hs) }
+            for t in (bands * 16)..<count {
+                let src = x + t * ldx
+                for h in 0..<hs { panel[h * stride + t] = src[h] }
+            }
+        }
+
+        /// out row r (row stride ldo) [0..<count] = scale · x_r (hs) · panel (hs, count), x_r at
+        /// x + r·ldx, for rows r < R ≤ 4, 16 columns at a time.
+        @inline(__always)
+        static func rowsTimesPanel(_ out: UnsafeMutablePointer<Float>, ldo: Int, _ x: UnsafePointer<Float>, ldx: Int, rows R: Int,
+                                   _ panel: UnsafePointer<Float>, stride: Int, count: Int, hs: Int, scale: Float) {
+            let x0 = x, x1 = x + min(1, R - 1) * ldx, x2 = x + min(2, R - 1) * ldx, x3 = x + min(3, R - 1) * ldx
+            let sv = Float32x16(repeating: scale)
+            var c = 0
+            while c < count {
+                var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
+                var pp = panel + c
+                for h in 0..<hs {
+                    let b = load16(pp)
+                    a0 = a0.addingProduct(Float32x16(repeating: x0[h]), b)
+                    a1 = a1.addingProduct(Float32x16(repeating: x1[h]), b)
+                    a2 = a2.addingProduct(Float32x16(repeating: x2[h]), b)
+                    a3 = a3.addingProduct(Float32x16(repeating: x3[h]), b)
+                    pp += stride
+                }
+                let n = min(16, count - c)
+                put(a0 * sv, out + c, n)
+                if R > 1 { put(a1 * sv, out + ldo + c, n) }
+                if R > 2 { put(a2 * sv, out + 2 * ldo + c, n) }
+                if R > 3 { put(a3 * sv, out + 3 * ldo + c, n) }
+                c += 16
+            }
+        }
+
+        /// out row r (row stride ldo) = Σ_{i<count} w[r·wr + i·wi] · v[i·stride ..< i·stride + hs],
+        /// for rows r < R ≤ 64 / hs; the first `addRows` rows add to what out holds, the others are set.
+        @inline(__always)
+        static func combination(_ out: UnsafeMutablePointer<Float>, ldo: Int, rows R: Int, _ w: UnsafePointer<Float>, wr: Int, wi: Int,
+                                count: Int, _ v: UnsafePointer<Float>, stride: Int, hs: Int, addRows: Int) {
+            // Sum k (of four) is row k / nv's vector k % nv.
+            let nv = hs / 16
+            let r1 = 1 / nv, r2 = 2 / nv, r3 = 3 / nv
+            let w1 = min(r1, R - 1) * wr, w2 = min(r2, R - 1) * wr, w3 = min(r3, R - 1) * wr
+            let v1 = 16 * (1 % nv), v2 = 16 * (2 % nv), v3 = 16 * (3 % nv)
+            var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
+            var wp = w, vp = v
+            for _ in 0..<count {
+                a0 = a0.addingProduct(Float32x16(repeating: wp[0]), load16(vp))
+                a1 = a1.addingProduct(Float32x16(repeating: wp[w1]), load16(vp + v1))
+                a2 = a2.addingProduct(Float32x16(repeating: wp[w2]), load16(vp + v2))
+                a3 = a3.addingProduct(Float32x16(repeating: wp[w3]), load16(vp + v3))
+                wp += wi; vp += stride
+            }
+            give(a0, out, 0 < addRows)
+            if r1 < R { give(a1, out + r1 * ldo + v1, r1 < addRows) }
+            if r2 < R { give(a2, out + r2 * ldo + v2, r2 < addRows) }
+            if r3 < R { give(a3, out + r3 * ldo + v3, r3 < addRows) }
+        }
+
+        @inline(__always)
+        static func give(_ v: Float32x16, _ p: UnsafeMutablePointer<Float>, _ add: Bool) {
+            store16(add ? v + load16(p) : v, p)
+        }
+
+        /// The first n (≤ 16, or all 16) lanes of v to p.
+        @inline(__always)
+        static func put(_ v: Float32x16, _ p: UnsafeMutablePointer<Float>, _ n: Int) {
+            if n >= 16 { store16(v, p); return }
+            for i in 0..<n { p[i] = v[i] }
+        }
+    }
+
+    /// Whether heads of hs floats over contexts of T take their products in registers
+    /// (`Direct`) rather than on sgemm.
+    public static func productsInRegisters(hs: Int, T: Int) -> Bool { Direct.handles(hs: hs, T: T) }
 
     /// Stores a qkv row's key and value (qkv (3C)) as position `position` of caches laid out
     /// (NH,capacity,hs) each, where each head's keys (values) are one contiguous run.

@@ -16,11 +16,15 @@ public func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) -> (max: Floa
     while i + 16 <= n { let e = simdExp(load16(x + i) - mm); store16(e, x + i); acc += e; i += 16 }
     var s = acc.sum()
     if i < n {
-        // The tail goes through one padded vector.
-        var tail = Float32x16(repeating: -.infinity)
-        for j in i..<n { tail[j - i] = x[j] - m }
-        let e = simdExp(tail)
-        for j in i..<n { x[j] = e[j - i]; s += e[j - i] }
+        // The tail goes through one padded vector, built in memory (inserting lanes one by
+        // one into a vector register costs more than the row's exponentials).
+        let first = i
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 16) { buffer in
+            let b = buffer.baseAddress!
+            for j in 0..<16 { b[j] = first + j < n ? x[first + j] - m : -.infinity }
+            store16(simdExp(load16(b)), b)
+            for j in first..<n { x[j] = b[j - first]; s += b[j - first] }
+        }
     }
     let inv = 1 / s
     let iv = Float32x16(repeating: inv)
@@ -28,6 +32,17 @@ public func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) -> (max: Floa
     while i + 16 <= n { store16(load16(x + i) * iv, x + i); i += 16 }
     while i < n { x[i] *= inv; i += 1 }
     return (m, log(s))
+}
+
+/// The backward of a softmax row, scaled: d (n) = p ⊙ (d − Σ p·d) · scale, for p the row's
+/// probabilities and d their gradient (then the scores').
+@inline(__always)
+public func softmaxGradientRow(_ p: UnsafePointer<Float>, _ d: UnsafeMutablePointer<Float>, _ n: Int, scale: Float) {
+    let sum = dot(p, d, n)
+    let sv = Float32x16(repeating: sum), cv = Float32x16(repeating: scale)
+    var i = 0
+    while i + 16 <= n { store16(load16(p + i) * (load16(d + i) - sv) * cv, d + i); i += 16 }
+    while i < n { d[i] = p[i] * (d[i] - sum) * scale; i += 1 }
 }
 
 /// w = exp((a + b)·scale − m) for n entries, m the largest (a + b)·scale (returned), and the sum
