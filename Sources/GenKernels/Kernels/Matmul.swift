@@ -21,8 +21,8 @@ public enum Matmul {
         BLAS.keepSingleThreaded()
         let work = M * N * K
         if Parallel.threads <= 1 || work < 1 << 17 {
-            let b = clearForProduct(C, rows: M, columns: N, ldc: ldc, beta: beta)
-            cblas_sgemm(CblasRowMajor, ta, tb, Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda), B, Int32(ldb), b, C, Int32(ldc))
+            let beta = clearForProduct(C, rows: M, columns: N, ldc: ldc, beta: beta)
+            cblas_sgemm(CblasRowMajor, ta, tb, Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
             return
         }
         // Split C by rows (rows of op(A)), or by columns (of op(B), in blocks of 16) when the
@@ -54,15 +54,15 @@ public enum Matmul {
             if byRows {
                 let a = transA ? A + r.lowerBound : A + r.lowerBound * lda
                 let c = C + r.lowerBound * ldc
-                let b = clearForProduct(c, rows: r.count, columns: N, ldc: ldc, beta: beta)
+                let beta = clearForProduct(c, rows: r.count, columns: N, ldc: ldc, beta: beta)
                 cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(r.count), Int32(N), Int32(K),
-                            alpha, a, Int32(lda), B, Int32(ldb), b, c, Int32(ldc))
+                            alpha, a, Int32(lda), B, Int32(ldb), beta, c, Int32(ldc))
             } else {
                 let c0 = r.lowerBound * 16, c1 = min(N, r.upperBound * 16)
-                let bb = transB ? B + c0 * ldb : B + c0
-                let b = clearForProduct(C + c0, rows: M, columns: c1 - c0, ldc: ldc, beta: beta)
+                let b = transB ? B + c0 * ldb : B + c0
+                let beta = clearForProduct(C + c0, rows: M, columns: c1 - c0, ldc: ldc, beta: beta)
                 cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(M), Int32(c1 - c0), Int32(K),
-                            alpha, A, Int32(lda), bb, Int32(ldb), b, C + c0, Int32(ldc))
+                            alpha, A, Int32(lda), b, Int32(ldb), beta, C + c0, Int32(ldc))
             }
         }
     }
