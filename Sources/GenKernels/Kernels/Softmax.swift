@@ -75,10 +75,14 @@ public func shiftedExp(_ w: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Floa
         }
         var s = treeSum(acc)
         if i < end {
-            var tail = Float32x16(repeating: -.infinity)
-            for j in i..<end { tail[j - i] = (a[j] + b[j]) * scale - m }
-            let e = simdExp(tail)
-            for j in i..<end { w[j] = e[j - i]; s += e[j - i] }
+            // The tail through one padded vector built in memory, as in `softmaxRow`.
+            let first = i
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 16) { buffer in
+                let t = buffer.baseAddress!
+                for j in 0..<16 { t[j] = first + j < end ? (a[first + j] + b[first + j]) * scale - m : -.infinity }
+                store16(simdExp(load16(t)), t)
+                for j in first..<end { w[j] = t[j - first]; s += t[j - first] }
+            }
             i = end
         }
         sums[block] = s
