@@ -192,14 +192,7 @@ public enum Attention {
                                     dy + q0 * C, Int32(C), base + 2 * C, Int32(C3), b0, dp, Int32(T))
                         for t in q0..<q1 {
                             let row = p + (t - q0) * T, drow = dp + (t - q0) * T
-                            let lse = stats[bh * T + t], lv = Float32x16(repeating: lse)
-                            var i = 0
-                            while i + 16 <= t + 1 { store16(simdExp(load16(row + i) - lv), row + i); i += 16 }
-                            while i <= t { row[i] = expf(row[i] - lse); i += 1 }
-                            // With a mask, y = Σ (p·m) v: dP = m · (dY·v).
-                            f.applyMask(drow, bh: bh, t: t)
-                            // dS = P ⊙ (dP − Σ P·dP) · scale; nothing past the diagonal.
-                            softmaxGradientRow(row, drow, t + 1, scale: f.scale)
+                            scoreGradient(row, drow, bh: bh, t: t)
                             if t + 1 < q1 {
                                 (row + t + 1).update(repeating: 0, count: q1 - t - 1)
                                 (drow + t + 1).update(repeating: 0, count: q1 - t - 1)
@@ -217,6 +210,20 @@ public enum Attention {
                     bh += parts
                 }
             }
+        }
+
+        /// Row t of head bh (keys 0...t): its scaled scores in `row` become the probabilities,
+        /// recomputed from the row's log-sum-exp, and their gradient in `drow` the scores':
+        /// with a mask, y = Σ (p·m) v, so dP = m · (dY·v); dS = P ⊙ (dP − Σ P·dP) · scale.
+        @inline(__always)
+        func scoreGradient(_ row: UnsafeMutablePointer<Float>, _ drow: UnsafeMutablePointer<Float>, bh: Int, t: Int) {
+            let f = tiles
+            let lse = stats[bh * f.T + t], lv = Float32x16(repeating: lse)
+            var i = 0
+            while i + 16 <= t + 1 { store16(simdExp(load16(row + i) - lv), row + i); i += 16 }
+            while i <= t { row[i] = expf(row[i] - lse); i += 1 }
+            f.applyMask(drow, bh: bh, t: t)
+            softmaxGradientRow(row, drow, t + 1, scale: f.scale)
         }
 
         /// The head's blocks with products in registers: probabilities and their gradient
@@ -240,12 +247,7 @@ public enum Attention {
                                           count: t + n, hs: hs, scale: 1)
                     for tt in t..<(t + n) {
                         let row = p + (tt - q0) * T, drow = dp + (tt - q0) * T
-                        let lse = stats[bh * T + tt], lv = Float32x16(repeating: lse)
-                        var i = 0
-                        while i + 16 <= tt + 1 { store16(simdExp(load16(row + i) - lv), row + i); i += 16 }
-                        while i <= tt { row[i] = expf(row[i] - lse); i += 1 }
-                        f.applyMask(drow, bh: bh, t: tt)
-                        softmaxGradientRow(row, drow, tt + 1, scale: f.scale)
+                        scoreGradient(row, drow, bh: bh, t: tt)
                         // Zeros past the diagonal as far as a group of rows reads (four).
                         let z = min(q1, tt + 4)
                         if tt + 1 < z {
