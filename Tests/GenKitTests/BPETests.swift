@@ -166,3 +166,18 @@ import GenKernels
         #expect(t.push([0xA9, 0x41]) == "éA")
     }
 }
+
+@Suite struct CharTokenizerTests {
+    /// The lookup table ends at the vocabulary's largest scalar: scalars past it, below it and
+    /// at the top of Unicode are unknown, and every listed one maps to its place.
+    @Test func idsAcrossUnicode() throws {
+        let vocab: [Unicode.Scalar] = ["\n", "a", "é", "☃", "😀"]
+        let tok = try CharTokenizer(vocabulary: vocab)
+        for (i, s) in vocab.enumerated() { #expect(tok.id(of: s.value) == Int32(i)) }
+        for v: UInt32 in [0, 0x62, 0x2602, 0x1F601, 0x10FFFF] { #expect(tok.id(of: v) == -1) }
+        #expect(try tok.encode("a☃\n😀é") == [1, 3, 0, 4, 2])
+        #expect(throws: GenError.self) { try tok.encode("a🙂") }
+        let ascii = try CharTokenizer(vocabulary: ["x"])
+        #expect(ascii.newlineToken == nil && ascii.id(of: 0x10FFFF) == -1)
+    }
+}

@@ -144,7 +144,7 @@ import GenKernels
 
     /// The transposition behind the layout, over whole 16×16 tiles and ragged edges, on one
     /// thread and (from 65,536 values) split over the pool.
-    @Test(arguments: [(16, 16), (48, 32), (37, 70), (5, 3), (100, 17), (300, 250), (512, 200)])
+    @Test(arguments: [(16, 16), (48, 32), (37, 70), (5, 3), (100, 17), (300, 250), (512, 200), (70, 1001), (1000, 70)])
     func transposeMatchesNaive(_ shape: (Int, Int)) {
         let (K, N) = shape
         var rng = Random(seed: UInt64(K * N))

@@ -168,27 +168,32 @@ public enum Matmul {
     }
 
     /// dst (N,K) = srcᵀ, src (K,N): by 16×16 tiles transposed in registers, split across the
-    /// pool by bands of 16 src rows, which each thread reads in order (16 runs the prefetchers
+    /// pool by blocks of 16 dst rows (src columns), so that each thread writes its own
+    /// contiguous part of dst — a fresh buffer's pages are then faulted in (zeroed) by both
+    /// threads at once, where bands of src rows had each thread touch every page. Each thread
+    /// walks bands of 16 src rows, reading its columns of them in order (16 runs the prefetchers
     /// follow); a tile's 16 rows go to 64-byte pieces of 16 dst rows.
     public static func transpose(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, K: Int, N: Int) {
-        Parallel.forRanges((K + 15) / 16, minimumPerThread: K * N >= 1 << 16 ? 1 : 1 << 30, Transposer(dst: dst, src: src, K: K, N: N))
+        Parallel.forRanges((N + 15) / 16, minimumPerThread: K * N >= 1 << 16 ? 1 : 1 << 30, Transposer(dst: dst, src: src, K: K, N: N))
     }
 
     struct Transposer: RangeKernel {
         let dst: UnsafeMutablePointer<Float>
         let src: UnsafePointer<Float>
         let K, N: Int
-        func run(_ bands: Range<Int>) {
+        func run(_ blocks: Range<Int>) {
+            let c0 = blocks.lowerBound * 16, c1 = min(N, blocks.upperBound * 16)
+            // Columns c0..<whole go by tiles, whole..<c1 (the matrix's last, partial block) one by one.
+            let whole = c0 + (c1 - c0) / 16 * 16
             withUnsafeTemporaryAllocation(of: Float32x16.self, capacity: 32) { t in
                 let a = t.baseAddress!, b = a + 16
-                for band in bands {
-                    let k0 = band * 16, k1 = min(K, k0 + 16)
-                    var n0 = 0
-                    if k1 - k0 == 16 && GEN_VECTORS_512 == 0 {
-                        n0 = N / 8 * 8
-                        gen_transpose_band16(src + k0 * N, N, dst + k0, K, n0)
-                    } else if k1 - k0 == 16 {
-                        while n0 + 16 <= N {
+                var k0 = 0
+                while k0 + 16 <= K {
+                    if GEN_VECTORS_512 == 0 {
+                        gen_transpose_band16(src + k0 * N + c0, N, dst + c0 * K + k0, K, whole - c0)
+                    } else {
+                        var n0 = c0
+                        while n0 < whole {
                             for i in 0..<16 { a[i] = load16(src + (k0 + i) * N + n0) }
                             // Four perfect unshuffles: each rotates the element's 8-bit address
                             // (row, column) right by one bit, so four of them swap row and column.
@@ -206,10 +211,16 @@ public enum Matmul {
                             n0 += 16
                         }
                     }
-                    for n in n0..<N {
+                    for n in whole..<c1 {
                         let d = dst + n * K
-                        for k in k0..<k1 { d[k] = src[k * N + n] }
+                        for k in k0..<(k0 + 16) { d[k] = src[k * N + n] }
                     }
+                    k0 += 16
+                }
+                // The last rows of src (K not a multiple of 16).
+                for n in c0..<c1 {
+                    let d = dst + n * K
+                    for k in k0..<K { d[k] = src[k * N + n] }
                 }
             }
         }

@@ -3,13 +3,15 @@ import GenKernels
 /// scalars of the training corpus ("\r\n" is two tokens).
 public final class CharTokenizer: Tokenizer {
     public let vocabulary: [Unicode.Scalar]
-    /// scalar value -> id, -1 where absent; covers all of Unicode (4.4 MB) for fast encoding.
+    /// scalar value -> id, -1 where absent, for the scalars up to the vocabulary's largest
+    /// (at least ASCII): a few hundred bytes for most corpora, where a table of all of Unicode
+    /// (4.4 MB) cost every start 4 ms of filling pages.
     let table: [Int32]
 
     public init(vocabulary: [Unicode.Scalar]) throws {
         guard !vocabulary.isEmpty else { throw GenError("the vocabulary is empty") }
         self.vocabulary = vocabulary
-        var table = [Int32](repeating: -1, count: 0x110000)
+        var table = [Int32](repeating: -1, count: max(128, Int(vocabulary.lazy.map(\.value).max()!) + 1))
         for (i, s) in vocabulary.enumerated() {
             if table[Int(s.value)] >= 0 { throw GenError("the vocabulary lists \(describe(s)) twice") }
             table[Int(s.value)] = Int32(i)
@@ -28,15 +30,15 @@ public final class CharTokenizer: Tokenizer {
     public var kind: String { "char" }
 
     @inline(__always)
-    public func id(of scalarValue: UInt32) -> Int32 { table[Int(scalarValue)] }
+    public func id(of scalarValue: UInt32) -> Int32 { Int(scalarValue) < table.count ? table[Int(scalarValue)] : -1 }
 
     public func encode(_ text: String) throws -> [Int32] {
         var out: [Int32] = []
         out.reserveCapacity(text.utf8.count)
         for s in text.unicodeScalars {
-            let id = table[Int(s.value)]
-            if id < 0 { throw GenError("the model does not know the character \(describe(s)); its vocabulary has \(vocabSize) characters") }
-            out.append(id)
+            let token = id(of: s.value)
+            if token < 0 { throw GenError("the model does not know the character \(describe(s)); its vocabulary has \(vocabSize) characters") }
+            out.append(token)
         }
         return out
     }
