@@ -75,7 +75,9 @@ public struct ParameterLayout: Sendable {
     public init(_ config: GPTConfig) {
         self.config = config
         var offsets: [Int] = []
-        var tensors: [Tensor] = []
+        // Each tensor with its place in checkpoint order: wte, wpe, each layer's tensors, ln_f
+        // (GPT-2's order); the keys are made once, not from the names at every comparison.
+        var tensors: [(key: (Int, Int), tensor: Tensor)] = []
         var at = 0
         for k in Kind.allCases {
             offsets.append(at)
@@ -83,21 +85,20 @@ public struct ParameterLayout: Sendable {
             let n = shape.reduce(1, *)
             let layers = Self.perLayer(k) ? config.nLayer : 1
             for l in 0..<layers {
-                tensors.append(Tensor(name: Self.name(k, layer: l), shape: shape, offset: at + l * n, kind: k))
+                let offset = at + l * n
+                let key = switch k {
+                case .wte: (0, 0)
+                case .wpe: (1, 0)
+                case .lnfw, .lnfb: (3, offset)
+                default: (2, l * (1 << 40) + offset)
+                }
+                tensors.append((key, Tensor(name: Self.name(k, layer: l), shape: shape, offset: offset, kind: k)))
             }
             at += n * layers
         }
         self.kindOffsets = offsets
         self.count = at
-        // Checkpoint order: wte, wpe, each layer's tensors, ln_f (GPT-2's order).
-        let order: (Tensor) -> (Int, Int) = { t in
-            if t.name.hasPrefix("wte") { return (0, 0) }
-            if t.name.hasPrefix("wpe") { return (1, 0) }
-            if t.name.hasPrefix("ln_f") { return (3, t.offset) }
-            let layer = Int(t.name.split(separator: ".")[1])!
-            return (2, layer * (1 << 40) + t.offset)
-        }
-        self.tensors = tensors.sorted { order($0) < order($1) }
+        self.tensors = tensors.sorted { $0.key < $1.key }.map(\.tensor)
     }
 
     func offset(_ k: Kind) -> Int { kindOffsets[k.rawValue] }
