@@ -4,7 +4,7 @@ public typealias Float32x16 = SIMD16<Float>
 
 /// e^x for 16 lanes (Cephes' expf: range reduction by ln 2, degree-6 polynomial; about 1 ulp).
 /// Inputs below -87.3 give about 1e-38 rather than 0, inputs above 88.3 give about 2e38.
-@inline(__always)
+@_transparent
 public func simdExp(_ xIn: Float32x16) -> Float32x16 {
     // Clamp with comparisons and masks (the generic `clamped` is not vectorised).
     var x = xIn
@@ -30,7 +30,7 @@ public func simdExp(_ xIn: Float32x16) -> Float32x16 {
 }
 
 /// tanh(x) for 16 lanes, as 1 - 2 / (e^(2x) + 1).
-@inline(__always)
+@_transparent
 public func simdTanh(_ x: Float32x16) -> Float32x16 {
     let e = simdExp(x + x)
     return 1 - 2 / (e + 1)
