@@ -114,6 +114,9 @@ import Foundation
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
         p.topK = 0; p.topP = 0.9
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
+        p.minP = 0
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .bounded)
+        p.minP = 0.1
         p.temperature = 0
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(1))
         p.topP = 1
@@ -226,6 +229,74 @@ import Foundation
         if widest < 1 { #expect(asked < draws * V / 20, "asked \(asked) exact logits for \(draws) draws") }
     }
 
+    /// Top-p sampling from bounded logits keeps the nucleus, and draws the token, that sampling
+    /// from the exact logits does (the same seed, the same picks): a nucleus of a few tokens
+    /// settled from the 256 candidates; one of about 400, one of about 2700 (of 5000), and bounds
+    /// far too wide, from every logit (after four such draws, without asking for bounds).
+    @Test(arguments: [(Float(0.8), Float(0.9), Float(0.05), Float(6), 256), (1, 0.9, 0.05, 2.5, 256 + 5000),
+                      (1, 0.95, 0.2, 1.5, 256 + 5000), (0.8, 0.9, 40, 4, 256 + 5000)])
+    func topPFromBoundsMatchesEveryLogit(_ T: Float, _ topP: Float, _ widest: Float, _ spread: Float, _ perDraw: Int) {
+        let V = 5000, draws = 200
+        var rng = Random(seed: 31)
+        let exact = (0..<V).map { _ in Float(rng.nextNormal()) * spread }
+        let bounds = (0..<V).map { _ in rng.nextFloat() * widest }
+        let approx = (0..<V).map { exact[$0] + (2 * rng.nextFloat() - 1) * bounds[$0] }
+        var p = SamplingParameters()
+        p.temperature = T
+        p.topP = topP
+        let bounded = Sampler(vocabSize: V, parameters: p, seed: 7), full = Sampler(vocabSize: V, parameters: p, seed: 7)
+        var asked = 0, same = 0, kinds = Set<Int32>()
+        for _ in 0..<draws {
+            var logits = exact
+            let want = full.sample(&logits, recent: [])
+            let got: Int32
+            if bounded.logitsRead == .bounded {
+                got = bounded.sample(approx, bounds: bounds) { asked += 1; return exact[$0] }
+            } else {
+                var l = exact
+                got = bounded.sample(&l, recent: [])
+                asked += V
+            }
+            if got == want { same += 1 }
+            kinds.insert(got)
+        }
+        #expect(same == draws, "\(same) of \(draws) draws the same")
+        #expect(kinds.count > 2, "only \(kinds.count) tokens drawn")
+        // The exact logits asked for: the candidates alone, or every logit.
+        #expect(asked <= draws * perDraw && asked > draws * perDraw / 2, "asked \(asked) exact logits for \(draws) draws")
+    }
+
+    /// Bounded top-p that settles nothing four draws in a row asks for every logit for the
+    /// next 64 draws, then for bounds again.
+    @Test func flatNucleusStopsAskingForBounds() {
+        let V = 3000
+        var p = SamplingParameters()
+        p.temperature = 1; p.topP = 0.95
+        let sampler = Sampler(vocabSize: V, parameters: p, seed: 3)
+        let approx = [Float](repeating: 0, count: V), bounds = [Float](repeating: 0.5, count: V)
+        for _ in 0..<4 {
+            #expect(sampler.logitsRead == .bounded)
+            _ = sampler.sample(approx, bounds: bounds) { Float($0 % 7) * 0.1 }
+        }
+        for _ in 0..<64 {
+            #expect(sampler.logitsRead == .all)
+            var l = approx
+            _ = sampler.sample(&l, recent: [])
+        }
+        #expect(sampler.logitsRead == .bounded)
+    }
+
+    /// The bounds of the normaliser: each sum within 10⁻⁵ of Double's (a tail under one vector).
+    @Test(arguments: [1000, 7])
+    func boundedMassMatchesDouble(_ n: Int) {
+        var rng = Random(seed: UInt64(n))
+        let a = (0..<n).map { _ in Float(rng.nextNormal()) * 4 }, b = (0..<n).map { _ in rng.nextFloat() }
+        let (low, high) = boundedMass(a, b, scale: 1.25, shift: 12, n: n)
+        let l = (0..<n).map { Foundation.exp(Double((a[$0] - b[$0]) * 1.25 - 12)) }.reduce(0, +)
+        let h = (0..<n).map { Foundation.exp(Double((a[$0] + b[$0]) * 1.25 - 12)) }.reduce(0, +)
+        #expect(abs(Double(low) - l) <= 1e-5 * l && abs(Double(high) - h) <= 1e-5 * h)
+    }
+
     /// Bounded sampling ends whatever the exact logits are: NaN everywhere, or values far
     /// outside their bounds (its weights made exact after 64 turned-down draws).
     @Test func boundedSamplingEndsOnBadLogits() {
@@ -277,6 +348,13 @@ import Foundation
             let got = Sampler(vocabSize: c.vocabSize, parameters: m, seed: UInt64(token))
                 .sample(bounded.logits, bounds: bounds) { bounded.exactLogit($0) }
             #expect(got == want)
+            // So does top-p.
+            m.minP = 0; m.topP = 0.9
+            logits = Array(UnsafeBufferPointer(start: full.logits, count: c.vocabSize))
+            let wantP = Sampler(vocabSize: c.vocabSize, parameters: m, seed: UInt64(token)).sample(&logits, recent: [])
+            let gotP = Sampler(vocabSize: c.vocabSize, parameters: m, seed: UInt64(token))
+                .sample(bounded.logits, bounds: bounds) { bounded.exactLogit($0) }
+            #expect(gotP == wantP)
             var p = SamplingParameters()
             p.temperature = 1
             let sampler = Sampler(vocabSize: c.vocabSize, parameters: p, seed: UInt64(token))

@@ -45,6 +45,29 @@ public func softmaxGradientRow(_ p: UnsafePointer<Float>, _ d: UnsafeMutablePoin
     while i < n { d[i] = p[i] * (d[i] - sum) * scale; i += 1 }
 }
 
+/// The sums Σ exp((a_i − b_i)·scale − shift) and Σ exp((a_i + b_i)·scale − shift) over i < n:
+/// for logits known within ±b, the least and the most softmax's normaliser (shifted) can be.
+/// Each entry is the exponential `fastExp` gives for it.
+public func boundedMass(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, scale: Float, shift: Float,
+                        n: Int) -> (low: Float, high: Float) {
+    let sv = Float32x16(repeating: scale), mv = Float32x16(repeating: shift)
+    var low = Float32x16(), high = Float32x16()
+    var i = 0
+    while i + 16 <= n {
+        let x = load16(a + i), y = load16(b + i)
+        low += simdExp((x - y) * sv - mv)
+        high += simdExp((x + y) * sv - mv)
+        i += 16
+    }
+    var l = treeSum(low), h = treeSum(high)
+    while i < n {
+        l += fastExp((a[i] - b[i]) * scale - shift)
+        h += fastExp((a[i] + b[i]) * scale - shift)
+        i += 1
+    }
+    return (l, h)
+}
+
 /// w = exp((a + b)·scale − m) for n entries, m the largest (a + b)·scale (returned), and the sum
 /// of each run of `span` entries of w into sums (⌈n / span⌉ of them; span a multiple of 16):
 /// unnormalised softmax weights of shifted, scaled rows, summed in blocks for drawing from them.

@@ -75,6 +75,7 @@ public final class Generator {
                 text += piece
                 onText(piece)
                 if stop.stopped || made == maxTokens { break }
+                decoder.keep(sampler.logitsRead)
                 ids.withUnsafeBufferPointer { decoder.advance(token: next, history: $0) }
             }
         }

@@ -45,6 +45,14 @@ public final class Sampler {
     static let turnDowns = 64
     var sums: [Float]
     var known: [Bool]
+    /// Bounded top-p sampling's exact logits: the candidates', or every one.
+    var exactLogits: [Float]
+    /// Bounded top-p draws in a row that computed every logit (a nucleus too large or too flat
+    /// for the candidates), and the draws from every logit that then follow before the bounds
+    /// are tried again: a flat distribution does not pay for the 8-bit pass for nothing.
+    static let nucleusMisses = 4, fullDraws = 64
+    var misses = 0
+    var fullDrawsLeft = 0
 
     public init(vocabSize: Int, parameters: SamplingParameters, seed: UInt64) {
         self.parameters = parameters
@@ -53,17 +61,19 @@ public final class Sampler {
         probs = [Float](repeating: 0, count: vocabSize)
         sums = [Float](repeating: 0, count: (vocabSize + Self.span - 1) / Self.span)
         known = [Bool](repeating: false, count: vocabSize)
+        exactLogits = [Float](repeating: 0, count: vocabSize)
     }
 
     /// What `sample` needs of the logits: the k largest alone when greedy (1, whatever top-k,
-    /// top-p and min-p say) or top-k alone (k); with the temperature alone or with min-p, every
-    /// logit within a bound (`sample(_:bounds:exact:)`); else every logit (top-p, min-p with
-    /// top-k, the repeat penalty).
+    /// top-p and min-p say) or top-k alone (k); with the temperature alone, with min-p or with
+    /// top-p, every logit within a bound (`sample(_:bounds:exact:)`); else every logit (top-k
+    /// with top-p or min-p, top-p with min-p, the repeat penalty; and top-p for a while after
+    /// its bounds settled nothing `nucleusMisses` times in a row). Asked again before each token.
     public var logitsRead: LogitsRead {
         let p = parameters
         guard p.repeatPenalty == 1 else { return .all }
         if p.temperature <= 0 { return .largest(1) }   // the most likely token passes every rule
-        guard p.topP >= 1 else { return .all }
+        if p.topP < 1 { return p.topK > 0 || p.minP > 0 || fullDrawsLeft > 0 ? .all : .bounded }
         if p.minP > 0 { return p.topK > 0 ? .all : .bounded }
         return p.topK > 0 ? .largest(p.topK) : .bounded
     }
@@ -77,9 +87,10 @@ public final class Sampler {
     /// settles on the few tokens that matter), and the draw repeats. Each round keeps token i
     /// with probability ∝ its exact weight, whatever the rounds before it did, so the pick is
     /// distributed as softmax(exact / T). Reads `exact` about once per token where bounds are
-    /// small against T. With min-p, `sampleAboveFloor` instead.
+    /// small against T. With min-p, `sampleAboveFloor` instead; with top-p, `sampleNucleus`.
     public func sample(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, exact: (Int) -> Float) -> Int32 {
         precondition(logitsRead == .bounded)
+        if parameters.topP < 1 { return sampleNucleus(logits, bounds: bounds, exact: exact) }
         if parameters.minP > 0 { return sampleAboveFloor(logits, bounds: bounds, exact: exact) }
         let V = probs.count, inverse = 1 / parameters.temperature, span = Self.span
         var decided = 0   // tokens turned down (their weights exact), listed in order[0..<decided]
@@ -184,9 +195,91 @@ public final class Sampler {
         return draw(kept, total: total)
     }
 
+    /// Top-p sampling from logits known within bounds (`sample(_:bounds:exact:)` with top-p):
+    /// the nucleus `sample` keeps from every exact logit — the most likely tokens until their
+    /// probabilities reach p — settled from candidates alone when the bounds allow it. The
+    /// candidates are the 256 tokens whose upper bounds rank first, computed exactly and ranked;
+    /// the normaliser lies between their exact weights plus the other tokens' lower-bound
+    /// weights and the same plus their upper-bound weights. The nucleus is the first
+    /// k candidates when every other token's upper bound is below the k-th's exact logit (none
+    /// can rank inside it) and the first k − 1 reach less than p of the largest normaliser the
+    /// bounds allow while the first k reach p of the largest, each with a margin for rounding.
+    /// Otherwise every logit is computed (on the pool) and `sample` draws. The kept tokens are
+    /// drawn as `sample` draws them: the same distribution, the same tokens in the same order.
+    func sampleNucleus(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, exact: (Int) -> Float) -> Int32 {
+        let V = probs.count, inverse = 1 / parameters.temperature, topP = parameters.topP
+        let n = min(V, Self.candidates)
+        // Upper ends of the scaled logits in probs; the candidates, the n highest, in order.
+        probs.withUnsafeMutableBufferPointer { pr in
+            for i in 0..<V { pr[i] = (logits[i] + bounds[i]) * inverse }
+        }
+        _ = rankTop(n)
+        let top = probs[Int(order[0])]   // no weight below is above 1
+        // Every other token's upper end is at most the last candidate's.
+        let others = n < V ? probs[Int(order[n - 1])] : -Float.infinity
+        let (lowAll, highAll) = boundedMass(logits, bounds, scale: inverse, shift: top, n: V)
+        // A margin for the rounding of sums (here and in `sample`'s softmax).
+        let margin: Float = 2e-4
+        return exactLogits.withUnsafeMutableBufferPointer { xb -> Int32 in
+            let x = xb.baseAddress!
+            var lowMass: Float = 0, highMass: Float = 0
+            for j in 0..<n {
+                let i = Int(order[j])
+                highMass += fastExp(probs[i] - top)
+                lowMass += fastExp((logits[i] - bounds[i]) * inverse - top)
+                x[i] = exact(i) * inverse
+            }
+            // The candidates by exact logit, most likely first (ties: lower id first).
+            order.withUnsafeMutableBufferPointer { o in
+                var candidates = UnsafeMutableBufferPointer(rebasing: o[0..<n])
+                candidates.sort { (a: Int32, b: Int32) -> Bool in
+                    let xa: Float = x[Int(a)], xb: Float = x[Int(b)]
+                    return xa > xb || (xa == xb && a < b)
+                }
+            }
+            var mass: Float = 0
+            for j in 0..<n { mass += fastExp(x[Int(order[j])] - top) }
+            // The normaliser's least and most: the candidates' exact weights plus the others'
+            // lower or upper ones.
+            let zLow = (mass + max(0, lowAll - lowMass - margin * lowAll)) * (1 - margin)
+            let zHigh = (mass + max(0, highAll - highMass) + margin * highAll) * (1 + margin)
+            var before: Float = 0, through: Float = 0, k = 0
+            while k < n {
+                before = through
+                through += fastExp(x[Int(order[k])] - top)
+                k += 1
+                if through >= topP * zHigh { break }
+            }
+            let last = x[Int(order[k - 1])]
+            if through >= topP * zHigh && before < topP * zLow && others < last - margin * (abs(last) + 1) {
+                misses = 0
+                let best = x[Int(order[0])]
+                var total: Float = 0
+                for j in 0..<k {
+                    let i = Int(order[j])
+                    probs[i] = fastExp(x[i] - best)
+                    total += probs[i]
+                }
+                return draw(k, total: total)
+            }
+            misses += 1
+            if misses == Self.nucleusMisses { misses = 0; fullDrawsLeft = Self.fullDraws }
+            // Every logit exact, on the pool, and drawn as from full logits.
+            Parallel.forRanges(V, minimumPerThread: 1024) { r in
+                for i in r { x[i] = exact(i) }
+            }
+            return sampleExact(x, recent: [])
+        }
+    }
+
     /// The next token given logits (V) and the tokens so far (for the repeat penalty).
     /// The logits are modified.
     public func sample(_ logits: UnsafeMutablePointer<Float>, recent: ArraySlice<Int32>) -> Int32 {
+        if fullDrawsLeft > 0 { fullDrawsLeft -= 1 }
+        return sampleExact(logits, recent: recent)
+    }
+
+    func sampleExact(_ logits: UnsafeMutablePointer<Float>, recent: ArraySlice<Int32>) -> Int32 {
         let V = probs.count
         let p = parameters
         if p.repeatPenalty != 1 {
