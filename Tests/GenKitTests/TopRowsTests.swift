@@ -200,6 +200,15 @@ import Foundation
         #expect(asked < 3 * draws, "asked \(asked) exact logits for \(draws) draws")
     }
 
+    /// V exact logits (normal, times `spread`), bounds up to `widest`, and estimates within them.
+    func boundedLogits(_ V: Int, seed: UInt64, spread: Float, widest: Float) -> (exact: [Float], bounds: [Float], approx: [Float]) {
+        var rng = Random(seed: seed)
+        let exact = (0..<V).map { _ in Float(rng.nextNormal()) * spread }
+        let bounds = (0..<V).map { _ in rng.nextFloat() * widest }
+        let approx = (0..<V).map { exact[$0] + (2 * rng.nextFloat() - 1) * bounds[$0] }
+        return (exact, bounds, approx)
+    }
+
     /// Min-p sampling from bounded logits keeps the tokens, and draws the token, that sampling
     /// from the exact logits does (the same seed, the same picks), asking for the exact logits
     /// of the candidates alone: tight bounds (few candidates), and bounds so wide that every
@@ -207,10 +216,7 @@ import Foundation
     @Test(arguments: [(Float(0.8), Float(0.05), Float(0.5)), (1.5, 0.2, 0.3), (0.8, 0.05, 40)])
     func minPFromBoundsMatchesEveryLogit(_ T: Float, _ minP: Float, _ widest: Float) {
         let V = 5000, draws = 300
-        var rng = Random(seed: 29)
-        let exact = (0..<V).map { _ in Float(rng.nextNormal()) * 3 }
-        let bounds = (0..<V).map { _ in rng.nextFloat() * widest }
-        let approx = (0..<V).map { exact[$0] + (2 * rng.nextFloat() - 1) * bounds[$0] }
+        let (exact, bounds, approx) = boundedLogits(V, seed: 29, spread: 3, widest: widest)
         var p = SamplingParameters()
         p.temperature = T
         p.minP = minP
@@ -237,10 +243,7 @@ import Foundation
                       (1, 0.95, 0.2, 1.5, 256 + 5000), (0.8, 0.9, 40, 4, 256 + 5000)])
     func topPFromBoundsMatchesEveryLogit(_ T: Float, _ topP: Float, _ widest: Float, _ spread: Float, _ perDraw: Int) {
         let V = 5000, draws = 200
-        var rng = Random(seed: 31)
-        let exact = (0..<V).map { _ in Float(rng.nextNormal()) * spread }
-        let bounds = (0..<V).map { _ in rng.nextFloat() * widest }
-        let approx = (0..<V).map { exact[$0] + (2 * rng.nextFloat() - 1) * bounds[$0] }
+        let (exact, bounds, approx) = boundedLogits(V, seed: 31, spread: spread, widest: widest)
         var p = SamplingParameters()
         p.temperature = T
         p.topP = topP
