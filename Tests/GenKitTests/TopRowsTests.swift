@@ -108,6 +108,11 @@ import Foundation
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
         p.topP = 1; p.repeatPenalty = 1.2
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
+        p.topK = 0
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .bounded)
+        p.temperature = 0
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
+        p.temperature = 0.8; p.topK = 7
         p.repeatPenalty = 1; p.topK = 0; p.minP = 0.1
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .bounded)
         p.topK = 7
@@ -267,6 +272,50 @@ import Foundation
         #expect(kinds.count > 2, "only \(kinds.count) tokens drawn")
         // The exact logits asked for: the candidates alone, or every logit.
         #expect(asked <= draws * perDraw && asked > draws * perDraw / 2, "asked \(asked) exact logits for \(draws) draws")
+    }
+
+    /// With the repeat penalty, min-p and top-p from bounded logits pick what sampling from the
+    /// exact logits picks (the same seed), the recent tokens — the six likeliest, one of them
+    /// twice, and two others — penalised once each; plain sampling's 200,000 draws over 12
+    /// tokens follow softmax(penalised / T) within 5 standard deviations.
+    @Test func repeatPenaltyFromBounds() {
+        let V = 5000, draws = 200
+        let (exact, bounds, approx) = boundedLogits(V, seed: 37, spread: 4, widest: 0.05)
+        let ranked = exact.indices.sorted { exact[$0] > exact[$1] }
+        let recent = (Array(ranked.prefix(6)) + [ranked[0], 17, 4999]).map { Int32($0) }
+        for (minP, topP) in [(Float(0.05), Float(1)), (0, 0.9)] {
+            var p = SamplingParameters()
+            p.temperature = 0.9; p.minP = minP; p.topP = topP; p.repeatPenalty = 1.3
+            let bounded = Sampler(vocabSize: V, parameters: p, seed: 11), full = Sampler(vocabSize: V, parameters: p, seed: 11)
+            #expect(bounded.logitsRead == .bounded)
+            var same = 0, kinds = Set<Int32>()
+            for _ in 0..<draws {
+                var logits = exact, again = exact
+                let want = full.sample(&logits, recent: recent[...])
+                let got = bounded.logitsRead == .bounded
+                    ? bounded.sample(approx, bounds: bounds, recent: recent[...]) { exact[$0] }
+                    : bounded.sample(&again, recent: recent[...])
+                if got == want { same += 1 }
+                kinds.insert(got)
+            }
+            #expect(same == draws, "min-p \(minP), top-p \(topP): \(same) of \(draws) draws the same")
+            #expect(kinds.count > 1, "only \(kinds.count) tokens drawn")
+        }
+        let v = 12, n = 200_000, seen: Set<Int> = [0, 3, 7]
+        let (e, b, a) = boundedLogits(v, seed: 41, spread: 1, widest: 1)
+        var p = SamplingParameters()
+        p.temperature = 1; p.repeatPenalty = 1.5
+        let penalised = e.indices.map { seen.contains($0) ? (e[$0] > 0 ? e[$0] / 1.5 : e[$0] * 1.5) : e[$0] }
+        let w = penalised.map { Double(exp($0)) }, total = w.reduce(0, +)
+        let sampler = Sampler(vocabSize: v, parameters: p, seed: 5)
+        #expect(sampler.logitsRead == .bounded)
+        let seenRecently: [Int32] = [3, 0, 3, 7]
+        var counts = [Int](repeating: 0, count: v)
+        for _ in 0..<n { counts[Int(sampler.sample(a, bounds: b, recent: seenRecently[...]) { e[$0] })] += 1 }
+        for i in 0..<v {
+            let expected = Double(n) * w[i] / total, sd = (expected * (1 - w[i] / total)).squareRoot()
+            #expect(abs(Double(counts[i]) - expected) <= 5 * sd + 1, "token \(i): \(counts[i]) drawn, \(expected) expected")
+        }
     }
 
     /// Bounded top-p that settles nothing four draws in a row asks for every logit for the

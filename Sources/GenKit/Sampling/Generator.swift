@@ -63,7 +63,7 @@ public final class Generator {
             while made < maxTokens && !stop.stopped {
                 let next = scratch.withUnsafeMutableBufferPointer { logits -> Int32 in
                     if let bounds = decoder.bounds {
-                        return sampler.sample(decoder.logits, bounds: bounds) { decoder.exactLogit($0) }
+                        return sampler.sample(decoder.logits, bounds: bounds, recent: ids[...]) { decoder.exactLogit($0) }
                     }
                     logits.baseAddress!.update(from: decoder.logits, count: logits.count)
                     return sampler.sample(logits.baseAddress!, recent: ids[...])

@@ -47,6 +47,9 @@ public final class Sampler {
     var known: [Bool]
     /// Bounded top-p sampling's exact logits: the candidates', or every one.
     var exactLogits: [Float]
+    /// Bounded sampling's copy of the logits and bounds with the repeat penalty applied.
+    var penalisedLogits: [Float]
+    var penalisedBounds: [Float]
     /// Bounded top-p draws in a row that computed every logit (a nucleus too large or too flat
     /// for the candidates), and the draws from every logit that then follow before the bounds
     /// are tried again: a flat distribution does not pay for the 8-bit pass for nothing.
@@ -62,20 +65,23 @@ public final class Sampler {
         sums = [Float](repeating: 0, count: (vocabSize + Self.span - 1) / Self.span)
         known = [Bool](repeating: false, count: vocabSize)
         exactLogits = [Float](repeating: 0, count: vocabSize)
+        penalisedLogits = [Float](repeating: 0, count: vocabSize)
+        penalisedBounds = [Float](repeating: 0, count: vocabSize)
     }
 
     /// What `sample` needs of the logits: the k largest alone when greedy (1, whatever top-k,
-    /// top-p and min-p say) or top-k alone (k); with the temperature alone, with min-p or with
-    /// top-p, every logit within a bound (`sample(_:bounds:exact:)`); else every logit (top-k
-    /// with top-p or min-p, top-p with min-p, the repeat penalty; and top-p for a while after
-    /// its bounds settled nothing `nucleusMisses` times in a row). Asked again before each token.
+    /// top-p and min-p say) or top-k alone (k), without the repeat penalty; with the temperature
+    /// alone, with min-p or with top-p (with or without the penalty), every logit within a bound
+    /// (`sample(_:bounds:recent:exact:)`); else every logit (top-k with top-p, min-p or the
+    /// penalty, top-p with min-p, greedy with the penalty; and top-p for a while after its
+    /// bounds settled nothing `nucleusMisses` times in a row). Asked again before each token.
     public var logitsRead: LogitsRead {
         let p = parameters
-        guard p.repeatPenalty == 1 else { return .all }
-        if p.temperature <= 0 { return .largest(1) }   // the most likely token passes every rule
+        let penalty = p.repeatPenalty != 1
+        if p.temperature <= 0 { return penalty ? .all : .largest(1) }   // the most likely token passes every rule
         if p.topP < 1 { return p.topK > 0 || p.minP > 0 || fullDrawsLeft > 0 ? .all : .bounded }
         if p.minP > 0 { return p.topK > 0 ? .all : .bounded }
-        return p.topK > 0 ? .largest(p.topK) : .bounded
+        return p.topK > 0 ? (penalty ? .all : .largest(p.topK)) : .bounded
     }
 
     /// Plain sampling (the temperature alone, `logitsRead == .bounded`) from logits known only
@@ -88,8 +94,30 @@ public final class Sampler {
     /// with probability ∝ its exact weight, whatever the rounds before it did, so the pick is
     /// distributed as softmax(exact / T). Reads `exact` about once per token where bounds are
     /// small against T. With min-p, `sampleAboveFloor` instead; with top-p, `sampleNucleus`.
-    public func sample(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, exact: (Int) -> Float) -> Int32 {
+    /// With the repeat penalty, the recent tokens' exact logits are penalised as `sample` does
+    /// and given bound 0, in a copy of the logits and bounds, before any of these.
+    public func sample(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, recent: ArraySlice<Int32> = [],
+                       exact: (Int) -> Float) -> Int32 {
         precondition(logitsRead == .bounded)
+        let penalty = parameters.repeatPenalty
+        guard penalty != 1 && !recent.isEmpty else { return sampleBounded(logits, bounds: bounds, exact: exact) }
+        var penalised: [Int: Float] = [:]
+        for t in recent.suffix(parameters.repeatWindow) where penalised[Int(t)] == nil {
+            let l = exact(Int(t))
+            penalised[Int(t)] = l > 0 ? l / penalty : l * penalty
+        }
+        return penalisedLogits.withUnsafeMutableBufferPointer { pl in
+            penalisedBounds.withUnsafeMutableBufferPointer { pb in
+                let l = pl.baseAddress!, b = pb.baseAddress!
+                l.update(from: logits, count: pl.count)
+                b.update(from: bounds, count: pb.count)
+                for (i, v) in penalised { l[i] = v; b[i] = 0 }
+                return sampleBounded(l, bounds: b) { penalised[$0] ?? exact($0) }
+            }
+        }
+    }
+
+    func sampleBounded(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, exact: (Int) -> Float) -> Int32 {
         if parameters.topP < 1 { return sampleNucleus(logits, bounds: bounds, exact: exact) }
         if parameters.minP > 0 { return sampleAboveFloor(logits, bounds: bounds, exact: exact) }
         let V = probs.count, inverse = 1 / parameters.temperature, span = Self.span
@@ -153,7 +181,7 @@ public final class Sampler {
         }
     }
 
-    /// Min-p sampling from logits known within bounds (`sample(_:bounds:exact:)` with min-p): the
+    /// Min-p sampling from logits known within bounds (`sample(_:bounds:recent:exact:)` with min-p): the
     /// tokens kept are those whose weight exp((l_i − l_max)/T) reaches minP, as `sample` keeps
     /// them from every exact logit, so only the tokens whose upper bound reaches the best lower
     /// bound plus T·ln(minP) can be kept, and only theirs are computed exactly (all of them, on
@@ -195,7 +223,7 @@ public final class Sampler {
         return draw(kept, total: total)
     }
 
-    /// Top-p sampling from logits known within bounds (`sample(_:bounds:exact:)` with top-p):
+    /// Top-p sampling from logits known within bounds (`sample(_:bounds:recent:exact:)` with top-p):
     /// the nucleus `sample` keeps from every exact logit — the most likely tokens until their
     /// probabilities reach p — settled from candidates alone when the bounds allow it. The
     /// candidates are the 256 tokens whose upper bounds rank first, computed exactly and ranked;
