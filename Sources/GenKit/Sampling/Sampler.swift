@@ -99,12 +99,10 @@ public final class Sampler {
     public func sample(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, recent: ArraySlice<Int32> = [],
                        exact: (Int) -> Float) -> Int32 {
         precondition(logitsRead == .bounded)
-        let penalty = parameters.repeatPenalty
-        guard penalty != 1 && !recent.isEmpty else { return sampleBounded(logits, bounds: bounds, exact: exact) }
+        guard parameters.repeatPenalty != 1 && !recent.isEmpty else { return sampleBounded(logits, bounds: bounds, exact: exact) }
         var penalised: [Int: Float] = [:]
         for t in recent.suffix(parameters.repeatWindow) where penalised[Int(t)] == nil {
-            let l = exact(Int(t))
-            penalised[Int(t)] = l > 0 ? l / penalty : l * penalty
+            penalised[Int(t)] = penalise(exact(Int(t)))
         }
         return penalisedLogits.withUnsafeMutableBufferPointer { pl in
             penalisedBounds.withUnsafeMutableBufferPointer { pb in
@@ -116,6 +114,11 @@ public final class Sampler {
             }
         }
     }
+
+    /// A recent token's logit under the repeat penalty: divided by it when positive, else
+    /// multiplied.
+    @inline(__always)
+    func penalise(_ l: Float) -> Float { l > 0 ? l / parameters.repeatPenalty : l * parameters.repeatPenalty }
 
     func sampleBounded(_ logits: UnsafePointer<Float>, bounds: UnsafePointer<Float>, exact: (Int) -> Float) -> Int32 {
         if parameters.topP < 1 { return sampleNucleus(logits, bounds: bounds, exact: exact) }
@@ -314,7 +317,7 @@ public final class Sampler {
             var seen = Set<Int32>()
             for t in recent.suffix(p.repeatWindow) where seen.insert(t).inserted {
                 let i = Int(t)
-                logits[i] = logits[i] > 0 ? logits[i] / p.repeatPenalty : logits[i] * p.repeatPenalty
+                logits[i] = penalise(logits[i])
             }
         }
         if p.temperature <= 0 {
