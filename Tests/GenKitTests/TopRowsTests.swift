@@ -107,11 +107,17 @@ import Foundation
         p.topP = 0.9
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
         p.topP = 1; p.repeatPenalty = 1.2
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(7 + 64))
+        p.repeatPenalty = 0.8
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
+        p.repeatPenalty = 1.2
         p.topK = 0
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .bounded)
         p.temperature = 0
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(1 + 64))
+        p.repeatPenalty = 0.8
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
+        p.repeatPenalty = 1.2
         p.temperature = 0.8; p.topK = 7
         p.repeatPenalty = 1; p.topK = 0; p.minP = 0.1
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .bounded)
@@ -139,6 +145,41 @@ import Foundation
             let s1 = Sampler(vocabSize: 500, parameters: p, seed: seed), s2 = Sampler(vocabSize: 500, parameters: p, seed: seed)
             #expect(s1.sample(&a, recent: []) == s2.sample(&b, recent: []))
         }
+    }
+
+    /// Greedy decoding and top-k sampling with a repeat penalty above 1 read the k + 64 largest
+    /// logits (`logitsRead`): over logits whose others are −∞ they pick what they pick over
+    /// every logit, from the same seed, with the penalised tokens drawn from the largest (so
+    /// that the penalty reorders the top, and tokens past the k largest move into it), listed
+    /// more than once and more than the window holds, positive and negative logits alike.
+    @Test func repeatPenaltyFromLargest() {
+        let V = 3000
+        var rng = Random(seed: 9)
+        var changed = 0
+        for trial in 0..<40 {
+            let logits = (0..<V).map { _ in Float(rng.nextNormal()) * 2 + (trial % 4 == 0 ? -9 : 0) }
+            let ranked = logits.indices.sorted { logits[$0] > logits[$1] || (logits[$0] == logits[$1] && $0 < $1) }
+            let recent = (0..<(30 + trial * 3)).map { _ in Int32(ranked[rng.nextInt(below: 90)]) }
+            for (temperature, topK) in [(Float(0), 0), (0.9, 1), (0.9, 5), (1.3, 40)] {
+                var p = SamplingParameters()
+                p.temperature = temperature; p.topK = topK; p.repeatPenalty = 1 + 0.25 * Float(trial % 5 + 1)
+                guard case .largest(let n) = Sampler(vocabSize: V, parameters: p, seed: 1).logitsRead else {
+                    Issue.record("T \(temperature) top-k \(topK): not the largest"); continue
+                }
+                #expect(n == max(topK, 1) + 64)
+                var masked = [Float](repeating: -.infinity, count: V)
+                for i in ranked.prefix(n) { masked[i] = logits[i] }
+                for seed in 0..<8 as Range<UInt64> {
+                    var a = logits, b = masked
+                    let s1 = Sampler(vocabSize: V, parameters: p, seed: seed), s2 = Sampler(vocabSize: V, parameters: p, seed: seed)
+                    let full = s1.sample(&a, recent: recent[...]), read = s2.sample(&b, recent: recent[...])
+                    #expect(full == read, "trial \(trial) T \(temperature) top-k \(topK) seed \(seed)")
+                    if !ranked.prefix(max(topK, 1)).contains(Int(full)) { changed += 1 }
+                }
+            }
+        }
+        // The penalty did move tokens from past the k largest into the picks.
+        #expect(changed > 100, "\(changed) picks from past the k largest")
     }
 
     /// The screen's bounds hold for every row: |full product − approximation| ≤ bound, with

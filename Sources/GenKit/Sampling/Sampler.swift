@@ -70,18 +70,23 @@ public final class Sampler {
     }
 
     /// What `sample` needs of the logits: the k largest alone when greedy (1, whatever top-k,
-    /// top-p and min-p say) or top-k alone (k), without the repeat penalty; with the temperature
-    /// alone, with min-p or with top-p (with or without the penalty), every logit within a bound
-    /// (`sample(_:bounds:recent:exact:)`); else every logit (top-k with top-p, min-p or the
-    /// penalty, top-p with min-p, greedy with the penalty; and top-p for a while after its
-    /// bounds settled nothing `nucleusMisses` times in a row). Asked again before each token.
+    /// top-p and min-p say) or top-k alone (k), and with a repeat penalty above 1 the
+    /// k + `repeatWindow` largest (the penalty only lowers logits, and only the window's tokens':
+    /// a token among the k largest after it has at most k − 1 unpenalised tokens and the
+    /// window's others before it); with the temperature alone, with min-p or with top-p (with
+    /// or without the penalty), every logit within a bound (`sample(_:bounds:recent:exact:)`);
+    /// else every logit (top-k with top-p or min-p, top-p with min-p, greedy or top-k with a
+    /// penalty below 1, which raises logits; and top-p for a while after its bounds settled
+    /// nothing `nucleusMisses` times in a row). Asked again before each token.
     public var logitsRead: LogitsRead {
         let p = parameters
-        let penalty = p.repeatPenalty != 1
-        if p.temperature <= 0 { return penalty ? .all : .largest(1) }   // the most likely token passes every rule
+        func largest(_ k: Int) -> LogitsRead {
+            p.repeatPenalty == 1 ? .largest(k) : p.repeatPenalty > 1 ? .largest(k + p.repeatWindow) : .all
+        }
+        if p.temperature <= 0 { return largest(1) }   // the most likely token passes every rule
         if p.topP < 1 { return p.topK > 0 || p.minP > 0 || fullDrawsLeft > 0 ? .all : .bounded }
         if p.minP > 0 { return p.topK > 0 ? .all : .bounded }
-        return p.topK > 0 ? (penalty ? .all : .largest(p.topK)) : .bounded
+        return p.topK > 0 ? largest(p.topK) : .bounded
     }
 
     /// Plain sampling (the temperature alone, `logitsRead == .bounded`) from logits known only
