@@ -8,11 +8,11 @@ let weightsOption = OptionSpec(name: "weights", value: "fp32|int8", help: "Preci
 
 /// The model of --from, with the adapters of --adapter when given, its weights rounded to 8
 /// bits when `weights` is "int8" (the adapters stay fp32). A model `forDecoding` is only
-/// sampled from: its fp32 projections are stored for streaming (`arrangeForDecoding`).
+/// sampled from: its fp32 projections are stored for streaming (`arrangeForDecoding`), or in
+/// 8 bits alone.
 func loadModel(_ from: String, adapter: String?, weights: String = "fp32", forDecoding: Bool = false) throws -> Checkpoint {
-    let ck = try Checkpoint.load(from, decoding: forDecoding && weights == "fp32")
+    let ck = try Checkpoint.load(from, decoding: forDecoding, int8: weights == "int8")
     if let adapter { ck.model.adapters = try LoRAAdapters.load(folder: adapter, model: ck.model.config) }
-    if weights == "int8" { ck.model.roundToInt8() }
     return ck
 }
 

@@ -1,6 +1,7 @@
 import Testing
 import GenKit
 import GenKernels
+import Foundation
 
 /// Weights in 8 bits: the rounding, the matrix-vector kernel that reads them, and a decoder on
 /// them against the full forward pass of the rounded model.
@@ -22,6 +23,14 @@ import GenKernels
         Int8Blocks.quantize(columnsOf: &w, K: K, N: N, q: &q, scales: &s)
         Int8Blocks.quantize(rowsOf: &wt, K: K, N: N, q: &qt, scales: &st)
         #expect(q == qt && s == st, "both layouts give the same bytes")
+        // Rounding without writing back reads w alone and gives the same bytes; the rounded
+        // weight rebuilt from them is what was written back.
+        var read = original, q2 = q, s2 = s
+        Int8Blocks.quantize(columnsOf: &read, K: K, N: N, q: &q2, scales: &s2, roundingWeights: false)
+        #expect(read == original && q2 == q && s2 == s)
+        var rebuilt = [Float](repeating: .nan, count: K * N)
+        Int8Blocks.dequantize(columnsInto: &rebuilt, K: K, N: N, q: q, scales: s)
+        #expect(rebuilt == w, "the rebuilt weight is the rounded one")
         for n in 0..<N {
             for b in 0..<nb {
                 let ks = (b * 64)..<min(K, b * 64 + 64)
@@ -63,6 +72,50 @@ import GenKernels
                 let v = value(n, k), away = v + (v > 0 ? 0.5 : -0.5)
                 #expect(w[k * N + n] == away && wt[n * K + k] == away, "(\(n),\(k)): \(v)")
             }
+        }
+    }
+
+    /// A model loaded for sampling in 8 bits (`Checkpoint.load` with `decoding` and `int8`)
+    /// rounds its projections straight from the file and never stores them in fp32 (their place
+    /// in the parameter buffer stays zero), yet computes the model loaded whole and rounded
+    /// (`roundToInt8`) bit for bit: a prompt's batched pass (the projections rebuilt from their
+    /// 8 bits), each token after it, and the window's re-runs past the context; from F32 read
+    /// in place (rows of 96: a tail of 32) and from an F16 Hugging Face folder (converted
+    /// first). Loaded with `int8` alone, the model is `roundToInt8`'s.
+    @Test func int8OnlyLoadComputesTheRoundedModel() throws {
+        let c = GPTConfig(nLayer: 2, nHead: 4, nEmbd: 96, blockSize: 24, vocabSize: 70)
+        let source = GPTModel(config: c)
+        source.initialize(seed: 41)
+        let chars = try CharTokenizer(vocabulary: (0..<70).map { Unicode.Scalar(UInt8(40 + $0)) })
+        let path = tempDir().appendingPathComponent("m.safetensors").path
+        try Checkpoint(model: source, tokenizer: chars).save(path)
+        var rng = Random(seed: 42)
+        let tokens: [Int32] = (0..<40).map { _ in Int32(rng.nextInt(below: 70)) }
+        for file in [path, HuggingFaceTests.root + "/half"] {
+            let rounded = try Checkpoint.load(file).model
+            rounded.roundToInt8()
+            let only = try Checkpoint.load(file, decoding: true, int8: true).model
+            #expect(only.int8Only && only.samplingOnly && !rounded.int8Only && !rounded.samplingOnly)
+            for t in only.layout.tensors where [".c_attn.weight", ".c_proj.weight", ".c_fc.weight"].contains(where: t.name.hasSuffix) {
+                let values = UnsafeBufferPointer(start: only.parameters.pointer + t.offset, count: t.count)
+                #expect(values.allSatisfy { $0 == 0 }, "\(t.name) stored in fp32")
+            }
+            let whole = try Checkpoint.load(file, int8: true).model
+            #expect(!whole.int8Only && whole.parameters.array == rounded.parameters.array)
+            let V = only.config.vocabSize, T = only.config.blockSize
+            let seq = tokens.map { $0 % Int32(V) }
+            let logits = [rounded, only].map { m in
+                let decoder = Decoder(model: m)
+                var out: [Float] = []
+                seq.prefix(9).withUnsafeBufferPointer { decoder.fill($0) }
+                out += UnsafeBufferPointer(start: decoder.logits, count: V)
+                for n in 9..<min(seq.count, T + 12) {
+                    seq.prefix(n + 1).withUnsafeBufferPointer { decoder.advance(token: seq[n], history: $0) }
+                    out += UnsafeBufferPointer(start: decoder.logits, count: V)
+                }
+                return out
+            }
+            #expect(logits[0].map(\.bitPattern) == logits[1].map(\.bitPattern), "\(file)")
         }
     }
 

@@ -36,36 +36,74 @@ public enum Int8Blocks {
     }
 
     /// Quantizes the N rows of a weight stored (K,N) (row n is column n: element (n,k) at
-    /// w[k·N + n]) into q (N, rowBytes) and scales (N, blocks), and writes each value's
-    /// rounded q·s back into w, so that a pass through w computes what a pass through q does.
-    /// Walks w in order, a block of 64 input rows at a time, each thread over its own columns,
-    /// sixteen at a time.
+    /// w[k·N + n]) into q (N, rowBytes) and scales (N, blocks), and (`roundingWeights`)
+    /// writes each value's rounded q·s back into w, so that a pass through w computes what a
+    /// pass through q does; else w is only read. Walks w in order, a block of 64 input rows at
+    /// a time, each thread over its own columns, sixteen at a time.
     public static func quantize(columnsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
-                                q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>) {
+                                q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>,
+                                roundingWeights: Bool = true) {
         let nb = blocks(K: K), stride = rowBytes(K: K)
+        forColumnBlocks(K: K, N: N) { c0, c1, b, k0, k1 in
+            var n = c0
+            while n + 16 <= c1 {
+                var m = SIMD16<UInt32>()
+                for k in k0..<k1 { m = maxMagnitude(m, load16(w + k * N + n)) }
+                let s = unsafeBitCast(m, to: Float32x16.self) / 127
+                let inverse = (1 / s).replacing(with: 0, where: s .== 0)
+                for i in 0..<16 { scales[(n + i) * nb + b] = s[i] }
+                for k in k0..<k1 {
+                    let p = w + k * N + n, at = slot(k, K: K)
+                    let r = gen_round16(load16(p) * inverse)
+                    if roundingWeights { store16(r * s, p) }
+                    let bytes = gen_bytes16(r)
+                    for i in 0..<16 { q[(n + i) * stride + at] = Int8(truncatingIfNeeded: bytes[i]) }
+                }
+                n += 16
+            }
+            for c in n..<c1 {
+                scales[c * nb + b] = roundOneByOne(w + c, step: N, k0..<k1, K: K, q + c * stride, roundingWeights: roundingWeights)
+            }
+            if b == nb - 1 { for n in c0..<c1 { for k in K..<stride { q[n * stride + slot(k, K: K)] = Int8(bitPattern: 128) } } }
+        }
+    }
+
+    /// The walk of a (K,N) weight's columns that `quantize(columnsOf:)` and
+    /// `dequantize(columnsInto:)` share: each thread over its own columns, 64 at a time
+    /// (c0..<c1), a block of 64 input rows (b, k0..<k1) after another.
+    @inline(__always)
+    static func forColumnBlocks(K: Int, N: Int, _ body: (_ c0: Int, _ c1: Int, _ b: Int, _ k0: Int, _ k1: Int) -> Void) {
         Parallel.forRanges((N + 63) / 64) { chunks in
             let c0 = chunks.lowerBound * 64, c1 = min(N, chunks.upperBound * 64)
-            for b in 0..<nb {
-                let k0 = b * block, k1 = min(K, k0 + block)
-                var n = c0
-                while n + 16 <= c1 {
-                    var m = SIMD16<UInt32>()
-                    for k in k0..<k1 { m = maxMagnitude(m, load16(w + k * N + n)) }
-                    let s = unsafeBitCast(m, to: Float32x16.self) / 127
-                    let inverse = (1 / s).replacing(with: 0, where: s .== 0)
-                    for i in 0..<16 { scales[(n + i) * nb + b] = s[i] }
-                    for k in k0..<k1 {
-                        let p = w + k * N + n, at = slot(k, K: K)
-                        let r = gen_round16(load16(p) * inverse)
-                        store16(r * s, p)
-                        let bytes = gen_bytes16(r)
-                        for i in 0..<16 { q[(n + i) * stride + at] = Int8(truncatingIfNeeded: bytes[i]) }
-                    }
-                    n += 16
+            for b in 0..<blocks(K: K) { body(c0, c1, b, b * block, min(K, b * block + block)) }
+        }
+    }
+
+    /// The weight `quantize(columnsOf:)` rounded, rebuilt from q and scales into w (K,N): each
+    /// value q·s, as it wrote back (a zero's sign aside). Each thread over its own columns,
+    /// sixteen at a time, a block of 64 input rows after another (the sixteen rows' bytes stay
+    /// in cache).
+    public static func dequantize(columnsInto w: UnsafeMutablePointer<Float>, K: Int, N: Int,
+                                  q: UnsafePointer<Int8>, scales: UnsafePointer<Float>) {
+        let nb = blocks(K: K), stride = rowBytes(K: K)
+        let bytes = UnsafeRawPointer(q).assumingMemoryBound(to: UInt8.self)
+        forColumnBlocks(K: K, N: N) { c0, c1, b, k0, k1 in
+            var n = c0
+            while n + 16 <= c1 {
+                var s = Float32x16()
+                for i in 0..<16 { s[i] = scales[(n + i) * nb + b] }
+                for k in k0..<k1 {
+                    let at = slot(k, K: K)
+                    var v = SIMD16<Int32>()
+                    for i in 0..<16 { v[i] = Int32(bytes[(n + i) * stride + at]) }
+                    store16(Float32x16(v &- 128) * s, w + k * N + n)
                 }
-                for c in n..<c1 { scales[c * nb + b] = roundOneByOne(w + c, step: N, k0..<k1, K: K, q + c * stride) }
+                n += 16
             }
-            for n in c0..<c1 { for k in K..<stride { q[n * stride + slot(k, K: K)] = Int8(bitPattern: 128) } }
+            for c in n..<c1 {
+                let s = scales[c * nb + b]
+                for k in k0..<k1 { w[k * N + c] = Float(Int(bytes[c * stride + slot(k, K: K)]) - 128) * s }
+            }
         }
     }
 

@@ -37,20 +37,24 @@ public struct Checkpoint {
     ///   (`GPTModel.arrangesForDecoding`) has its projections stored transposed as they are read
     ///   (`GPTModel.arrangeForDecoding`); a larger one is read as stored, its F32 token
     ///   embeddings where they lie in the file (`GPTModel.readEmbeddingsInPlace`).
+    /// - Parameter int8: the model is rounded to 8 bits (`GPTModel.roundToInt8`); with
+    ///   `decoding`, each projection is rounded as it is read and its fp32 values are not kept
+    ///   (`GPTModel.int8Only`: a batched pass rebuilds them from the 8 bits, the same values),
+    ///   which saves their memory and the time to store them.
     /// - Parameter readWeights: false to check every tensor's name, shape and type without
     ///   reading it (the model's weights stay zero): for describing a file or taking its
     ///   tokenizer, which then costs the header, not the whole file.
-    public static func load(_ path: String, decoding: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
+    public static func load(_ path: String, decoding: Bool = false, int8: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
         var isDir = ObjCBool(false)
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-            return try HuggingFaceGPT2.load(folder: path, decoding: decoding, readWeights: readWeights)
+            return try HuggingFaceGPT2.load(folder: path, decoding: decoding, int8: int8, readWeights: readWeights)
         }
         let file = try SafeTensorsFile(path: path)
         let meta = file.metadata
         let gen = meta["gen_format_version"] ?? (meta["format"] == "gen" ? meta["format_version"] : nil)
         guard let version = gen else {
             if meta["format"] == nil || meta["format"] == "pt" {
-                return try HuggingFaceGPT2.load(file: file, path: path, decoding: decoding, readWeights: readWeights)
+                return try HuggingFaceGPT2.load(file: file, path: path, decoding: decoding, int8: int8, readWeights: readWeights)
             }
             throw GenError("\(path): format is \"\(meta["format"]!)\", not a gen or PyTorch safetensors model")
         }
@@ -64,17 +68,19 @@ public struct Checkpoint {
         guard let tokJSON = meta["tokenizer"] else { throw GenError("\(path): no tokenizer in its metadata") }
         let tokenizer: Tokenizer
         do { tokenizer = try makeTokenizer(json: tokJSON) } catch let e as GenError { throw GenError("\(path): \(e.description)") }
-        let model = try loadWeights(config: config, tokenizer: tokenizer, from: [file], name: path, decoding: decoding, readWeights: readWeights) { $0 }
+        let model = try loadWeights(config: config, tokenizer: tokenizer, from: [file], name: path, decoding: decoding, int8: int8, readWeights: readWeights) { $0 }
         return Checkpoint(model: model, tokenizer: tokenizer, metadata: meta)
     }
 
     /// A model of `config` with every tensor read from `files` (converted to F32), named by
     /// `key` (GPT-2's name -> the name in the files, or nil when absent); with `decoding` (and
     /// a model small enough), the projections are read through a scratch tensor and stored
-    /// transposed; without
+    /// transposed; with `int8`, rounded to 8 bits (with `decoding`, the projections straight
+    /// from the file into their 8 bits); without
     /// `readWeights`, every tensor is checked but none is read (the weights stay zero).
     static func loadWeights(config: GPTConfig, tokenizer: Tokenizer, from files: [SafeTensorsFile], name: String,
-                            decoding: Bool = false, readWeights: Bool = true, key: (String) -> String?) throws -> GPTModel {
+                            decoding: Bool = false, int8: Bool = false, readWeights: Bool = true,
+                            key: (String) -> String?) throws -> GPTModel {
         do { try config.validate() } catch let e as GenError { throw GenError("\(name): bad config: \(e.message)") }
         guard tokenizer.vocabSize <= config.vocabSize else {
             throw GenError("\(name): the tokenizer has \(tokenizer.vocabSize) tokens but the model \(config.vocabSize)")
@@ -82,10 +88,13 @@ public struct Checkpoint {
         if readWeights { try Machine.checkFits(config.parameterEstimate * 4, "loading \(name)") }
         // Its pages are only faulted in when written: a model whose weights are not read costs no memory.
         let model = GPTModel(config: config)
-        let transposing = decoding && readWeights && GPTModel.arrangesForDecoding(config)
-        let scratch = transposing ? FloatBuffer(count: config.largestProjection) : nil
-        // A larger model only sampled from reads its token embeddings in place when it can.
-        let inPlace = decoding && readWeights && !transposing
+        // Only sampled from in 8 bits: the projections rounded from the file, never stored in fp32.
+        let rounding = decoding && int8 && readWeights ? Int8Weights(config: config, fp32Projections: false) : nil
+        let transposing = decoding && readWeights && rounding == nil && GPTModel.arrangesForDecoding(config)
+        let scratch = transposing || rounding != nil ? FloatBuffer(count: config.largestProjection) : nil
+        // A larger model only sampled from reads its token embeddings in place when it can
+        // (rounded to 8 bits, they are rounded in the buffer).
+        let inPlace = decoding && readWeights && !transposing && rounding == nil
         for t in model.layout.tensors {
             guard let k = key(t.name), let file = files.first(where: { $0.entries[k] != nil }), let e = file.entries[k] else {
                 throw GenError("\(name): missing tensor \(t.name)")
@@ -99,6 +108,13 @@ public struct Checkpoint {
                     try file.checkFloats(k, count: t.count)
                 } else if inPlace && t.name == "wte.weight", let p = try file.floatsInPlace(k, count: t.count) {
                     model.readEmbeddingsInPlace(p, file: file.bytes)
+                } else if let rounding, let scratch, let rows = rounding.dense, t.isProjection, let kind = t.kind {
+                    // Transposed into the buffer where batched passes will rebuild projections,
+                    // and rounded from there by rows (the bytes rounding by columns gives).
+                    let (K, N) = (t.shape[0], t.shape[1])
+                    try file.copyFloats(k, into: rows.pointer, count: t.count, transposing: (K, N), scratch: scratch.pointer)
+                    let i = [ParameterLayout.Kind.qkvw, .attprojw, .fcw, .fcprojw].firstIndex(of: kind)!
+                    rounding.round(layer: (t.offset - model.layout.offset(kind)) / t.count, i, rowsOf: rows.pointer, K: K, N: N)
                 } else if let scratch, t.isProjection {
                     try file.copyFloats(k, into: at, count: t.count, transposing: (t.shape[0], t.shape[1]), scratch: scratch.pointer)
                 } else {
@@ -109,6 +125,12 @@ public struct Checkpoint {
             }
         }
         if transposing { model.markArrangedForDecoding() }
+        if let rounding {
+            rounding.roundEmbeddings(model.views.wte, C: config.nEmbd, V: config.vocabSize)
+            model.useInt8(rounding)
+        } else if int8 && readWeights {
+            model.roundToInt8()
+        }
         return model
     }
 

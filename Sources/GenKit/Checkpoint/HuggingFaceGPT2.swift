@@ -8,7 +8,7 @@ import Foundation
 /// to F32); variants gen does not compute are refused naming the key.
 public enum HuggingFaceGPT2 {
     /// The model in `folder`.
-    public static func load(folder: String, decoding: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
+    public static func load(folder: String, decoding: Bool = false, int8: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
         let fm = FileManager.default
         let configPath = folder + "/config.json"
         guard fm.fileExists(atPath: configPath) else {
@@ -21,7 +21,7 @@ public enum HuggingFaceGPT2 {
         if fm.fileExists(atPath: folder + "/model.safetensors") {
             let file = try SafeTensorsFile(path: folder + "/model.safetensors")
             // A folder gen exported: its own file carries its tokenizer (a character-level one too).
-            if file.metadata["gen_format_version"] != nil { return try Checkpoint.load(folder + "/model.safetensors", decoding: decoding, readWeights: readWeights) }
+            if file.metadata["gen_format_version"] != nil { return try Checkpoint.load(folder + "/model.safetensors", decoding: decoding, int8: int8, readWeights: readWeights) }
             files = [file]
         } else if fm.fileExists(atPath: folder + "/model.safetensors.index.json") {
             let index = folder + "/model.safetensors.index.json"
@@ -41,24 +41,24 @@ public enum HuggingFaceGPT2 {
         }
         let config = try self.config(at: configPath)
         let tokenizer = try self.tokenizer(in: folder)
-        return try checkpoint(config, tokenizer, files, name: folder, decoding: decoding, readWeights: readWeights)
+        return try checkpoint(config, tokenizer, files, name: folder, decoding: decoding, int8: int8, readWeights: readWeights)
     }
 
     /// A safetensors file written by transformers (or by PyTorch's safetensors), with the
     /// config.json and tokenizer files beside it.
-    static func load(file: SafeTensorsFile, path: String, decoding: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
+    static func load(file: SafeTensorsFile, path: String, decoding: Bool = false, int8: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
         let folder = Paths.folder(of: path)
         guard FileManager.default.fileExists(atPath: folder + "/config.json") else {
             throw GenError("\(path) is not a gen model, and no config.json is beside it to read it as a Hugging Face GPT-2 model")
         }
         let config = try self.config(at: folder + "/config.json")
-        return try checkpoint(config, try tokenizer(in: folder), [file], name: path, decoding: decoding, readWeights: readWeights)
+        return try checkpoint(config, try tokenizer(in: folder), [file], name: path, decoding: decoding, int8: int8, readWeights: readWeights)
     }
 
     static func checkpoint(_ config: GPTConfig, _ tokenizer: Tokenizer, _ files: [SafeTensorsFile], name: String,
-                           decoding: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
+                           decoding: Bool = false, int8: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
         let names = Set(files.flatMap { $0.entries.keys })
-        let model = try Checkpoint.loadWeights(config: config, tokenizer: tokenizer, from: files, name: name, decoding: decoding, readWeights: readWeights) { n in
+        let model = try Checkpoint.loadWeights(config: config, tokenizer: tokenizer, from: files, name: name, decoding: decoding, int8: int8, readWeights: readWeights) { n in
             names.contains(n) ? n : names.contains("transformer." + n) ? "transformer." + n : nil
         }
         // The output head is the token embedding (tied); a separate head is not computed.

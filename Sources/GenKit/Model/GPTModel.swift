@@ -51,9 +51,15 @@ public final class GPTModel {
     /// Whether the token embeddings are read where they lie in the model file
     /// (`readEmbeddingsInPlace`).
     public var embeddingsInPlace: Bool { embeddingsFile != nil }
-    /// A model only sampled from (arranged for decoding, or reading its embeddings in place):
-    /// it is not trained, merged, saved, exported or rounded to 8 bits.
-    public var samplingOnly: Bool { views.rows || embeddingsInPlace }
+    /// A model only sampled from (arranged for decoding, reading its embeddings in place, or
+    /// holding its projections in 8 bits alone): it is not trained, merged, saved, exported or
+    /// rounded to 8 bits.
+    public var samplingOnly: Bool { views.rows || embeddingsInPlace || int8Only }
+
+    /// Whether the projections are held in 8 bits alone, their fp32 values never stored
+    /// (`Checkpoint.load` with `int8` and `decoding`): the parameter buffer's pages for them are
+    /// never touched, so they take no memory.
+    public var int8Only: Bool { views.int8?.dense != nil }
 
     /// Reads the token embeddings from `wte`, inside `file`'s bytes (read-only mapped pages),
     /// instead of the buffer: a large model only sampled from starts without copying them. Its
@@ -94,13 +100,17 @@ public final class GPTModel {
     /// For a loader that stored the projections transposed itself.
     func markArrangedForDecoding() { views.rows = true }
 
+    /// For a loader that rounded the projections into `weights` itself (and the embeddings,
+    /// in the buffer).
+    func useInt8(_ weights: Int8Weights) { views.int8 = weights }
+
     /// Rounds the four projections of every block and the token embeddings to 8 bits in blocks
     /// of 64 values with one scale each (`Int8Blocks`), and keeps the 8-bit copy, which every
     /// single-position pass (decoding) then reads: a quarter of the bytes. The fp32 weights are
     /// overwritten with the rounded values, so batched passes (a prompt, evaluation) compute the
     /// same model. Cannot be undone; done once.
     public func roundToInt8() {
-        guard views.int8 == nil else { return }
+        guard views.int8 == nil else { return }   // rounded already (`roundToInt8`, or as loaded)
         precondition(!samplingOnly, "a model loaded for sampling only is not rounded")
         views.int8 = Int8Weights(views, config: config)
     }

@@ -9,7 +9,8 @@ public struct Linear {
     let bias: UnsafeMutablePointer<Float>     // (N)
     let K: Int, N: Int
     var lora: LoRAWeights? = nil
-    /// The weight in 8 bits (its fp32 values rounded to match), read by single rows.
+    /// The weight in 8 bits (its fp32 values rounded to match, or absent: `Int8Matrix.dense`),
+    /// read by single rows.
     var int8: Int8Matrix? = nil
     /// The weight is stored transposed, (N,K): one row per output, which a single input row
     /// streams (`GPTModel.arrangeForDecoding`). Such a projection has no backward pass.
@@ -36,6 +37,10 @@ public struct Linear {
                         partials: UnsafeMutablePointer<Float>? = nil) {
         if M == 1, let int8 {
             Int8Blocks.vectorForward(out, inp, q: int8.q, scales: int8.scales, bias: bias, K: K, N: N)
+        } else if let int8, let dense = int8.dense {
+            // No fp32 weight was stored: rebuilt from the 8 bits, the values a rounded one holds.
+            Int8Blocks.dequantize(columnsInto: dense, K: K, N: N, q: int8.q, scales: int8.scales)
+            Matmul.forward(out, inp, dense, bias, M: M, K: K, N: N)
         } else if rows && M == 1 {
             Matmul.vectorForwardTransposed(out, inp, weight, bias, K: K, N: N)
         } else if rows {
@@ -65,7 +70,7 @@ public struct Linear {
                   dout: UnsafePointer<Float>, inp: UnsafePointer<Float>, M: Int,
                   u: UnsafeMutablePointer<Float>? = nil, scratch: UnsafeMutablePointer<Float>? = nil,
                   dropout: Dropout.Stream? = nil, dropped: UnsafeMutablePointer<Float>? = nil) {
-        precondition(!rows, "a model arranged for decoding has no backward pass")
+        precondition(!rows && int8?.dense == nil, "a model loaded for sampling only has no backward pass")
         Matmul.backward(dinp: dinp, dweight: gradient?.weight, dbias: gradient?.bias, dout: dout,
                         inp: inp, weight: weight, M: M, K: K, N: N)
         guard let lora, let u, let du = scratch else { return }
