@@ -107,6 +107,36 @@ import GenKernels
         }
     }
 
+    /// A stored `lm_head.weight` equal to the embeddings loads (in fp32, and rounded to 8 bits,
+    /// for sampling or not: the head is compared as stored, not with the rounded embeddings),
+    /// and one that differs in a single value is refused, naming both tensors.
+    @Test func storedHeadMustBeTheEmbeddings() throws {
+        let base = Self.root + "/base", file = try SafeTensorsFile(path: base + "/model.safetensors")
+        let tensors = try Checkpoint.load(base).model.layout.tensors
+        for differs in [false, true] {
+            let dir = tempDir().path
+            for f in ["config.json", "vocab.json", "merges.txt"] { try FileManager.default.copyItem(atPath: base + "/" + f, toPath: dir + "/" + f) }
+            var head = try file.floats("wte.weight")
+            if differs { head[7] += 1e-3 }
+            try head.withUnsafeBytes { raw in
+                try Self.rewrite(file, tensors, metadata: ["format": "pt"], to: dir + "/model.safetensors") { items in
+                    let wte = items.first { $0.name == "wte.weight" }!
+                    items.append(SafeTensorsWriter.Item(name: "lm_head.weight", shape: wte.shape, bytes: raw))
+                }
+            }
+            for (decoding, int8) in [(false, false), (true, false), (true, true), (false, true)] {
+                if differs {
+                    #expect(throws: GenError.self) { _ = try Checkpoint.load(dir, decoding: decoding, int8: int8) }
+                    do { _ = try Checkpoint.load(dir, decoding: decoding, int8: int8) } catch let e as GenError {
+                        #expect(e.description.contains("lm_head.weight differs from wte.weight"))
+                    }
+                } else {
+                    #expect(try Checkpoint.load(dir, decoding: decoding, int8: int8).model.config.vocabSize > 0, "decoding \(decoding) int8 \(int8)")
+                }
+            }
+        }
+    }
+
     /// Writes `tensors` of `file` (F32) to `path` with `metadata`, after `edit` of the items.
     static func rewrite(_ file: SafeTensorsFile, _ tensors: [ParameterLayout.Tensor], metadata: [String: String], to path: String,
                         edit: (inout [SafeTensorsWriter.Item]) -> Void = { _ in }) throws {

@@ -58,15 +58,25 @@ public enum HuggingFaceGPT2 {
     static func checkpoint(_ config: GPTConfig, _ tokenizer: Tokenizer, _ files: [SafeTensorsFile], name: String,
                            decoding: Bool = false, int8: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
         let names = Set(files.flatMap { $0.entries.keys })
-        let model = try Checkpoint.loadWeights(config: config, tokenizer: tokenizer, from: files, name: name, decoding: decoding, int8: int8, readWeights: readWeights) { n in
-            names.contains(n) ? n : names.contains("transformer." + n) ? "transformer." + n : nil
-        }
-        // The output head is the token embedding (tied); a separate head is not computed.
-        if readWeights, let file = files.first(where: { $0.entries["lm_head.weight"] != nil }) {
-            let wte = model.layout.tensors.first { $0.name == "wte.weight" }!
-            var head = [Float](repeating: 0, count: wte.count)
-            try head.withUnsafeMutableBufferPointer { try file.copyFloats("lm_head.weight", into: $0.baseAddress!, count: wte.count) }
-            let tied = head.withUnsafeBufferPointer { h in (0..<wte.count).allSatisfy { h[$0] == model.views.wte[$0] } }
+        let key = { (n: String) in names.contains(n) ? n : names.contains("transformer." + n) ? "transformer." + n : nil }
+        let model = try Checkpoint.loadWeights(config: config, tokenizer: tokenizer, from: files, name: name, decoding: decoding,
+                                               int8: int8, readWeights: readWeights, key: key)
+        // The output head is the token embedding (tied); a separate head is not computed. Compared
+        // as stored (the model's embeddings may be rounded to 8 bits by now).
+        if readWeights, let file = files.first(where: { $0.entries["lm_head.weight"] != nil }),
+           let wteKey = key("wte.weight"), let wteFile = files.first(where: { $0.entries[wteKey] != nil }) {
+            let count = config.vocabSize * config.nEmbd
+            func values(_ f: SafeTensorsFile, _ k: String) throws -> [Float] {
+                var out = [Float](repeating: 0, count: count)
+                try out.withUnsafeMutableBufferPointer { try f.copyFloats(k, into: $0.baseAddress!, count: count) }
+                return out
+            }
+            let tied: Bool
+            if let h = try file.floatsInPlace("lm_head.weight", count: count), let w = try wteFile.floatsInPlace(wteKey, count: count) {
+                tied = (0..<count).allSatisfy { h[$0] == w[$0] }
+            } else {
+                tied = try values(file, "lm_head.weight") == values(wteFile, wteKey)
+            }
             if !tied { throw GenError("\(name): lm_head.weight differs from wte.weight; gen computes GPT-2 with a tied output head only") }
         }
         return Checkpoint(model: model, tokenizer: tokenizer, metadata: ["gen_source": "huggingface", "source": name])
