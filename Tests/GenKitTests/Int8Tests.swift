@@ -76,12 +76,13 @@ import Foundation
     }
 
     /// A model loaded for sampling in 8 bits (`Checkpoint.load` with `decoding` and `int8`)
-    /// rounds its projections straight from the file and never stores them in fp32 (their place
-    /// in the parameter buffer stays zero), yet computes the model loaded whole and rounded
-    /// (`roundToInt8`) bit for bit: a prompt's batched pass (the projections rebuilt from their
-    /// 8 bits), each token after it, and the window's re-runs past the context; from F32 read
-    /// in place (rows of 96: a tail of 32) and from an F16 Hugging Face folder (converted
-    /// first). Loaded with `int8` alone, the model is `roundToInt8`'s.
+    /// rounds its projections and embeddings straight from the file and never stores them in
+    /// fp32 (their place in the parameter buffer stays zero), yet computes the model loaded
+    /// whole and rounded (`roundToInt8`) bit for bit: a prompt's batched pass (the projections
+    /// rebuilt from their 8 bits, the embeddings' rows and the last position's logits too),
+    /// each token after it, and the window's re-runs past the context; from F32 read in place
+    /// (rows of 96: a tail of 32) and from an F16 Hugging Face folder (converted first). Loaded
+    /// with `int8` alone, the model is `roundToInt8`'s.
     @Test func int8OnlyLoadComputesTheRoundedModel() throws {
         let c = GPTConfig(nLayer: 2, nHead: 4, nEmbd: 96, blockSize: 24, vocabSize: 70)
         let source = GPTModel(config: c)
@@ -96,7 +97,9 @@ import Foundation
             rounded.roundToInt8()
             let only = try Checkpoint.load(file, decoding: true, int8: true).model
             #expect(only.int8Only && only.samplingOnly && !rounded.int8Only && !rounded.samplingOnly)
-            for t in only.layout.tensors where [".c_attn.weight", ".c_proj.weight", ".c_fc.weight"].contains(where: t.name.hasSuffix) {
+            // The embeddings too, read in place from F32 (F16 is converted in the buffer first).
+            let alone = [".c_attn.weight", ".c_proj.weight", ".c_fc.weight"] + (file == path ? ["wte.weight"] : [])
+            for t in only.layout.tensors where alone.contains(where: t.name.hasSuffix) {
                 let values = UnsafeBufferPointer(start: only.parameters.pointer + t.offset, count: t.count)
                 #expect(values.allSatisfy { $0 == 0 }, "\(t.name) stored in fp32")
             }

@@ -166,6 +166,60 @@ public enum Int8Blocks {
         return m.replacing(with: a, where: a .> m)
     }
 
+    /// Row n of a weight stored (N,K) in 8 bits (`quantize(rowsOf:)`), rebuilt in out (K): each
+    /// value q·s, the value rounding wrote back (a zero's sign aside). Whole 64-value blocks as
+    /// four vectors: (1.5 + q/256 − 1.5)·256 is q exactly.
+    @inline(__always)
+    public static func dequantize(row n: Int, q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, K: Int,
+                                  into out: UnsafeMutablePointer<Float>) {
+        let nb = blocks(K: K), stride = rowBytes(K: K)
+        let qRow = q + n * stride, sRow = scales + n * nb
+        var k = 0
+        while k + 64 <= K {
+            let (f0, f1, f2, f3) = load64(qRow + k)
+            let s = Float32x16(repeating: sRow[k / 64])
+            store16((f0 - 1.5) * 256 * s, out + k); store16((f1 - 1.5) * 256 * s, out + k + 16)
+            store16((f2 - 1.5) * 256 * s, out + k + 32); store16((f3 - 1.5) * 256 * s, out + k + 48)
+            k += 64
+        }
+        let bytes = UnsafeRawPointer(qRow).assumingMemoryBound(to: UInt8.self)
+        while k < K { out[k] = Float(Int(bytes[slot(k, K: K)]) - 128) * sRow[k / 64]; k += 1 }
+    }
+
+    /// out (B,T,C) = the token embeddings' rows of `tokens`, stored in 8 bits (V,C), rebuilt
+    /// (`dequantize(row:)`), + wpe (maxT,C): what `Embedding.forward` gives from the rounded
+    /// fp32 rows.
+    public static func embed(_ out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>,
+                             q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, wpe: UnsafePointer<Float>,
+                             B: Int, T: Int, C: Int) {
+        Parallel.forRanges(B * T, minimumPerThread: 64) { rows in
+            for r in rows {
+                let o = out + r * C, p = wpe + (r % T) * C
+                dequantize(row: Int(tokens[r]), q: q, scales: scales, K: C, into: o)
+                var c = 0
+                while c + 16 <= C { store16(load16(o + c) + load16(p + c), o + c); c += 16 }
+                while c < C { o[c] = o[c] + p[c]; c += 1 }
+            }
+        }
+    }
+
+    /// y (N) = W (N,K) · x (K) for W stored in 8 bits (`quantize(rowsOf:)`), each row rebuilt
+    /// in fp32 and multiplied as `Matmul.vectorForwardTransposed` multiplies it: the bits of
+    /// that product over the rounded fp32 rows (not `vectorForward`'s, which multiplies the
+    /// bytes). For a prompt's last position when those rows are kept in 8 bits alone.
+    public static func vectorForwardRounded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                            q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, K: Int, N: Int) {
+        BLAS.keepSingleThreaded()
+        Parallel.forRanges((N + 63) / 64) { groups in
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: K) { row in
+                for n in (groups.lowerBound * 64)..<min(N, groups.upperBound * 64) {
+                    dequantize(row: n, q: q, scales: scales, K: K, into: row.baseAddress!)
+                    y[n] = Matmul.dot(row: row.baseAddress!, x, K: K)
+                }
+            }
+        }
+    }
+
     /// y (N) = bias (N) + W (N,K) · x (K), W the dequantized rows of q and scales as
     /// `quantize` wrote them. Split across the pool by groups of four rows.
     public static func vectorForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,

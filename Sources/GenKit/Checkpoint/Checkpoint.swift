@@ -38,9 +38,9 @@ public struct Checkpoint {
     ///   (`GPTModel.arrangeForDecoding`); a larger one is read as stored, its F32 token
     ///   embeddings where they lie in the file (`GPTModel.readEmbeddingsInPlace`).
     /// - Parameter int8: the model is rounded to 8 bits (`GPTModel.roundToInt8`); with
-    ///   `decoding`, each projection is rounded as it is read and its fp32 values are not kept
-    ///   (`GPTModel.int8Only`: a batched pass rebuilds them from the 8 bits, the same values),
-    ///   which saves their memory and the time to store them.
+    ///   `decoding`, each projection and the token embeddings are rounded as they are read and
+    ///   their fp32 values are not kept (`GPTModel.int8Only`: a batched pass rebuilds them from
+    ///   the 8 bits, the same values), which saves their memory and the time to store them.
     /// - Parameter readWeights: false to check every tensor's name, shape and type without
     ///   reading it (the model's weights stay zero): for describing a file or taking its
     ///   tokenizer, which then costs the header, not the whole file.
@@ -88,7 +88,7 @@ public struct Checkpoint {
         if readWeights { try Machine.checkFits(config.parameterEstimate * 4, "loading \(name)") }
         // Its pages are only faulted in when written: a model whose weights are not read costs no memory.
         let model = GPTModel(config: config)
-        // Only sampled from in 8 bits: the projections rounded from the file, never stored in fp32.
+        // Only sampled from in 8 bits: the projections and embeddings rounded from the file, never stored in fp32.
         let rounding = decoding && int8 && readWeights ? Int8Weights(config: config, fp32Projections: false) : nil
         let transposing = decoding && readWeights && rounding == nil && GPTModel.arrangesForDecoding(config)
         let scratch = transposing || rounding != nil ? FloatBuffer(count: config.largestProjection) : nil
@@ -106,6 +106,11 @@ public struct Checkpoint {
             do {
                 if !readWeights {
                     try file.checkFloats(k, count: t.count)
+                } else if let rounding, t.name == "wte.weight" {
+                    // Rounded where they lie in the file (F32), else converted in the buffer first.
+                    var w = try file.floatsInPlace(k, count: t.count).map { UnsafeMutablePointer(mutating: $0) }
+                    if w == nil { try file.copyFloats(k, into: at, count: t.count); w = at }
+                    rounding.roundEmbeddings(w!, C: config.nEmbd, V: config.vocabSize, writingBack: false)
                 } else if inPlace && t.name == "wte.weight", let p = try file.floatsInPlace(k, count: t.count) {
                     model.readEmbeddingsInPlace(p, file: file.bytes)
                 } else if let rounding, let scratch, let rows = rounding.dense, t.isProjection, let kind = t.kind {
@@ -126,7 +131,6 @@ public struct Checkpoint {
         }
         if transposing { model.markArrangedForDecoding() }
         if let rounding {
-            rounding.roundEmbeddings(model.views.wte, C: config.nEmbd, V: config.vocabSize)
             model.useInt8(rounding)
         } else if int8 && readWeights {
             model.roundToInt8()

@@ -137,7 +137,7 @@ public final class Decoder {
         let pos = length
         bounds = nil
         tokenBuffer.pointer[0] = token
-        Embedding.forward(x, tokens: tokenBuffer.pointer, wte: p.wte, wpe: p.wpe + pos * C, B: 1, T: 1, C: C)
+        p.embed(x, tokens: tokenBuffer.pointer, wpe: p.wpe + pos * C, B: 1, T: 1, C: C)
         for l in 0..<L {
             Block.forward(p.layer(l), step, M: 1, config: config,
                           attention: .cached(keys: kCache + l * T * C, values: vCache + l * T * C, scores: scores, position: pos, capacity: T))

@@ -18,7 +18,8 @@ public enum GPT {
         let L = config.nLayer, C = config.nEmbd, V = config.vocabSize
         let M = B * T
 
-        Embedding.forward(acts.encoded, tokens: tokens, wte: p.wte, wpe: p.wpe, B: B, T: T, C: C)
+        precondition(lastOnly || !p.int8Only, "a model held in 8 bits alone computes the last position's logits only")
+        p.embed(acts.encoded, tokens: tokens, wpe: p.wpe, B: B, T: T, C: C)
         if let d = acts.embedding { Dropout.apply(acts.encoded, acts.encoded, count: M * C, d) }
         for l in 0..<L {
             // With lastOnly the last block runs past attention for the last position alone.
@@ -29,7 +30,11 @@ public enum GPT {
         if lastOnly {
             LayerNorm.forward(acts.lnf, mean: acts.lnfMean, rstd: acts.lnfRstd, last + (M - 1) * C,
                               weight: p.lnfw, bias: p.lnfb, M: 1, C: C, eps: config.layerNormEpsilon)
-            Matmul.vectorForwardTransposed(acts.logits, acts.lnf, p.wte, K: C, N: V)
+            if let w = p.int8, w.alone {
+                Int8Blocks.vectorForwardRounded(acts.logits, acts.lnf, q: w.wte.q, scales: w.wte.scales, K: C, N: V)
+            } else {
+                Matmul.vectorForwardTransposed(acts.logits, acts.lnf, p.wte, K: C, N: V)
+            }
             return .nan
         }
         LayerNorm.forward(acts.lnf, mean: acts.lnfMean, rstd: acts.lnfRstd, last, weight: p.lnfw, bias: p.lnfb, M: M, C: C, eps: config.layerNormEpsilon)

@@ -56,10 +56,11 @@ public final class GPTModel {
     /// rounded to 8 bits.
     public var samplingOnly: Bool { views.rows || embeddingsInPlace || int8Only }
 
-    /// Whether the projections are held in 8 bits alone, their fp32 values never stored
-    /// (`Checkpoint.load` with `int8` and `decoding`): the parameter buffer's pages for them are
-    /// never touched, so they take no memory.
-    public var int8Only: Bool { views.int8?.dense != nil }
+    /// Whether the projections and token embeddings are held in 8 bits alone, their fp32 values
+    /// never stored (`Checkpoint.load` with `int8` and `decoding`): the parameter buffer's pages
+    /// for them are never touched, so they take no memory. Such a model computes only the last
+    /// position's logits (a decoder's).
+    public var int8Only: Bool { views.int8Only }
 
     /// Reads the token embeddings from `wte`, inside `file`'s bytes (read-only mapped pages),
     /// instead of the buffer: a large model only sampled from starts without copying them. Its
@@ -100,8 +101,7 @@ public final class GPTModel {
     /// For a loader that stored the projections transposed itself.
     func markArrangedForDecoding() { views.rows = true }
 
-    /// For a loader that rounded the projections into `weights` itself (and the embeddings,
-    /// in the buffer).
+    /// For a loader that rounded the projections and embeddings into `weights` itself.
     func useInt8(_ weights: Int8Weights) { views.int8 = weights }
 
     /// Rounds the four projections of every block and the token embeddings to 8 bits in blocks

@@ -19,12 +19,12 @@ public final class Int8Weights {
     let offsets: [[(Int, Int)]]
     let wteOffset: (Int, Int)
     /// The largest projection's size in fp32 (K,N), where a batched pass (a prompt) rebuilds
-    /// each projection from its 8 bits, for a model whose fp32 projections were never stored;
-    /// nil when they hold the rounded values themselves.
+    /// each projection from its 8 bits, for a model whose fp32 projections and embeddings were
+    /// never stored; nil when they hold the rounded values themselves.
     let dense: FloatBuffer?
 
-    /// Room for `config`'s weights in 8 bits (filled by `round`), with `dense` when the model
-    /// keeps no fp32 projections.
+    /// Room for `config`'s weights in 8 bits (filled by `round` and `roundEmbeddings`), with
+    /// `dense` when the model keeps no fp32 copy of them.
     init(config: GPTConfig, fp32Projections: Bool) {
         let C = config.nEmbd, H = config.hidden, V = config.vocabSize
         // (K, N) of attn, proj, fc, fcproj
@@ -74,10 +74,16 @@ public final class Int8Weights {
         Int8Blocks.quantize(rowsOf: w, K: K, N: N, q: bytes.pointer + b, scales: scales.pointer + s, roundingWeights: false)
     }
 
-    /// Rounds the token embeddings (V,C) into their 8 bits, and the rounded values back into them.
-    func roundEmbeddings(_ wte: UnsafeMutablePointer<Float>, C: Int, V: Int) {
-        Int8Blocks.quantize(rowsOf: wte, K: C, N: V, q: bytes.pointer + wteOffset.0, scales: scales.pointer + wteOffset.1)
+    /// Rounds the token embeddings (V,C) into their 8 bits; with `writingBack`, the rounded
+    /// values go back into them, else they are only read.
+    func roundEmbeddings(_ wte: UnsafeMutablePointer<Float>, C: Int, V: Int, writingBack: Bool = true) {
+        Int8Blocks.quantize(rowsOf: wte, K: C, N: V, q: bytes.pointer + wteOffset.0, scales: scales.pointer + wteOffset.1,
+                            roundingWeights: writingBack)
     }
+
+    /// Whether the projections and the token embeddings are held in these 8 bits alone, with
+    /// no fp32 copy (`GPTModel.int8Only`).
+    var alone: Bool { dense != nil }
 
     /// Layer l's projection i (0 attn, 1 proj, 2 fc, 3 fcproj).
     func matrix(layer l: Int, _ i: Int) -> Int8Matrix {

@@ -117,6 +117,18 @@ public struct ParameterViews {
     public var lora: LoRAViews?
     /// The projections and embeddings in 8 bits, if the model was rounded to them.
     var int8: Int8Weights?
+    /// Whether those 8 bits are all there is of the projections and embeddings (no fp32 copy).
+    var int8Only: Bool { int8?.alone ?? false }
+
+    /// out (B,T,C) = the embeddings of `tokens` + the positions' (wpe from the first position's).
+    func embed(_ out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>, wpe: UnsafePointer<Float>, B: Int, T: Int, C: Int) {
+        if let int8, int8.alone {
+            let w = int8.wte
+            Int8Blocks.embed(out, tokens: tokens, q: w.q, scales: w.scales, wpe: wpe, B: B, T: T, C: C)
+        } else {
+            Embedding.forward(out, tokens: tokens, wte: wte, wpe: wpe, B: B, T: T, C: C)
+        }
+    }
     /// The four projections are stored transposed, (N,K) (`GPTModel.arrangeForDecoding`).
     var rows = false
 
