@@ -101,13 +101,17 @@ import Glibc
 /// The sampler ranks only candidates (a heap) for top-k, top-p and min-p: it must pick what
 /// ranking the whole vocabulary picks, for the same random draw.
 @Suite struct SamplerTests {
-    /// The rules written out over a full sort (most likely first, ties by lower id).
+    /// The rules written out over a full sort (most likely first, ties by lower id): top-k
+    /// first, then min-p and top-p over the probabilities among the k kept (as Hugging Face's
+    /// and llama.cpp's samplers apply them).
     static func reference(_ logits: [Float], _ p: SamplingParameters, _ r: Float) -> Int32 {
         let m = logits.map { $0 / p.temperature }.max()!
         let e = logits.map { exp(Double($0 / p.temperature - m)) }
-        let z = e.reduce(0, +)
-        let probs = e.map { $0 / z }
-        let order = probs.indices.sorted { probs[$0] > probs[$1] || (probs[$0] == probs[$1] && $0 < $1) }
+        let order0 = e.indices.sorted { e[$0] > e[$1] || (e[$0] == e[$1] && $0 < $1) }
+        let kept = p.topK > 0 ? Set(order0.prefix(p.topK)) : Set(order0)
+        let z = kept.reduce(0.0) { $0 + e[$1] }
+        let probs = e.indices.map { kept.contains($0) ? e[$0] / z : 0 }
+        let order = order0
         var keep = p.topK > 0 ? min(p.topK, order.count) : order.count
         if p.minP > 0 {
             var k = 0
@@ -130,7 +134,8 @@ import Glibc
         var rng = Random(seed: 77)
         var settings: [SamplingParameters] = []
         for (k, topP, minP, t) in [(0, Float(0.9), Float(0), Float(1)), (40, 1, 0, 1), (0, 1, 0.05, 1), (10, 0.5, 0, 0.7),
-                                   (0, 0.999, 0, 2), (0, 0.95, 0.01, 3), (2000, 1, 0, 1)] {
+                                   (0, 0.999, 0, 2), (0, 0.95, 0.01, 3), (2000, 1, 0, 1), (50, 0.95, 0, 1),
+                                   (40, 0.9, 0.05, 1.2), (2000, 0.9, 0, 1), (30, 1, 0.2, 0.8)] {
             var p = SamplingParameters()
             p.topK = k; p.topP = topP; p.minP = minP; p.temperature = t
             settings.append(p)

@@ -105,7 +105,10 @@ import Foundation
         p.temperature = 0.8; p.topK = 7
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(7))
         p.topP = 0.9
-        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(7))
+        p.minP = 0.1
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(7))
+        p.minP = 0
         p.topP = 1; p.repeatPenalty = 1.2
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(7 + 64))
         p.repeatPenalty = 0.8
@@ -122,7 +125,7 @@ import Foundation
         p.repeatPenalty = 1; p.topK = 0; p.minP = 0.1
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .bounded)
         p.topK = 7
-        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
+        #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(7))
         p.topK = 0; p.topP = 0.9
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .all)
         p.minP = 0
@@ -133,17 +136,26 @@ import Foundation
         p.topP = 1
         #expect(Sampler(vocabSize: 10, parameters: p, seed: 1).logitsRead == .largest(1))
         p.temperature = 0.8; p.minP = 0; p.topK = 7
-        // Top-k over logits whose others are −∞ picks what it picks over the full logits.
+        // Top-k (alone, with top-p, with min-p, with both) over logits whose others are −∞
+        // picks what it picks over the full logits.
         p.repeatPenalty = 1
         var rng = Random(seed: 5)
         let logits = (0..<500).map { _ in Float(rng.nextNormal()) * 3 }
         let order = logits.indices.sorted { logits[$0] > logits[$1] }
         var masked = [Float](repeating: -.infinity, count: 500)
         for i in order.prefix(9) { masked[i] = logits[i] }
-        for seed in 0..<50 as Range<UInt64> {
-            var a = logits, b = masked
-            let s1 = Sampler(vocabSize: 500, parameters: p, seed: seed), s2 = Sampler(vocabSize: 500, parameters: p, seed: seed)
-            #expect(s1.sample(&a, recent: []) == s2.sample(&b, recent: []))
+        for (topP, minP) in [(Float(1), Float(0)), (0.6, 0), (1, 0.02), (0.9, 0.01)] {
+            p.topP = topP; p.minP = minP
+            #expect(Sampler(vocabSize: 500, parameters: p, seed: 1).logitsRead == .largest(7))
+            var picks = Set<Int32>()
+            for seed in 0..<50 as Range<UInt64> {
+                var a = logits, b = masked
+                let s1 = Sampler(vocabSize: 500, parameters: p, seed: seed), s2 = Sampler(vocabSize: 500, parameters: p, seed: seed)
+                let pick = s1.sample(&a, recent: [])
+                #expect(pick == s2.sample(&b, recent: []), "top-p \(topP) min-p \(minP)")
+                picks.insert(pick)
+            }
+            #expect(picks.count > 1 && picks.isSubset(of: order.prefix(7).map { Int32($0) }))
         }
     }
 

@@ -17,7 +17,8 @@ public struct SamplingParameters: Sendable, Equatable {
     public var temperature: Float = 0.8
     /// Keep only the k most likely tokens (0: all).
     public var topK = 0
-    /// Keep the smallest set of tokens whose probability reaches p (1: all).
+    /// Keep the smallest set of tokens whose probability reaches p (1: all); with top-k, the
+    /// probabilities among the k kept (as Hugging Face's and llama.cpp's samplers apply it).
     public var topP: Float = 1
     /// Drop tokens less likely than minP × the most likely one's probability (0: none).
     public var minP: Float = 0
@@ -70,23 +71,24 @@ public final class Sampler {
     }
 
     /// What `sample` needs of the logits: the k largest alone when greedy (1, whatever top-k,
-    /// top-p and min-p say) or top-k alone (k), and with a repeat penalty above 1 the
-    /// k + `repeatWindow` largest (the penalty only lowers logits, and only the window's tokens':
-    /// a token among the k largest after it has at most k − 1 unpenalised tokens and the
-    /// window's others before it); with the temperature alone, with min-p or with top-p (with
-    /// or without the penalty), every logit within a bound (`sample(_:bounds:recent:exact:)`);
-    /// else every logit (top-k with top-p or min-p, top-p with min-p, greedy or top-k with a
-    /// penalty below 1, which raises logits; and top-p for a while after its bounds settled
-    /// nothing `nucleusMisses` times in a row). Asked again before each token.
+    /// top-p and min-p say) or with top-k (k: top-p and min-p then weigh the k among
+    /// themselves), and with a repeat penalty above 1 the k + `repeatWindow` largest (the
+    /// penalty only lowers logits, and only the window's tokens': a token among the k largest
+    /// after it has at most k − 1 unpenalised tokens and the window's others before it); with
+    /// the temperature alone, with min-p or with top-p (with or without the penalty), every
+    /// logit within a bound (`sample(_:bounds:recent:exact:)`); else every logit (top-p with
+    /// min-p, greedy or top-k with a penalty below 1, which raises logits; and top-p for a
+    /// while after its bounds settled nothing `nucleusMisses` times in a row). Asked again
+    /// before each token.
     public var logitsRead: LogitsRead {
         let p = parameters
         func largest(_ k: Int) -> LogitsRead {
             p.repeatPenalty == 1 ? .largest(k) : p.repeatPenalty > 1 ? .largest(k + p.repeatWindow) : .all
         }
         if p.temperature <= 0 { return largest(1) }   // the most likely token passes every rule
-        if p.topP < 1 { return p.topK > 0 || p.minP > 0 || fullDrawsLeft > 0 ? .all : .bounded }
-        if p.minP > 0 { return p.topK > 0 ? .all : .bounded }
-        return p.topK > 0 ? largest(p.topK) : .bounded
+        if p.topK > 0 { return largest(p.topK) }
+        if p.topP < 1 { return p.minP > 0 || fullDrawsLeft > 0 ? .all : .bounded }
+        return .bounded
     }
 
     /// Plain sampling (the temperature alone, `logitsRead == .bounded`) from logits known only
@@ -334,9 +336,10 @@ public final class Sampler {
         probs.withUnsafeMutableBufferPointer { pr in
             for i in 0..<V { pr[i] = logits[i] * inverse }
         }
-        if p.topK > 0 && p.topP >= 1 && p.minP <= 0 {
-            // Top-k alone: the k largest of l/T, weighed by exp(l/T − max) among themselves,
-            // so that no other logit's value matters.
+        if p.topK > 0 {
+            // Top-k: the k largest of l/T, weighed by exp(l/T − max) among themselves, so that
+            // no other logit's value matters; then min-p (a weight under minP of the largest's)
+            // and top-p (the first of them whose weights reach topP of the k's) cut the ranking.
             let k = rankTop(min(p.topK, V))
             var total: Float = 0
             probs.withUnsafeMutableBufferPointer { pr in
@@ -347,11 +350,30 @@ public final class Sampler {
                     total += pr[i]
                 }
             }
-            return draw(k, total: total)
+            var keep = k
+            if p.minP > 0 {
+                var j = 0
+                while j < keep && probs[Int(order[j])] >= p.minP { j += 1 }
+                keep = max(1, j)
+            }
+            if p.topP < 1 {
+                var acc: Float = 0, j = 0
+                while j < keep {
+                    acc += probs[Int(order[j])]
+                    j += 1
+                    if acc >= p.topP * total { break }
+                }
+                keep = max(1, j)
+            }
+            if keep < k {
+                total = 0
+                for j in 0..<keep { total += probs[Int(order[j])] }
+            }
+            return draw(keep, total: total)
         }
         // Softmax at the temperature, in place in `probs`.
         probs.withUnsafeMutableBufferPointer { _ = softmaxRow($0.baseAddress!, V) }
-        let needsOrder = p.topK > 0 || p.topP < 1 || p.minP > 0
+        let needsOrder = p.topP < 1 || p.minP > 0
         if !needsOrder {
             let r = random.nextFloat()
             var acc: Float = 0
@@ -362,10 +384,10 @@ public final class Sampler {
             return Int32(V - 1)
         }
         let pr = probs
-        var ranked = rankTop(p.topK > 0 ? min(p.topK, V) : min(V, Self.candidates))
-        // Without top-k, the candidates must hold the whole nucleus and every token above the
-        // min-p floor; when they may not, rank the whole vocabulary.
-        if p.topK == 0 && ranked < V {
+        var ranked = rankTop(min(V, Self.candidates))
+        // The candidates must hold the whole nucleus and every token above the min-p floor;
+        // when they may not, rank the whole vocabulary.
+        if ranked < V {
             var mass: Float = 0
             for k in 0..<ranked { mass += pr[Int(order[k])] }
             let nucleusShort = p.topP < 1 && mass < p.topP
