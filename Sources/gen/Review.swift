@@ -28,7 +28,7 @@ struct ReviewOptions {
             OptionSpec(name: "max-tokens", short: "n", value: "n", help: "Tokens per completion.", defaultValue: "100"),
             OptionSpec(name: "temperature", aliases: ["temp"], value: "t", help: "Sampling temperature (above 0: two samples at 0 are the same).", defaultValue: "1.0"),
             OptionSpec(name: "top-k", value: "k", help: "Sample among the k most likely tokens only (0: all).", defaultValue: "0"),
-            OptionSpec(name: "top-p", value: "p", help: "Sample among the most likely tokens whose probabilities reach p.", defaultValue: "1.0"),
+            OptionSpec(name: "top-p", value: "p", help: "Sample among the most likely tokens whose probabilities reach p (with --top-k, among the k kept).", defaultValue: "1.0"),
             OptionSpec(name: "stop", value: "text", help: "End a completion before this text (repeatable).", repeated: true),
             OptionSpec(name: "seed", short: "s", value: "n", help: "Seed of the samples.", defaultValue: "1337"),
             threadsOption,

@@ -24,7 +24,7 @@ struct SampleOptions {
             OptionSpec(name: "max-tokens", short: "n", value: "n", help: "Tokens to generate per sample.", defaultValue: "500"),
             OptionSpec(name: "temperature", aliases: ["temp"], value: "t", help: "Sampling temperature; 0 always picks the most likely token.", defaultValue: "0.8"),
             OptionSpec(name: "top-k", value: "k", help: "Sample among the k most likely tokens only (0: all).", defaultValue: "0"),
-            OptionSpec(name: "top-p", value: "p", help: "Sample among the most likely tokens whose probabilities reach p.", defaultValue: "1.0"),
+            OptionSpec(name: "top-p", value: "p", help: "Sample among the most likely tokens whose probabilities reach p (with --top-k, among the k kept).", defaultValue: "1.0"),
             OptionSpec(name: "min-p", value: "p", help: "Drop tokens less likely than p times the most likely one.", defaultValue: "0"),
             OptionSpec(name: "repeat-penalty", value: "x", help: "Penalise the last 64 tokens' logits by this factor (1: off).", defaultValue: "1.0"),
             OptionSpec(name: "stop", value: "text", help: "End a sample before this text (repeatable).", repeated: true),
