@@ -89,11 +89,11 @@ public struct Checkpoint {
         // Its pages are only faulted in when written: a model whose weights are not read costs no memory.
         let model = GPTModel(config: config)
         // Only sampled from in 8 bits: the projections and embeddings rounded from the file, never stored in fp32.
-        let rounding = decoding && int8 && readWeights ? Int8Weights(config: config, fp32Projections: false) : nil
+        let rounding = decoding && int8 && readWeights ? Int8Weights(config: config, fp32Copy: false) : nil
         let transposing = decoding && readWeights && rounding == nil && GPTModel.arrangesForDecoding(config)
         let scratch = transposing || rounding != nil ? FloatBuffer(count: config.largestProjection) : nil
         // A larger model only sampled from reads its token embeddings in place when it can
-        // (rounded to 8 bits, they are rounded in the buffer).
+        // (in 8 bits alone, they are rounded from the file instead).
         let inPlace = decoding && readWeights && !transposing && rounding == nil
         for t in model.layout.tensors {
             guard let k = key(t.name), let file = files.first(where: { $0.entries[k] != nil }), let e = file.entries[k] else {

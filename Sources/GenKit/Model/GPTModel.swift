@@ -52,7 +52,7 @@ public final class GPTModel {
     /// (`readEmbeddingsInPlace`).
     public var embeddingsInPlace: Bool { embeddingsFile != nil }
     /// A model only sampled from (arranged for decoding, reading its embeddings in place, or
-    /// holding its projections in 8 bits alone): it is not trained, merged, saved, exported or
+    /// holding its projections and embeddings in 8 bits alone): it is not trained, merged, saved, exported or
     /// rounded to 8 bits.
     public var samplingOnly: Bool { views.rows || embeddingsInPlace || int8Only }
 

@@ -25,7 +25,7 @@ public final class Int8Weights {
 
     /// Room for `config`'s weights in 8 bits (filled by `round` and `roundEmbeddings`), with
     /// `dense` when the model keeps no fp32 copy of them.
-    init(config: GPTConfig, fp32Projections: Bool) {
+    init(config: GPTConfig, fp32Copy: Bool) {
         let C = config.nEmbd, H = config.hidden, V = config.vocabSize
         // (K, N) of attn, proj, fc, fcproj
         let shapes = [(C, 3 * C), (C, C), (C, H), (H, C)]
@@ -46,12 +46,12 @@ public final class Int8Weights {
         self.offsets = offsets
         bytes = ByteBuffer(count: byteCount)
         scales = FloatBuffer(count: scaleCount, hugePages: true)
-        dense = fp32Projections ? nil : FloatBuffer(count: config.largestProjection)
+        dense = fp32Copy ? nil : FloatBuffer(count: config.largestProjection)
     }
 
     /// Quantizes `views`' weights, writing the rounded values back into them.
     convenience init(_ views: ParameterViews, config: GPTConfig) {
-        self.init(config: config, fp32Projections: true)
+        self.init(config: config, fp32Copy: true)
         for l in 0..<config.nLayer {
             let w = views.layer(l)
             for (i, linear) in [w.attn, w.proj, w.fc, w.fcproj].enumerated() {
