@@ -113,12 +113,11 @@ public struct Checkpoint {
                     rounding.roundEmbeddings(w!, C: config.nEmbd, V: config.vocabSize, writingBack: false)
                 } else if inPlace && t.name == "wte.weight", let p = try file.floatsInPlace(k, count: t.count) {
                     model.readEmbeddingsInPlace(p, file: file.bytes)
-                } else if let rounding, let scratch, let rows = rounding.dense, t.isProjection, let kind = t.kind {
+                } else if let rounding, let scratch, let rows = rounding.dense, let i = t.projection, let kind = t.kind {
                     // Transposed into the buffer where batched passes will rebuild projections,
                     // and rounded from there by rows (the bytes rounding by columns gives).
                     let (K, N) = (t.shape[0], t.shape[1])
                     try file.copyFloats(k, into: rows.pointer, count: t.count, transposing: (K, N), scratch: scratch.pointer)
-                    let i = [ParameterLayout.Kind.qkvw, .attprojw, .fcw, .fcprojw].firstIndex(of: kind)!
                     rounding.round(layer: (t.offset - model.layout.offset(kind)) / t.count, i, rowsOf: rows.pointer, K: K, N: N)
                 } else if let scratch, t.isProjection {
                     try file.copyFloats(k, into: at, count: t.count, transposing: (t.shape[0], t.shape[1]), scratch: scratch.pointer)

@@ -66,16 +66,11 @@ public enum HuggingFaceGPT2 {
         if readWeights, let file = files.first(where: { $0.entries["lm_head.weight"] != nil }),
            let wteKey = key("wte.weight"), let wteFile = files.first(where: { $0.entries[wteKey] != nil }) {
             let count = config.vocabSize * config.nEmbd
-            func values(_ f: SafeTensorsFile, _ k: String) throws -> [Float] {
-                var out = [Float](repeating: 0, count: count)
-                try out.withUnsafeMutableBufferPointer { try f.copyFloats(k, into: $0.baseAddress!, count: count) }
-                return out
-            }
             let tied: Bool
             if let h = try file.floatsInPlace("lm_head.weight", count: count), let w = try wteFile.floatsInPlace(wteKey, count: count) {
                 tied = (0..<count).allSatisfy { h[$0] == w[$0] }
             } else {
-                tied = try values(file, "lm_head.weight") == values(wteFile, wteKey)
+                tied = try file.floats("lm_head.weight") == wteFile.floats(wteKey)
             }
             if !tied { throw GenError("\(name): lm_head.weight differs from wte.weight; gen computes GPT-2 with a tied output head only") }
         }

@@ -13,8 +13,10 @@ public struct ParameterLayout: Sendable {
         public var decays: Bool { shape.count >= 2 }
         /// The kind of a model tensor (nil for an adapter's).
         var kind: Kind? = nil
-        /// One of a block's four projection weights, (K,N).
-        var isProjection: Bool { kind.map { [.qkvw, .attprojw, .fcw, .fcprojw].contains($0) } ?? false }
+        /// Which of a block's four projection weights, (K,N), this is (0 attn, 1 proj, 2 fc,
+        /// 3 fcproj, as `Int8Weights.matrix` numbers them), or nil.
+        var projection: Int? { kind.flatMap { [.qkvw, .attprojw, .fcw, .fcprojw].firstIndex(of: $0) } }
+        var isProjection: Bool { projection != nil }
     }
 
     /// The kinds of tensor, in buffer order, with their per-layer shapes.
