@@ -51,6 +51,10 @@ public final class Sampler {
     /// Bounded sampling's copy of the logits and bounds with the repeat penalty applied.
     var penalisedLogits: [Float]
     var penalisedBounds: [Float]
+    /// The repeat penalty's window: `windowMarks[i] == windowStamp` for the tokens in it
+    /// (`markWindow`).
+    var windowMarks: [UInt32]
+    var windowStamp: UInt32 = 0
     /// Bounded top-p draws in a row that computed every logit (a nucleus too large or too flat
     /// for the candidates), and the draws from every logit that then follow before the bounds
     /// are tried again: a flat distribution does not pay for the 8-bit pass for nothing.
@@ -68,6 +72,7 @@ public final class Sampler {
         exactLogits = [Float](repeating: 0, count: vocabSize)
         penalisedLogits = [Float](repeating: 0, count: vocabSize)
         penalisedBounds = [Float](repeating: 0, count: vocabSize)
+        windowMarks = [UInt32](repeating: 0, count: vocabSize)
     }
 
     /// What `sample` needs of the logits: the k largest alone when greedy (1, whatever top-k,
@@ -107,19 +112,37 @@ public final class Sampler {
                        exact: (Int) -> Float) -> Int32 {
         precondition(logitsRead == .bounded)
         guard parameters.repeatPenalty != 1 && !recent.isEmpty else { return sampleBounded(logits, bounds: bounds, exact: exact) }
-        var penalised: [Int: Float] = [:]
-        for t in recent.suffix(parameters.repeatWindow) where penalised[Int(t)] == nil {
-            penalised[Int(t)] = penalise(exact(Int(t)))
-        }
         return penalisedLogits.withUnsafeMutableBufferPointer { pl in
             penalisedBounds.withUnsafeMutableBufferPointer { pb in
                 let l = pl.baseAddress!, b = pb.baseAddress!
                 l.update(from: logits, count: pl.count)
                 b.update(from: bounds, count: pb.count)
-                for (i, v) in penalised { l[i] = v; b[i] = 0 }
-                return sampleBounded(l, bounds: b) { penalised[$0] ?? exact($0) }
+                let stamp = markWindow(recent) { i in l[i] = penalise(exact(i)); b[i] = 0 }
+                return windowMarks.withUnsafeBufferPointer { marks in
+                    sampleBounded(l, bounds: b) { marks[$0] == stamp ? l[$0] : exact($0) }
+                }
             }
         }
+    }
+
+    /// Calls `body` once for each distinct token among the last `repeatWindow` of `recent`,
+    /// marking it in `windowMarks` with a new stamp, which it returns: the penalty's set of
+    /// tokens without a set allocated per token.
+    @discardableResult
+    func markWindow(_ recent: ArraySlice<Int32>, _ body: (Int) -> Void) -> UInt32 {
+        windowStamp &+= 1
+        if windowStamp == 0 {   // wrapped around: no mark may look new
+            windowMarks.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+            windowStamp = 1
+        }
+        let stamp = windowStamp
+        windowMarks.withUnsafeMutableBufferPointer { marks in
+            for t in recent.suffix(parameters.repeatWindow) where marks[Int(t)] != stamp {
+                marks[Int(t)] = stamp
+                body(Int(t))
+            }
+        }
+        return stamp
     }
 
     /// A recent token's logit under the repeat penalty: divided by it when positive, else
@@ -321,11 +344,7 @@ public final class Sampler {
         let V = probs.count
         let p = parameters
         if p.repeatPenalty != 1 {
-            var seen = Set<Int32>()
-            for t in recent.suffix(p.repeatWindow) where seen.insert(t).inserted {
-                let i = Int(t)
-                logits[i] = penalise(logits[i])
-            }
+            markWindow(recent) { i in logits[i] = penalise(logits[i]) }
         }
         if p.temperature <= 0 {
             var best = 0
