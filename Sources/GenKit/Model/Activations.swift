@@ -1,8 +1,8 @@
 import GenKernels
 /// Every activation of a forward pass for up to B sequences of up to T tokens (and, when
 /// training, the gradient scratch of the backward pass), in one allocation made up front.
-/// Per-layer tensors are stored for all layers; a pass over t <= T tokens uses the first
-/// B*t rows of each layer's slice.
+/// Per-layer tensors are stored for all layers (or, `oneLayer`, for one, which every layer
+/// reuses); a pass over t <= T tokens uses the first B*t rows of each layer's slice.
 public final class Activations {
     public let B: Int, T: Int
     let config: GPTConfig
@@ -43,9 +43,9 @@ public final class Activations {
 
     /// Floats of each tensor, in allocation order, computed in floating point so that no
     /// shape, however large, overflows (the caller checks the total before allocating).
-    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, loraRank: Int = 0,
+    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, oneLayer: Bool = false, loraRank: Int = 0,
                       loraDropout: Bool = false) -> [Double] {
-        let L = Double(config.nLayer), C = Double(config.nEmbd), V = Double(config.vocabSize), NH = Double(config.nHead)
+        let L = oneLayer ? 1 : Double(config.nLayer), C = Double(config.nEmbd), V = Double(config.vocabSize), NH = Double(config.nHead)
         let H = Double(config.hidden)
         let B = Double(B), T = Double(T)
         let M = B * T
@@ -67,19 +67,26 @@ public final class Activations {
     }
 
     /// Bytes an `Activations` of this shape would hold.
-    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, loraRank: Int = 0,
+    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, oneLayer: Bool = false, loraRank: Int = 0,
                              loraDropout: Bool = false) -> Double {
-        sizes(config: config, B: B, T: T, training: training, loraRank: loraRank, loraDropout: loraDropout).reduce(0, +) * 4
+        sizes(config: config, B: B, T: T, training: training, oneLayer: oneLayer, loraRank: loraRank,
+              loraDropout: loraDropout).reduce(0, +) * 4
     }
 
+    /// - Parameter oneLayer: one layer's tensors, which every layer reuses (a layer's input is
+    ///   the previous one's output, overwritten only once the residual no longer needs it):
+    ///   for a forward pass that reads only the logits afterwards (evaluation, log-probabilities),
+    ///   not for training or a decoder's prefill, which read every layer's.
     /// - Parameter loraRank: the rank of the model's adapters (0: none).
-    public init(config: GPTConfig, B: Int, T: Int, training: Bool, loraRank: Int = 0,
+    public init(config: GPTConfig, B: Int, T: Int, training: Bool, oneLayer: Bool = false, loraRank: Int = 0,
                 loraDropout: Bool = false) {
+        precondition(!(training && oneLayer), "training reads every layer's activations")
         self.B = B
         self.T = T
         self.config = config
         self.loraRank = loraRank
-        let rounded = Self.sizes(config: config, B: B, T: T, training: training, loraRank: loraRank,
+        self.oneLayer = oneLayer
+        let rounded = Self.sizes(config: config, B: B, T: T, training: training, oneLayer: oneLayer, loraRank: loraRank,
                                  loraDropout: loraDropout).map { Int($0) }
         buffer = FloatBuffer(count: rounded.reduce(0, +), hugePages: training)
         var at = buffer.pointer
@@ -101,10 +108,12 @@ public final class Activations {
     }
 
     let loraRank: Int
+    /// Whether every layer reuses one layer's tensors.
+    let oneLayer: Bool
 
     /// Activations for `model` (with room for its adapters' products).
-    public convenience init(model: GPTModel, B: Int, T: Int, training: Bool) {
-        self.init(config: model.config, B: B, T: T, training: training, loraRank: model.loraRank,
+    public convenience init(model: GPTModel, B: Int, T: Int, training: Bool, oneLayer: Bool = false) {
+        self.init(config: model.config, B: B, T: T, training: training, oneLayer: oneLayer, loraRank: model.loraRank,
                   loraDropout: training && (model.adapters?.config.dropout ?? 0) > 0)
     }
     let loraU: UnsafeMutablePointer<Float>?        // (L,4,M,r)
@@ -151,17 +160,19 @@ public final class Activations {
         }
     }
 
-    func layer(_ l: Int) -> Layer {
+    func layer(_ index: Int) -> Layer {
         let C = config.nEmbd, Mmax = B * T
-        var layer = Layer(input: l == 0 ? encoded : res3 + (l - 1) * Mmax * C,
+        // Dropout keys are per layer index; the tensors' slice is layer 0's when one is kept.
+        let l = oneLayer ? 0 : index, keys = index
+        var layer = Layer(input: index == 0 ? encoded : res3 + max(0, l - 1) * Mmax * C,
                      ln1: ln1 + l * Mmax * C, ln1Mean: ln1Mean + l * Mmax, ln1Rstd: ln1Rstd + l * Mmax,
                      qkv: qkv + l * Mmax * 3 * C, atty: atty + l * Mmax * C, attStats: attStats + l * B * config.nHead * T,
                      attproj: attproj + l * Mmax * C, res2: res2 + l * Mmax * C,
                      ln2: ln2 + l * Mmax * C, ln2Mean: ln2Mean + l * Mmax, ln2Rstd: ln2Rstd + l * Mmax,
                      fch: fch + l * Mmax * config.hidden, fchGelu: fchGelu + l * Mmax * config.hidden,
                      fcproj: fcproj + l * Mmax * C, res3: res3 + l * Mmax * C,
-                     attention: dropoutStream(1 + 7 * l, dropout), attprojDropout: dropoutStream(2 + 7 * l, dropout),
-                     fcprojDropout: dropoutStream(3 + 7 * l, dropout))
+                     attention: dropoutStream(1 + 7 * keys, dropout), attprojDropout: dropoutStream(2 + 7 * keys, dropout),
+                     fcprojDropout: dropoutStream(3 + 7 * keys, dropout))
         layer.partials = partials
         if let loraU {
             let r = loraRank
@@ -171,8 +182,8 @@ public final class Activations {
             layer.uFc = base + 2 * Mmax * r; layer.uMlpProj = base + 3 * Mmax * r
         }
         if let loraDropped {
-            layer.dropAttn = dropoutStream(4 + 7 * l, adapterDropout); layer.dropAttnProj = dropoutStream(5 + 7 * l, adapterDropout)
-            layer.dropFc = dropoutStream(6 + 7 * l, adapterDropout); layer.dropMlpProj = dropoutStream(7 + 7 * l, adapterDropout)
+            layer.dropAttn = dropoutStream(4 + 7 * keys, adapterDropout); layer.dropAttnProj = dropoutStream(5 + 7 * keys, adapterDropout)
+            layer.dropFc = dropoutStream(6 + 7 * keys, adapterDropout); layer.dropMlpProj = dropoutStream(7 + 7 * keys, adapterDropout)
             layer.dropped = loraDropped
         }
         return layer
@@ -180,6 +191,7 @@ public final class Activations {
 
     /// Row r of layer l's output of the attention projection's key/value part, for filling a cache.
     func qkvRow(layer l: Int, row r: Int) -> UnsafeMutablePointer<Float> {
-        qkv + l * B * T * 3 * config.nEmbd + r * 3 * config.nEmbd
+        precondition(!oneLayer)
+        return qkv + l * B * T * 3 * config.nEmbd + r * 3 * config.nEmbd
     }
 }

@@ -8,7 +8,7 @@ extension GPTModel {
         let t = tokens.count
         precondition(t >= 1 && t <= config.blockSize)
         precondition(tokens.allSatisfy { $0 >= 0 && Int($0) < config.vocabSize })
-        let acts = Activations(model: self, B: 1, T: t, training: false)
+        let acts = Activations(model: self, B: 1, T: t, training: false, oneLayer: true)
         _ = tokens.withUnsafeBufferPointer { GPT.forward(views, config, acts, tokens: $0.baseAddress!, targets: nil, B: 1, t: t) }
         return Array(UnsafeBufferPointer(start: acts.logits, count: t * config.vocabSize))
     }
@@ -17,7 +17,7 @@ extension GPTModel {
     public func loss(_ tokens: [Int32], targets: [Int32]) -> Float {
         let t = tokens.count
         precondition(t >= 1 && t <= config.blockSize && targets.count == t)
-        let acts = Activations(model: self, B: 1, T: t, training: false)
+        let acts = Activations(model: self, B: 1, T: t, training: false, oneLayer: true)
         return tokens.withUnsafeBufferPointer { x in
             targets.withUnsafeBufferPointer { y in
                 GPT.forward(views, config, acts, tokens: x.baseAddress!, targets: y.baseAddress!, B: 1, t: t)

@@ -31,10 +31,11 @@ public final class Evaluator {
         self.model = model
         self.threads = threads
         let T = model.config.blockSize
-        try Machine.checkFits(Activations.bytes(config: model.config, B: batchSize, T: T, training: false),
+        try Machine.checkFits(Activations.bytes(config: model.config, B: batchSize, T: T, training: false, oneLayer: true,
+                                                loraRank: model.loraRank),
                               "evaluating a model with a context of \(T)")
         batch = TokenBatch(B: batchSize, T: T)
-        acts = Activations(model: model, B: batchSize, T: T, training: false)
+        acts = Activations(model: model, B: batchSize, T: T, training: false, oneLayer: true)
     }
 
     /// - Throws: `GenError` when the text has fewer than 2 tokens.
