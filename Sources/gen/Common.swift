@@ -7,11 +7,13 @@ let adapterOption = OptionSpec(name: "adapter", value: "dir", help: "LoRA adapte
 let weightsOption = OptionSpec(name: "weights", value: "fp32|int8", help: "Precision of the weights: int8 rounds the projections and embeddings to 8 bits in blocks of 64 at load (decoding reads about a quarter of the bytes).", defaultValue: "fp32")
 
 /// The model of --from, with the adapters of --adapter when given, its weights rounded to 8
-/// bits when `weights` is "int8" (the adapters stay fp32). A model `forDecoding` is only
-/// sampled from: its fp32 projections are stored for streaming (`arrangeForDecoding`), or in
-/// 8 bits alone.
+/// bits when `weights` is "int8" (the adapters stay fp32). A model `forDecoding` only runs
+/// forward (sampled from; evaluated, in 8 bits): its fp32 projections are stored for
+/// streaming (`arrangeForDecoding`), or in 8 bits alone.
 func loadModel(_ from: String, adapter: String?, weights: String = "fp32", forDecoding: Bool = false) throws -> Checkpoint {
-    let ck = try Checkpoint.load(from, decoding: forDecoding, int8: weights == "int8")
+    var options: LoadOptions = forDecoding ? .decoding : []
+    if weights == "int8" { options.insert(.int8) }
+    let ck = try Checkpoint.load(from, options)
     if let adapter { ck.model.adapters = try LoRAAdapters.load(folder: adapter, model: ck.model.config) }
     return ck
 }
@@ -165,7 +167,7 @@ func loadTokenizer(_ path: String) throws -> Tokenizer {
     if isDir.boolValue { return try HuggingFaceGPT2.tokenizer(in: path) }
     guard let head = FileHandle(forReadingAtPath: path)?.readData(ofLength: 9) else { throw GenError("cannot read \(path)") }
     if head.count == 9 && head[8] == UInt8(ascii: "{") && head[0...7].contains(where: { $0 != 0 }) && head[7] == 0 {
-        return try Checkpoint.load(path, readWeights: false).tokenizer
+        return try Checkpoint.load(path, .headerOnly).tokenizer
     }
     guard let data = FileManager.default.contents(atPath: path),
           let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {

@@ -38,7 +38,9 @@ struct EvalOptions {
     }
 
     func run() throws -> Int32 {
-        let ck = try loadModel(from, adapter: adapter, weights: weights)
+        // In 8 bits, the weights are held as sampling holds them (in 8 bits alone): the loss of
+        // rounding an fp32 copy (to float rounding), without one.
+        let ck = try loadModel(from, adapter: adapter, weights: weights, forDecoding: weights == "int8")
         let files = try CorpusFiles([text], folder: NSTemporaryDirectory())
         let r: Evaluator.Result
         do {

@@ -24,7 +24,7 @@ struct InfoOptions {
     }
 
     func run() throws -> Int32 {
-        let ck = try Checkpoint.load(path, readWeights: false)
+        let ck = try Checkpoint.load(path, .headerOnly)
         let c = ck.model.config
         if json {
             var fields = [

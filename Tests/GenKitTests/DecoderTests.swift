@@ -48,7 +48,7 @@ import GenKernels
     }
 
     /// A model arranged for decoding (projections stored transposed) gives the logits of the
-    /// model as it was, batched and token by token; loading with `decoding` arranges it as read.
+    /// model as it was, batched and token by token; loading with `.decoding` arranges it as read.
     @Test func decodingLayoutComputesTheSameModel() throws {
         let plain = try model(), arranged = try model()
         arranged.arrangeForDecoding()
@@ -61,7 +61,7 @@ import GenKernels
         expectDecoderMatches(arranged, tokens, full)
         for folder in ["lmhead", "half"] {
             let path = HuggingFaceTests.root + "/" + folder
-            let a = try Checkpoint.load(path).model, b = try Checkpoint.load(path, decoding: true).model
+            let a = try Checkpoint.load(path).model, b = try Checkpoint.load(path, .decoding).model
             a.arrangeForDecoding()
             #expect(b.arrangedForDecoding && a.parameters.array == b.parameters.array, "\(folder)")
         }
@@ -105,7 +105,7 @@ import GenKernels
         let chars = try CharTokenizer(vocabulary: (0..<64).map { Unicode.Scalar(UInt8(48 + $0)) })
         let path = tempDir().appendingPathComponent("large.safetensors").path
         try Checkpoint(model: model, tokenizer: chars).save(path)
-        let plain = try Checkpoint.load(path).model, sampled = try Checkpoint.load(path, decoding: true).model
+        let plain = try Checkpoint.load(path).model, sampled = try Checkpoint.load(path, .decoding).model
         #expect(!plain.samplingOnly && !plain.embeddingsInPlace)
         #expect(sampled.embeddingsInPlace && sampled.samplingOnly && !sampled.arrangedForDecoding)
         let tokens: [Int32] = [5, 60, 0, 33, 17]

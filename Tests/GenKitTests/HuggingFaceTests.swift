@@ -85,7 +85,7 @@ import GenKernels
     /// tensor missing or of the wrong type.
     @Test func headerOnlyLoadChecksWithoutReading() throws {
         for folder in ["lmhead", "half", "sharded"].map({ Self.root + "/" + $0 }) {
-            let full = try Checkpoint.load(folder), header = try Checkpoint.load(folder, readWeights: false)
+            let full = try Checkpoint.load(folder), header = try Checkpoint.load(folder, .headerOnly)
             #expect(header.model.config == full.model.config && header.metadata == full.metadata)
             #expect(header.tokenizer.vocabSize == full.tokenizer.vocabSize)
             #expect(header.model.parameters.array.allSatisfy { $0 == 0 } && full.model.parameters.array.contains { $0 != 0 })
@@ -94,7 +94,7 @@ import GenKernels
         let dir = tempDir()
         let path = dir.appendingPathComponent("m.safetensors").path
         try ck.save(path)
-        #expect(try Checkpoint.load(path, readWeights: false).metadata == Checkpoint.load(path).metadata)
+        #expect(try Checkpoint.load(path, .headerOnly).metadata == Checkpoint.load(path).metadata)
         // The same file without its last tensor, then with it as I32.
         let file = try SafeTensorsFile(path: path)
         let tensors = ck.model.layout.tensors
@@ -103,7 +103,7 @@ import GenKernels
             try Self.rewrite(file, tensors, metadata: file.metadata, to: bad) { items in
                 if damage == "missing" { items.removeLast() } else { items[items.count - 1].dtype = "I32" }
             }
-            #expect(throws: GenError.self) { _ = try Checkpoint.load(bad, readWeights: false) }
+            #expect(throws: GenError.self) { _ = try Checkpoint.load(bad, .headerOnly) }
         }
     }
 
@@ -124,14 +124,14 @@ import GenKernels
                     items.append(SafeTensorsWriter.Item(name: "lm_head.weight", shape: wte.shape, bytes: raw))
                 }
             }
-            for (decoding, int8) in [(false, false), (true, false), (true, true), (false, true)] {
+            for options: LoadOptions in [[], .decoding, [.decoding, .int8], .int8] {
                 if differs {
-                    #expect(throws: GenError.self) { _ = try Checkpoint.load(dir, decoding: decoding, int8: int8) }
-                    do { _ = try Checkpoint.load(dir, decoding: decoding, int8: int8) } catch let e as GenError {
+                    #expect(throws: GenError.self) { _ = try Checkpoint.load(dir, options) }
+                    do { _ = try Checkpoint.load(dir, options) } catch let e as GenError {
                         #expect(e.description.contains("lm_head.weight differs from wte.weight"))
                     }
                 } else {
-                    #expect(try Checkpoint.load(dir, decoding: decoding, int8: int8).model.config.vocabSize > 0, "decoding \(decoding) int8 \(int8)")
+                    #expect(try Checkpoint.load(dir, options).model.config.vocabSize > 0, "options \(options.rawValue)")
                 }
             }
         }

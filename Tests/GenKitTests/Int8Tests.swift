@@ -75,14 +75,14 @@ import Foundation
         }
     }
 
-    /// A model loaded for sampling in 8 bits (`Checkpoint.load` with `decoding` and `int8`)
+    /// A model loaded for sampling in 8 bits (`Checkpoint.load` with `[.decoding, .int8]`)
     /// rounds its projections and embeddings straight from the file and never stores them in
     /// fp32 (their place in the parameter buffer stays zero), yet computes the model loaded
     /// whole and rounded (`roundToInt8`) bit for bit: a prompt's batched pass (the projections
     /// rebuilt from their 8 bits, the embeddings' rows and the last position's logits too),
     /// each token after it, and the window's re-runs past the context; from F32 read in place
     /// (rows of 96: a tail of 32) and from an F16 Hugging Face folder (converted first). Loaded
-    /// with `int8` alone, the model is `roundToInt8`'s.
+    /// with `.int8` alone, the model is `roundToInt8`'s.
     @Test func int8OnlyLoadComputesTheRoundedModel() throws {
         let c = GPTConfig(nLayer: 2, nHead: 4, nEmbd: 96, blockSize: 24, vocabSize: 70)
         let source = GPTModel(config: c)
@@ -95,7 +95,7 @@ import Foundation
         for file in [path, HuggingFaceTests.root + "/half"] {
             let rounded = try Checkpoint.load(file).model
             rounded.roundToInt8()
-            let only = try Checkpoint.load(file, decoding: true, int8: true).model
+            let only = try Checkpoint.load(file, [.decoding, .int8]).model
             #expect(only.int8Only && only.samplingOnly && !rounded.int8Only && !rounded.samplingOnly)
             // The embeddings too, read in place from F32 (F16 is converted in the buffer first).
             let alone = [".c_attn.weight", ".c_proj.weight", ".c_fc.weight"] + (file == path ? ["wte.weight"] : [])
@@ -103,7 +103,7 @@ import Foundation
                 let values = UnsafeBufferPointer(start: only.parameters.pointer + t.offset, count: t.count)
                 #expect(values.allSatisfy { $0 == 0 }, "\(t.name) stored in fp32")
             }
-            let whole = try Checkpoint.load(file, int8: true).model
+            let whole = try Checkpoint.load(file, .int8).model
             #expect(!whole.int8Only && whole.parameters.array == rounded.parameters.array)
             let V = only.config.vocabSize, T = only.config.blockSize
             let seq = tokens.map { $0 % Int32(V) }
@@ -120,6 +120,47 @@ import Foundation
             }
             #expect(logits[0].map(\.bitPattern) == logits[1].map(\.bitPattern), "\(file)")
         }
+    }
+
+    /// A model held in 8 bits alone computes every position's logits and loss as the whole
+    /// model rounded does, to float rounding (its output layer rebuilds the embeddings a block
+    /// of rows at a time, vocabulary 300 against blocks of 128 rows: three blocks, the last
+    /// short; the sgemm over a block may round its last bits otherwise), and `Evaluator`
+    /// (`gen eval --weights int8`) gives the same loss on a text.
+    @Test func int8OnlyFullForwardIsTheRoundedModel() throws {
+        let c = GPTConfig(nLayer: 2, nHead: 2, nEmbd: 32, blockSize: 16, vocabSize: 300)
+        let source = GPTModel(config: c)
+        source.initialize(seed: 5)
+        let chars = try CharTokenizer(vocabulary: (0..<300).map { Unicode.Scalar(UInt32(0x100 + $0))! })
+        let dir = tempDir()
+        let path = dir.appendingPathComponent("m.safetensors").path
+        try Checkpoint(model: source, tokenizer: chars).save(path)
+        let rounded = try Checkpoint.load(path, .int8).model, only = try Checkpoint.load(path, [.decoding, .int8]).model
+        #expect(only.int8Only)   // its rebuilt blocks: the largest projection, 32 × 128, over rows of 32
+        var rng = Random(seed: 6)
+        let B = 3, T = c.blockSize, V = c.vocabSize
+        let tokens: [Int32] = (0..<(B * T)).map { _ in Int32(rng.nextInt(below: V)) }
+        let targets: [Int32] = (0..<(B * T)).map { _ in Int32(rng.nextInt(below: V)) }
+        let results = [rounded, only].map { m -> (Float, [Float], [Float]) in
+            let acts = Activations(config: c, B: B, T: T, training: false)
+            let loss = GPT.forward(m.views, c, acts, tokens: tokens, targets: targets, B: B, t: T)
+            let probabilities = Array(UnsafeBufferPointer(start: acts.logits, count: B * T * V))
+            return (loss, probabilities, fullLogits(m, Array(tokens.prefix(T))))
+        }
+        // The output layer's sgemm runs on other blocks of columns, which may move last bits.
+        #expect(abs(results[0].0 - results[1].0) <= 1e-6 * results[0].0 && results[0].0.isFinite)
+        #expect(relativeError(results[1].1, results[0].1) < 1e-5)
+        #expect(relativeError(results[1].2, results[0].2) < 1e-5)
+        // Far tighter than rounding's own change: the unrounded model's logits are not within it.
+        #expect(relativeError(fullLogits(try Checkpoint.load(path).model, Array(tokens.prefix(T))), results[0].2) > 1e-3)
+        let text = dir.appendingPathComponent("t.txt").path
+        try String((0..<100).map { _ in Character(Unicode.Scalar(UInt32(0x100 + rng.nextInt(below: V)))!) })
+            .write(toFile: text, atomically: true, encoding: .utf8)
+        var skipped = 0
+        let data = try TokenData(encoding: [text], with: chars, cacheDirectory: dir.path, skipped: &skipped)
+        let evaluated = try [rounded, only].map { try Evaluator(model: $0, threads: 2, batchSize: 2).evaluate(data) }
+        #expect(abs(evaluated[0].loss - evaluated[1].loss) <= 1e-6 * evaluated[0].loss)
+        #expect(evaluated[1].predictions == 99 && evaluated[1].tokens == evaluated[0].tokens)
     }
 
     /// A decoder on a model rounded to 8 bits (reading the bytes) gives the logits of the full

@@ -220,6 +220,27 @@ public enum Int8Blocks {
         }
     }
 
+    /// out (M,N) = x (M,K) · Wᵀ for W (N,K) stored in 8 bits (`quantize(rowsOf:)`): blocks of
+    /// W's rows rebuilt (`dequantize(row:)`) in `scratch` (room for `capacity` floats, at least
+    /// K) and multiplied by the sgemm `Matmul.forwardTransposed` runs, into out's columns of the
+    /// block: the product over the rounded fp32 rows. For every position's logits when the
+    /// embeddings are kept in 8 bits alone.
+    public static func forwardTransposedRebuilt(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                                q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, M: Int, K: Int, N: Int,
+                                                scratch: UnsafeMutablePointer<Float>, capacity: Int) {
+        precondition(capacity >= K)
+        let rows = capacity / K
+        var n0 = 0
+        while n0 < N {
+            let n = min(rows, N - n0), first = n0
+            Parallel.forRanges(n, minimumPerThread: 64) { r in
+                for i in r { dequantize(row: first + i, q: q, scales: scales, K: K, into: scratch + i * K) }
+            }
+            Matmul.product(transA: false, transB: true, M: M, N: n, K: K, x, lda: K, scratch, ldb: K, beta: 0, out + n0, ldc: N)
+            n0 += n
+        }
+    }
+
     /// y (N) = bias (N) + W (N,K) · x (K), W the dequantized rows of q and scales as
     /// `quantize` wrote them. Split across the pool by groups of four rows.
     public static func vectorForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,

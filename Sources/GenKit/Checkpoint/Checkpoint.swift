@@ -33,28 +33,18 @@ public struct Checkpoint {
     /// Face safetensors file with its config.json beside it.
     /// - Throws: `GenError` saying what is wrong: not safetensors, truncated, wrong version,
     ///   missing tensor, wrong shape, a GPT-2 variant gen does not compute.
-    /// - Parameter decoding: the model is only to be sampled from: a model small enough
-    ///   (`GPTModel.arrangesForDecoding`) has its projections stored transposed as they are read
-    ///   (`GPTModel.arrangeForDecoding`); a larger one is read as stored, its F32 token
-    ///   embeddings where they lie in the file (`GPTModel.readEmbeddingsInPlace`).
-    /// - Parameter int8: the model is rounded to 8 bits (`GPTModel.roundToInt8`); with
-    ///   `decoding`, each projection and the token embeddings are rounded as they are read and
-    ///   their fp32 values are not kept (`GPTModel.int8Only`: a batched pass rebuilds them from
-    ///   the 8 bits, the same values), which saves their memory and the time to store them.
-    /// - Parameter readWeights: false to check every tensor's name, shape and type without
-    ///   reading it (the model's weights stay zero): for describing a file or taking its
-    ///   tokenizer, which then costs the header, not the whole file.
-    public static func load(_ path: String, decoding: Bool = false, int8: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
+    /// - Parameter options: what the model is loaded for (`LoadOptions`); none for training.
+    public static func load(_ path: String, _ options: LoadOptions = []) throws -> Checkpoint {
         var isDir = ObjCBool(false)
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-            return try HuggingFaceGPT2.load(folder: path, decoding: decoding, int8: int8, readWeights: readWeights)
+            return try HuggingFaceGPT2.load(folder: path, options)
         }
         let file = try SafeTensorsFile(path: path)
         let meta = file.metadata
         let gen = meta["gen_format_version"] ?? (meta["format"] == "gen" ? meta["format_version"] : nil)
         guard let version = gen else {
             if meta["format"] == nil || meta["format"] == "pt" {
-                return try HuggingFaceGPT2.load(file: file, path: path, decoding: decoding, int8: int8, readWeights: readWeights)
+                return try HuggingFaceGPT2.load(file: file, path: path, options)
             }
             throw GenError("\(path): format is \"\(meta["format"]!)\", not a gen or PyTorch safetensors model")
         }
@@ -68,19 +58,19 @@ public struct Checkpoint {
         guard let tokJSON = meta["tokenizer"] else { throw GenError("\(path): no tokenizer in its metadata") }
         let tokenizer: Tokenizer
         do { tokenizer = try makeTokenizer(json: tokJSON) } catch let e as GenError { throw GenError("\(path): \(e.description)") }
-        let model = try loadWeights(config: config, tokenizer: tokenizer, from: [file], name: path, decoding: decoding, int8: int8, readWeights: readWeights) { $0 }
+        let model = try loadWeights(config: config, tokenizer: tokenizer, from: [file], name: path, options) { $0 }
         return Checkpoint(model: model, tokenizer: tokenizer, metadata: meta)
     }
 
     /// A model of `config` with every tensor read from `files` (converted to F32), named by
-    /// `key` (GPT-2's name -> the name in the files, or nil when absent); with `decoding` (and
-    /// a model small enough), the projections are read through a scratch tensor and stored
-    /// transposed; with `int8`, rounded to 8 bits (with `decoding`, the projections straight
-    /// from the file into their 8 bits); without
-    /// `readWeights`, every tensor is checked but none is read (the weights stay zero).
+    /// `key` (GPT-2's name -> the name in the files, or nil when absent), as `options` say: with
+    /// `.decoding` (and a model small enough), the projections are read through a scratch
+    /// tensor and stored transposed; with `.int8`, rounded to 8 bits (with `.decoding`, the
+    /// projections straight from the file into their 8 bits); with `.headerOnly`, every tensor
+    /// is checked but none is read (the weights stay zero).
     static func loadWeights(config: GPTConfig, tokenizer: Tokenizer, from files: [SafeTensorsFile], name: String,
-                            decoding: Bool = false, int8: Bool = false, readWeights: Bool = true,
-                            key: (String) -> String?) throws -> GPTModel {
+                            _ options: LoadOptions, key: (String) -> String?) throws -> GPTModel {
+        let decoding = options.contains(.decoding), int8 = options.contains(.int8), readWeights = !options.contains(.headerOnly)
         do { try config.validate() } catch let e as GenError { throw GenError("\(name): bad config: \(e.message)") }
         guard tokenizer.vocabSize <= config.vocabSize else {
             throw GenError("\(name): the tokenizer has \(tokenizer.vocabSize) tokens but the model \(config.vocabSize)")
@@ -280,4 +270,24 @@ extension JSONEncoder {
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return e
     }
+}
+
+/// What a model is loaded for (`Checkpoint.load`); none: training, every weight read in fp32.
+public struct LoadOptions: OptionSet, Sendable {
+    public let rawValue: Int
+    public init(rawValue: Int) { self.rawValue = rawValue }
+    /// Only to run forward (sampled from, or evaluated): a model small enough (`GPTModel.arrangesForDecoding`) has its
+    /// projections stored transposed as they are read (`GPTModel.arrangeForDecoding`); a larger
+    /// one is read as stored, its F32 token embeddings where they lie in the file
+    /// (`GPTModel.readEmbeddingsInPlace`).
+    public static let decoding = LoadOptions(rawValue: 1 << 0)
+    /// Rounded to 8 bits (`GPTModel.roundToInt8`); with `.decoding`, each projection and the
+    /// token embeddings are rounded as they are read and their fp32 values are not kept
+    /// (`GPTModel.int8Only`: a batched pass rebuilds them from the 8 bits, the same values),
+    /// which saves their memory and the time to store them.
+    public static let int8 = LoadOptions(rawValue: 1 << 1)
+    /// Every tensor's name, shape and type checked, none read (the model's weights stay zero):
+    /// for describing a file or taking its tokenizer, which then costs the header, not the
+    /// whole file.
+    public static let headerOnly = LoadOptions(rawValue: 1 << 2)
 }

@@ -8,7 +8,7 @@ import Foundation
 /// to F32); variants gen does not compute are refused naming the key.
 public enum HuggingFaceGPT2 {
     /// The model in `folder`.
-    public static func load(folder: String, decoding: Bool = false, int8: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
+    public static func load(folder: String, _ options: LoadOptions = []) throws -> Checkpoint {
         let fm = FileManager.default
         let configPath = folder + "/config.json"
         guard fm.fileExists(atPath: configPath) else {
@@ -21,7 +21,7 @@ public enum HuggingFaceGPT2 {
         if fm.fileExists(atPath: folder + "/model.safetensors") {
             let file = try SafeTensorsFile(path: folder + "/model.safetensors")
             // A folder gen exported: its own file carries its tokenizer (a character-level one too).
-            if file.metadata["gen_format_version"] != nil { return try Checkpoint.load(folder + "/model.safetensors", decoding: decoding, int8: int8, readWeights: readWeights) }
+            if file.metadata["gen_format_version"] != nil { return try Checkpoint.load(folder + "/model.safetensors", options) }
             files = [file]
         } else if fm.fileExists(atPath: folder + "/model.safetensors.index.json") {
             let index = folder + "/model.safetensors.index.json"
@@ -41,29 +41,28 @@ public enum HuggingFaceGPT2 {
         }
         let config = try self.config(at: configPath)
         let tokenizer = try self.tokenizer(in: folder)
-        return try checkpoint(config, tokenizer, files, name: folder, decoding: decoding, int8: int8, readWeights: readWeights)
+        return try checkpoint(config, tokenizer, files, name: folder, options)
     }
 
     /// A safetensors file written by transformers (or by PyTorch's safetensors), with the
     /// config.json and tokenizer files beside it.
-    static func load(file: SafeTensorsFile, path: String, decoding: Bool = false, int8: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
+    static func load(file: SafeTensorsFile, path: String, _ options: LoadOptions = []) throws -> Checkpoint {
         let folder = Paths.folder(of: path)
         guard FileManager.default.fileExists(atPath: folder + "/config.json") else {
             throw GenError("\(path) is not a gen model, and no config.json is beside it to read it as a Hugging Face GPT-2 model")
         }
         let config = try self.config(at: folder + "/config.json")
-        return try checkpoint(config, try tokenizer(in: folder), [file], name: path, decoding: decoding, int8: int8, readWeights: readWeights)
+        return try checkpoint(config, try tokenizer(in: folder), [file], name: path, options)
     }
 
     static func checkpoint(_ config: GPTConfig, _ tokenizer: Tokenizer, _ files: [SafeTensorsFile], name: String,
-                           decoding: Bool = false, int8: Bool = false, readWeights: Bool = true) throws -> Checkpoint {
+                           _ options: LoadOptions = []) throws -> Checkpoint {
         let names = Set(files.flatMap { $0.entries.keys })
         let key = { (n: String) in names.contains(n) ? n : names.contains("transformer." + n) ? "transformer." + n : nil }
-        let model = try Checkpoint.loadWeights(config: config, tokenizer: tokenizer, from: files, name: name, decoding: decoding,
-                                               int8: int8, readWeights: readWeights, key: key)
+        let model = try Checkpoint.loadWeights(config: config, tokenizer: tokenizer, from: files, name: name, options, key: key)
         // The output head is the token embedding (tied); a separate head is not computed. Compared
         // as stored (the model's embeddings may be rounded to 8 bits by now).
-        if readWeights, let file = files.first(where: { $0.entries["lm_head.weight"] != nil }),
+        if !options.contains(.headerOnly), let file = files.first(where: { $0.entries["lm_head.weight"] != nil }),
            let wteKey = key("wte.weight"), let wteFile = files.first(where: { $0.entries[wteKey] != nil }) {
             let count = config.vocabSize * config.nEmbd
             let tied: Bool

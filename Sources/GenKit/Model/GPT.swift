@@ -18,7 +18,6 @@ public enum GPT {
         let L = config.nLayer, C = config.nEmbd, V = config.vocabSize
         let M = B * T
 
-        precondition(lastOnly || !p.int8Only, "a model held in 8 bits alone computes the last position's logits only")
         p.embed(acts.encoded, tokens: tokens, wpe: p.wpe, B: B, T: T, C: C)
         if let d = acts.embedding { Dropout.apply(acts.encoded, acts.encoded, count: M * C, d) }
         for l in 0..<L {
@@ -38,7 +37,7 @@ public enum GPT {
             return .nan
         }
         LayerNorm.forward(acts.lnf, mean: acts.lnfMean, rstd: acts.lnfRstd, last, weight: p.lnfw, bias: p.lnfb, M: M, C: C, eps: config.layerNormEpsilon)
-        Matmul.forwardTransposed(acts.logits, acts.lnf, p.wte, M: M, K: C, N: V)
+        p.head(acts.logits, acts.lnf, M: M, C: C, V: V)
         guard let targets else { return .nan }
         CrossEntropy.forward(losses: acts.losses, logits: acts.logits, targets: targets, M: M, V: V)
         var sum: Double = 0

@@ -57,9 +57,9 @@ public final class GPTModel {
     public var samplingOnly: Bool { views.rows || embeddingsInPlace || int8Only }
 
     /// Whether the projections and token embeddings are held in 8 bits alone, their fp32 values
-    /// never stored (`Checkpoint.load` with `int8` and `decoding`): the parameter buffer's pages
-    /// for them are never touched, so they take no memory. Such a model computes only the last
-    /// position's logits (a decoder's).
+    /// never stored (`Checkpoint.load` with `[.decoding, .int8]`): the parameter buffer's pages
+    /// for them are never touched, so they take no memory. Its batched passes rebuild each
+    /// projection, and the output layer a block of rows at a time, from the 8 bits.
     public var int8Only: Bool { views.int8Only }
 
     /// Reads the token embeddings from `wte`, inside `file`'s bytes (read-only mapped pages),

@@ -10,7 +10,7 @@ public struct Int8Matrix {
 }
 
 /// A model's four projections per block and its token embeddings in 8 bits, for decoding
-/// (`GPTModel.roundToInt8`, or read so from a file: `Checkpoint.load` with `int8`).
+/// (`GPTModel.roundToInt8`, or read so from a file: `Checkpoint.load` with `.int8`).
 /// LayerNorms, biases and position embeddings stay in fp32.
 public final class Int8Weights {
     let bytes: ByteBuffer

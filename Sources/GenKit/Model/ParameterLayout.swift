@@ -122,6 +122,18 @@ public struct ParameterViews {
     /// Whether those 8 bits are all there is of the projections and embeddings (no fp32 copy).
     var int8Only: Bool { int8?.alone ?? false }
 
+    /// logits (M,V) = inp (M,C) · wteᵀ, the tied output layer (from 8 bits alone, the rows
+    /// rebuilt a block at a time in the projections' buffer).
+    func head(_ logits: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, M: Int, C: Int, V: Int) {
+        if let int8, let dense = int8.dense {
+            let w = int8.wte
+            Int8Blocks.forwardTransposedRebuilt(logits, inp, q: w.q, scales: w.scales, M: M, K: C, N: V,
+                                                scratch: dense.pointer, capacity: dense.count)
+        } else {
+            Matmul.forwardTransposed(logits, inp, wte, M: M, K: C, N: V)
+        }
+    }
+
     /// out (B,T,C) = the embeddings of `tokens` + the positions' (wpe from the first position's).
     func embed(_ out: UnsafeMutablePointer<Float>, tokens: UnsafePointer<Int32>, wpe: UnsafePointer<Float>, B: Int, T: Int, C: Int) {
         if let int8, int8.alone {
