@@ -48,7 +48,9 @@ struct EvalOptions {
             let data = try TokenData(encoding: files.paths, with: ck.tokenizer, cacheDirectory: NSTemporaryDirectory(),
                                      skipped: &skipped, threads: threads)
             guard data.count >= 2 else { throw GenError("\(text) has \(data.count) token; eval needs at least 2") }
-            r = try Evaluator(model: ck.model, threads: threads).evaluate(data)
+            // Up to 8 windows at a time; a short text's activations hold only its windows.
+            let windows = (data.count - 1 + ck.model.config.blockSize - 1) / ck.model.config.blockSize
+            r = try Evaluator(model: ck.model, threads: threads, batchSize: min(8, windows)).evaluate(data)
         } catch {
             throw files.named(error)
         }

@@ -276,10 +276,10 @@ extension JSONEncoder {
 public struct LoadOptions: OptionSet, Sendable {
     public let rawValue: Int
     public init(rawValue: Int) { self.rawValue = rawValue }
-    /// Only to run forward (sampled from, or evaluated): a model small enough (`GPTModel.arrangesForDecoding`) has its
-    /// projections stored transposed as they are read (`GPTModel.arrangeForDecoding`); a larger
-    /// one is read as stored, its F32 token embeddings where they lie in the file
-    /// (`GPTModel.readEmbeddingsInPlace`).
+    /// Only to run forward (sampled from; evaluated, with `.int8`): a model small enough
+    /// (`GPTModel.arrangesForDecoding`) has its projections stored transposed as they are read
+    /// (`GPTModel.arrangeForDecoding`); a larger one is read as stored, its F32 token
+    /// embeddings where they lie in the file (`GPTModel.readEmbeddingsInPlace`).
     public static let decoding = LoadOptions(rawValue: 1 << 0)
     /// Rounded to 8 bits (`GPTModel.roundToInt8`); with `.decoding`, each projection and the
     /// token embeddings are rounded as they are read and their fp32 values are not kept
