@@ -28,8 +28,9 @@ import Glibc
 
     /// A forward pass on one layer's activations reused by every layer (`oneLayer`: evaluation,
     /// log-probabilities) gives the loss and probabilities of one that keeps every layer's, bit
-    /// for bit, with and without adapters; it holds what `Activations.bytes` says, at GPT-2 124M's
-    /// shape a third.
+    /// for bit, with and without adapters; with fewer rows of logits than positions, the same
+    /// loss to float rounding; each holds what `Activations.bytes` says (at GPT-2 124M's
+    /// evaluation shape a third, and a tenth with 512 rows of logits).
     @Test func oneLayerActivationsComputeTheSameForward() throws {
         let plain = GPTModel(config: GPTConfig(nLayer: 3, nHead: 2, nEmbd: 32, blockSize: 16, vocabSize: 50))
         plain.initialize(seed: 8)
@@ -48,11 +49,21 @@ import Glibc
             #expect(c.nLayer > 1 && (model.adapters != nil) == (model !== plain))
             #expect(runs[0].0.bitPattern == runs[1].0.bitPattern && runs[0].0.isFinite)
             #expect(runs[0].1.map(\.bitPattern) == runs[1].1.map(\.bitPattern))
+            // Five rows of logits held: the output layer and the loss in blocks of 5, 5, 5 and 1
+            // rows (the sgemm over a block may round last bits otherwise).
+            let few = Activations(model: model, B: B, T: T, training: false, oneLayer: true, logitRows: 5)
+            #expect(Double(few.bytes) == Activations.bytes(config: c, B: B, T: T, training: false, oneLayer: true,
+                                                           logitRows: 5, loraRank: model.loraRank))
+            let loss = GPT.forward(model.views, c, few, tokens: tokens, targets: targets, B: B, t: T)
+            #expect(abs(loss - runs[0].0) <= 1e-6 * runs[0].0, "\(loss) against \(runs[0].0)")
         }
         // GPT-2 124M's evaluation, 8 windows of 1024: about 2.2 GB against 7.1 GB.
         let g = GPTConfig(nLayer: 12, nHead: 12, nEmbd: 768, blockSize: 1024, vocabSize: 50257)
         #expect(Activations.bytes(config: g, B: 8, T: 1024, training: false, oneLayer: true)
                 < 0.35 * Activations.bytes(config: g, B: 8, T: 1024, training: false))
+        // and with 512 rows of logits (`gen eval`'s) under 0.1: about 0.6 GB.
+        #expect(Activations.bytes(config: g, B: 8, T: 1024, training: false, oneLayer: true, logitRows: 512)
+                < 0.1 * Activations.bytes(config: g, B: 8, T: 1024, training: false))
     }
 
     @Test func learningRateSchedule() {

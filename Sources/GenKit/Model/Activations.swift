@@ -20,7 +20,9 @@ public final class Activations {
     let fch, fchGelu: UnsafeMutablePointer<Float>    // (L,M,H), H the MLP width
     let fcproj, res3: UnsafeMutablePointer<Float>    // (L,M,C)
     let lnf, lnfMean, lnfRstd: UnsafeMutablePointer<Float>   // (M,C), (M), (M)
-    public let logits: UnsafeMutablePointer<Float>   // (M,V): logits, then probabilities after a loss
+    public let logits: UnsafeMutablePointer<Float>   // (M,V): logits, then probabilities after a loss; (logitRows,V)
+    /// Rows of `logits` held: M, or fewer for a pass that keeps only its losses (`GPT.forward`).
+    let logitRows: Int
     let losses: UnsafeMutablePointer<Float>    // (M)
     /// Dropout: no mask is stored. Each is a `Dropout.Stream`, drawn where it is applied and
     /// again in the backward pass, from a key set per step (`Trainer`): the embeddings' (index
@@ -43,8 +45,8 @@ public final class Activations {
 
     /// Floats of each tensor, in allocation order, computed in floating point so that no
     /// shape, however large, overflows (the caller checks the total before allocating).
-    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, oneLayer: Bool = false, loraRank: Int = 0,
-                      loraDropout: Bool = false) -> [Double] {
+    static func sizes(config: GPTConfig, B: Int, T: Int, training: Bool, oneLayer: Bool = false, logitRows: Int? = nil,
+                      loraRank: Int = 0, loraDropout: Bool = false) -> [Double] {
         let L = oneLayer ? 1 : Double(config.nLayer), C = Double(config.nEmbd), V = Double(config.vocabSize), NH = Double(config.nHead)
         let H = Double(config.hidden)
         let B = Double(B), T = Double(T)
@@ -53,7 +55,7 @@ public final class Activations {
             M * C, L * M * C, L * M, L * M, L * M * 3 * C, L * M * C, L * B * NH * T,
             Double(Attention.scratchCount(T: Int(T))),
             L * M * C, L * M * C, L * M * C, L * M, L * M, L * M * H, L * M * H,
-            L * M * C, L * M * C, M * C, M, M, M * V, M,
+            L * M * C, L * M * C, M * C, M, M, (logitRows.map { min(M, Double($0)) } ?? M) * V, M,
         ]
         if training { sizes += [M * C, M * C, M * C, M * C, M * 3 * C, M * H] }
         // Adapters: scaling·(x·Aᵀ) of each projection (L,4,M,r), and (M,r) of backward scratch.
@@ -67,9 +69,9 @@ public final class Activations {
     }
 
     /// Bytes an `Activations` of this shape would hold.
-    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, oneLayer: Bool = false, loraRank: Int = 0,
-                             loraDropout: Bool = false) -> Double {
-        sizes(config: config, B: B, T: T, training: training, oneLayer: oneLayer, loraRank: loraRank,
+    public static func bytes(config: GPTConfig, B: Int, T: Int, training: Bool, oneLayer: Bool = false, logitRows: Int? = nil,
+                             loraRank: Int = 0, loraDropout: Bool = false) -> Double {
+        sizes(config: config, B: B, T: T, training: training, oneLayer: oneLayer, logitRows: logitRows, loraRank: loraRank,
               loraDropout: loraDropout).reduce(0, +) * 4
     }
 
@@ -77,17 +79,23 @@ public final class Activations {
     ///   the previous one's output, overwritten only once the residual no longer needs it):
     ///   for a forward pass that reads only the logits afterwards (evaluation, log-probabilities),
     ///   not for training or a decoder's prefill, which read every layer's.
+    /// - Parameter logitRows: rows of logits held (nil: every position's). With fewer, a
+    ///   forward pass with targets computes the output layer and the loss that many rows at a
+    ///   time and keeps only the losses (evaluation, log-probabilities; not training).
     /// - Parameter loraRank: the rank of the model's adapters (0: none).
-    public init(config: GPTConfig, B: Int, T: Int, training: Bool, oneLayer: Bool = false, loraRank: Int = 0,
-                loraDropout: Bool = false) {
+    public init(config: GPTConfig, B: Int, T: Int, training: Bool, oneLayer: Bool = false, logitRows: Int? = nil,
+                loraRank: Int = 0, loraDropout: Bool = false) {
         precondition(!(training && oneLayer), "training reads every layer's activations")
+        precondition(!training || logitRows == nil, "training reads every position's probabilities")
+        precondition((logitRows ?? 1) >= 1)
         self.B = B
         self.T = T
         self.config = config
         self.loraRank = loraRank
         self.oneLayer = oneLayer
-        let rounded = Self.sizes(config: config, B: B, T: T, training: training, oneLayer: oneLayer, loraRank: loraRank,
-                                 loraDropout: loraDropout).map { Int($0) }
+        self.logitRows = min(B * T, logitRows ?? B * T)
+        let rounded = Self.sizes(config: config, B: B, T: T, training: training, oneLayer: oneLayer, logitRows: logitRows,
+                                 loraRank: loraRank, loraDropout: loraDropout).map { Int($0) }
         buffer = FloatBuffer(count: rounded.reduce(0, +), hugePages: training)
         var at = buffer.pointer
         var i = 0
@@ -112,8 +120,9 @@ public final class Activations {
     let oneLayer: Bool
 
     /// Activations for `model` (with room for its adapters' products).
-    public convenience init(model: GPTModel, B: Int, T: Int, training: Bool, oneLayer: Bool = false) {
-        self.init(config: model.config, B: B, T: T, training: training, oneLayer: oneLayer, loraRank: model.loraRank,
+    public convenience init(model: GPTModel, B: Int, T: Int, training: Bool, oneLayer: Bool = false, logitRows: Int? = nil) {
+        self.init(config: model.config, B: B, T: T, training: training, oneLayer: oneLayer, logitRows: logitRows,
+                  loraRank: model.loraRank,
                   loraDropout: training && (model.adapters?.config.dropout ?? 0) > 0)
     }
     let loraU: UnsafeMutablePointer<Float>?        // (L,4,M,r)

@@ -5,7 +5,8 @@ import GenKernels
 public enum GPT {
     /// tokens (B,t), targets (B,t) or nil -> activations filled; returns the mean loss over
     /// positions with a target (a negative target has none; NaN without targets). Leaves logits
-    /// (or, with targets, probabilities) in `acts.logits`. With `lastOnly` (B = 1, no targets,
+    /// (or, with targets, probabilities) in `acts.logits`, unless it holds fewer rows than B·t
+    /// (`Activations.logitRows`): then only the losses are kept. With `lastOnly` (B = 1, no targets,
     /// no dropout) only the last position's logits are computed, into `acts.logits[0..<V]`, and
     /// the last block computes only the keys and values of the other positions (for filling a
     /// decoder).
@@ -37,9 +38,20 @@ public enum GPT {
             return .nan
         }
         LayerNorm.forward(acts.lnf, mean: acts.lnfMean, rstd: acts.lnfRstd, last, weight: p.lnfw, bias: p.lnfb, M: M, C: C, eps: config.layerNormEpsilon)
-        p.head(acts.logits, acts.lnf, M: M, C: C, V: V)
-        guard let targets else { return .nan }
-        CrossEntropy.forward(losses: acts.losses, logits: acts.logits, targets: targets, M: M, V: V)
+        guard let targets else {
+            precondition(M <= acts.logitRows, "activations with \(acts.logitRows) rows of logits compute losses only")
+            p.head(acts.logits, acts.lnf, M: M, C: C, V: V)
+            return .nan
+        }
+        // The output layer and the loss a block of `logitRows` rows at a time (one block, all of
+        // them, unless the activations hold fewer).
+        var r0 = 0
+        while r0 < M {
+            let n = min(acts.logitRows, M - r0)
+            p.head(acts.logits, acts.lnf + r0 * C, M: n, C: C, V: V)
+            CrossEntropy.forward(losses: acts.losses + r0, logits: acts.logits, targets: targets + r0, M: n, V: V)
+            r0 += n
+        }
         var sum: Double = 0
         var n = 0
         for i in 0..<M where targets[i] >= 0 { sum += Double(acts.losses[i]); n += 1 }

@@ -25,6 +25,10 @@ public final class Evaluator {
         public var bitsPerByte: Double { totalLoss / log(2) / Double(bytes) }
     }
 
+    /// Rows of logits held: the output layer and the loss run this many positions at a time
+    /// (GPT-2's vocabulary: 103 MB, not 1.6 GB for 8 windows of 1024).
+    static let logitRows = 512
+
     /// - Parameter batchSize: windows evaluated together.
     /// - Throws: `GenError` when the activations would not fit in memory.
     public init(model: GPTModel, threads: Int = Parallel.cores, batchSize: Int = 8) throws {
@@ -32,10 +36,10 @@ public final class Evaluator {
         self.threads = threads
         let T = model.config.blockSize
         try Machine.checkFits(Activations.bytes(config: model.config, B: batchSize, T: T, training: false, oneLayer: true,
-                                                loraRank: model.loraRank),
+                                                logitRows: Self.logitRows, loraRank: model.loraRank),
                               "evaluating a model with a context of \(T)")
         batch = TokenBatch(B: batchSize, T: T)
-        acts = Activations(model: model, B: batchSize, T: T, training: false, oneLayer: true)
+        acts = Activations(model: model, B: batchSize, T: T, training: false, oneLayer: true, logitRows: Self.logitRows)
     }
 
     /// - Throws: `GenError` when the text has fewer than 2 tokens.

@@ -250,10 +250,10 @@ public final class DirectPreferenceLoss: TrainingObjective {
     public static func referenceLogProbs(model: GPTModel, pairs: [PreferencePair], context T: Int,
                                          pairsPerBatch P: Int, threads: Int = Parallel.cores) throws -> [Double] {
         try Machine.checkFits(Activations.bytes(config: model.config, B: 2 * P, T: T, training: false, oneLayer: true,
-                                                loraRank: model.loraRank),
+                                                logitRows: Evaluator.logitRows, loraRank: model.loraRank),
                               "computing the reference log-probabilities")
         let batch = TokenBatch(B: 2 * P, T: T)
-        let acts = Activations(model: model, B: 2 * P, T: T, training: false, oneLayer: true)
+        let acts = Activations(model: model, B: 2 * P, T: T, training: false, oneLayer: true, logitRows: Evaluator.logitRows)
         var out = [Double](repeating: 0, count: 2 * pairs.count)
         var rows = [Double](repeating: 0, count: 2 * P)
         Parallel.withThreads(threads) {
