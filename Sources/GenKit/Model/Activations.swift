@@ -20,7 +20,7 @@ public final class Activations {
     let fch, fchGelu: UnsafeMutablePointer<Float>    // (L,M,H), H the MLP width
     let fcproj, res3: UnsafeMutablePointer<Float>    // (L,M,C)
     let lnf, lnfMean, lnfRstd: UnsafeMutablePointer<Float>   // (M,C), (M), (M)
-    public let logits: UnsafeMutablePointer<Float>   // (M,V): logits, then probabilities after a loss; (logitRows,V)
+    public let logits: UnsafeMutablePointer<Float>   // (logitRows,V), logitRows M unless fewer: logits, then probabilities after a loss
     /// Rows of `logits` held: M, or fewer for a pass that keeps only its losses (`GPT.forward`).
     let logitRows: Int
     let losses: UnsafeMutablePointer<Float>    // (M)
@@ -77,7 +77,8 @@ public final class Activations {
 
     /// - Parameter oneLayer: one layer's tensors, which every layer reuses (a layer's input is
     ///   the previous one's output, overwritten only once the residual no longer needs it):
-    ///   for a forward pass that reads only the logits afterwards (evaluation, log-probabilities),
+    ///   for a forward pass that reads only the logits or losses afterwards (evaluation,
+    ///   log-probabilities),
     ///   not for training or a decoder's prefill, which read every layer's.
     /// - Parameter logitRows: rows of logits held (nil: every position's). With fewer, a
     ///   forward pass with targets computes the output layer and the loss that many rows at a
