@@ -78,8 +78,7 @@ public final class Activations {
     /// - Parameter oneLayer: one layer's tensors, which every layer reuses (a layer's input is
     ///   the previous one's output, overwritten only once the residual no longer needs it):
     ///   for a forward pass that reads only the logits or losses afterwards (evaluation,
-    ///   log-probabilities),
-    ///   not for training or a decoder's prefill, which read every layer's.
+    ///   log-probabilities), not for training or a decoder's prefill, which read every layer's.
     /// - Parameter logitRows: rows of logits held (nil: every position's). With fewer, a
     ///   forward pass with targets computes the output layer and the loss that many rows at a
     ///   time and keeps only the losses (evaluation, log-probabilities; not training).
