@@ -18,6 +18,10 @@ func loadModel(_ from: String, adapter: String?, weights: String = "fp32", forDe
     return ck
 }
 
+// Top-k and top-p, as `gen sample` and `gen review` take them.
+let topKOption = OptionSpec(name: "top-k", value: "k", help: "Sample among the k most likely tokens only (0: all).", defaultValue: "0")
+let topPOption = OptionSpec(name: "top-p", value: "p", help: "Sample among the most likely tokens whose probabilities reach p (with --top-k, among the k kept).", defaultValue: "1.0")
+
 let threadsOption = OptionSpec(name: "threads", value: "n", help: "Threads to use (at most the cores online).", defaultValue: "\(Machine.cores)")
 
 /// --threads, capped at the cores online: more threads than cores only wait for each other.

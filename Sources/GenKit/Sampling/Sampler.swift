@@ -369,21 +369,7 @@ public final class Sampler {
                     total += pr[i]
                 }
             }
-            var keep = k
-            if p.minP > 0 {
-                var j = 0
-                while j < keep && probs[Int(order[j])] >= p.minP { j += 1 }
-                keep = max(1, j)
-            }
-            if p.topP < 1 {
-                var acc: Float = 0, j = 0
-                while j < keep {
-                    acc += probs[Int(order[j])]
-                    j += 1
-                    if acc >= p.topP * total { break }
-                }
-                keep = max(1, j)
-            }
+            let keep = cut(k, total: total)
             if keep < k {
                 total = 0
                 for j in 0..<keep { total += probs[Int(order[j])] }
@@ -413,26 +399,34 @@ public final class Sampler {
             let floorShort = p.minP > 0 && pr[Int(order[ranked - 1])] >= pr[Int(order[0])] * p.minP
             if nucleusShort || floorShort { ranked = rankTop(V) }
         }
-        var keep = ranked
-        if p.minP > 0 {
-            let floor = pr[Int(order[0])] * p.minP
-            var k = 0
-            while k < keep && pr[Int(order[k])] >= floor { k += 1 }
-            keep = max(1, k)
-        }
-        if p.topP < 1 {
-            var acc: Float = 0
-            var k = 0
-            while k < keep {
-                acc += pr[Int(order[k])]
-                k += 1
-                if acc >= p.topP { break }
-            }
-            keep = max(1, k)
-        }
+        let keep = cut(ranked, total: 1)
         var total: Float = 0
         for k in 0..<keep { total += pr[Int(order[k])] }
         return draw(keep, total: total)
+    }
+
+    /// How many of order[0..<n] (most likely first, weights probs[order[j]] summing to `total`)
+    /// min-p and top-p keep: those weighing at least minP × the first's, then the first whose
+    /// weights reach topP × total; at least one.
+    func cut(_ n: Int, total: Float) -> Int {
+        let p = parameters
+        var keep = n
+        if p.minP > 0 {
+            let floor = probs[Int(order[0])] * p.minP
+            var k = 0
+            while k < keep && probs[Int(order[k])] >= floor { k += 1 }
+            keep = max(1, k)
+        }
+        if p.topP < 1 {
+            var acc: Float = 0, k = 0
+            while k < keep {
+                acc += probs[Int(order[k])]
+                k += 1
+                if acc >= p.topP * total { break }
+            }
+            keep = max(1, k)
+        }
+        return keep
     }
 
     /// One of order[0..<n], each with weight probs[order[j]] (summing to `total`).
