@@ -25,8 +25,7 @@ public enum Parallel {
 
     /// Runs `body` with kernels split over `n` threads (at least 1, at most 256).
     public static func withThreads<R>(_ n: Int, _ body: () throws -> R) rethrows -> R {
-        BLAS.keepSingleThreaded()
-        return try $width.withValue(min(256, max(1, n)), operation: body)
+        try $width.withValue(min(256, max(1, n)), operation: body)
     }
 
     /// Pools by size, created on first use and kept: a pool may be running a region on one

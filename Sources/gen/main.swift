@@ -6,6 +6,9 @@ let genVersion = "0.1.0"
 /// A subcommand: its interface and what runs it, from options already checked against it.
 struct Command {
     var spec: CommandSpec
+    /// Whether the command multiplies matrices: OpenBLAS is loaded before it runs (so that a
+    /// missing library is one clear error); the others start without it.
+    var matrices = true
     var run: (ParsedArguments) throws -> Int32
 }
 
@@ -14,15 +17,15 @@ let commands: [Command] = [
     Command(spec: TrainOptions.finetuneSpec) { try TrainOptions($0, finetune: true).run() },
     Command(spec: SampleOptions.spec) { try SampleOptions($0).run() },
     Command(spec: EvalOptions.spec) { try EvalOptions($0).run() },
-    Command(spec: InfoOptions.spec) { try InfoOptions($0).run() },
+    Command(spec: InfoOptions.spec, matrices: false) { try InfoOptions($0).run() },
     Command(spec: ExportOptions.spec) { try ExportOptions($0).run() },
     Command(spec: MergeOptions.spec) { try MergeOptions($0).run() },
     Command(spec: ReviewOptions.spec) { try ReviewOptions($0).run() },
     Command(spec: PreferOptions.spec) { try PreferOptions($0).run() },
     Command(spec: BenchOptions.spec) { try BenchOptions($0).run() },
-    Command(spec: TokenizerTrainOptions.spec) { try TokenizerTrainOptions($0).run() },
-    Command(spec: TokenizeOptions.spec) { try TokenizeOptions($0).run() },
-    Command(spec: TokenizeOptions.detokenizeSpec) { try TokenizeOptions.runDetokenize($0) },
+    Command(spec: TokenizerTrainOptions.spec, matrices: false) { try TokenizerTrainOptions($0).run() },
+    Command(spec: TokenizeOptions.spec, matrices: false) { try TokenizeOptions($0).run() },
+    Command(spec: TokenizeOptions.detokenizeSpec, matrices: false) { try TokenizeOptions.runDetokenize($0) },
 ]
 
 /// Commands whose names have two words (`tokenizer train`) are grouped under the first.
@@ -111,6 +114,7 @@ func run(_ argv: [String]) -> Int32 {
             guard let (c, rest) = try findCommand(argv) else { try Output.write(overview); return 0 }
             current = c.spec
             let parsed = try ParsedArguments(rest, spec: c.spec)
+            if c.matrices, let warning = try Machine.prepareMatrixKernel() { note(warning) }
             let status = try c.run(parsed)
             try Output.finish()
             return status
@@ -144,7 +148,6 @@ func fail(_ error: Error, command: CommandSpec?) -> Int32 {
     return 64
 }
 
-if let warning = Machine.ensureFastMatrixKernel() { note(warning) }
 setvbuf(stdout, nil, _IOFBF, 1 << 16)
 // A file-size limit (ulimit -f) makes a write fail with EFBIG, reported like a full disk,
 // instead of killing gen.

@@ -471,6 +471,27 @@ import GenKernels
         let forced = try gen(["bench", "--steps", "1", "--warmup", "0", "--json"], env: ["GEN_BLAS_CORETYPE": "Prescott"])
         #expect(forced.stdout.contains("\"blas_core\":\"Prescott\""))
     }
+
+    /// OpenBLAS is loaded only by commands that multiply matrices: without it, training a
+    /// tokenizer and tokenizing still run, and a command that needs it stops with one line that
+    /// names the library, before it reads or writes anything.
+    @Test func missingOpenBLASIsOneClearError() throws {
+        let d = tempDir()
+        let c = corpus(in: d, bytes: 20_000)
+        let env = ["GEN_BLAS_LIBRARY": d.appendingPathComponent("libopenblas-missing.so").path]
+        let r = try gen(["train", c, "--steps", "1", "--out", d.appendingPathComponent("m.safetensors").path], env: env)
+        #expect(r.status == 1)
+        #expect(r.stderr.hasPrefix("Error: cannot load OpenBLAS (") && r.stderr.contains("libopenblas-missing.so"), "\(r.stderr)")
+        #expect(r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: d.appendingPathComponent("m.safetensors").path))
+        let tok = d.appendingPathComponent("tok.json").path
+        #expect(try gen(["tokenizer", "train", c, "--vocab-size", "300", "--out", tok], env: env).status == 0)
+        let ids = try gen(["tokenize", "--from", tok, "--count"], stdin: "In the beginning\n", env: env)
+        #expect(ids.status == 0 && Int(ids.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) != nil, "\(ids.stderr)")
+        // With the library named, the same command runs.
+        let named = try gen(["bench", "--steps", "1", "--warmup", "0", "--json"], env: ["GEN_BLAS_LIBRARY": "libopenblas.so.0"])
+        #expect(named.status == 0, "\(named.stderr)")
+    }
 }
 
 @Suite struct LargeCorpusTests {

@@ -108,9 +108,9 @@ import Glibc
     let avx512: Set<String> = ["sse3", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
 
     @Test func fallbackKernelIsReplaced() {
-        #expect(BLAS.decide(loaded: "Prescott", flags: avx512) == .restart(coreType: "SkylakeX"))
-        #expect(BLAS.decide(loaded: "Haswell", flags: avx512) == .restart(coreType: "SkylakeX"))
-        #expect(BLAS.decide(loaded: "Prescott", flags: ["sse3", "avx", "avx2", "fma"]) == .restart(coreType: "Haswell"))
+        #expect(BLAS.decide(loaded: "Prescott", flags: avx512) == .reload(coreType: "SkylakeX"))
+        #expect(BLAS.decide(loaded: "Haswell", flags: avx512) == .reload(coreType: "SkylakeX"))
+        #expect(BLAS.decide(loaded: "Prescott", flags: ["sse3", "avx", "avx2", "fma"]) == .reload(coreType: "Haswell"))
     }
 
     @Test func rightKernelIsKept() {
@@ -122,7 +122,7 @@ import Glibc
     }
 
     @Test func forcedKernelWins() {
-        #expect(BLAS.decide(loaded: "SkylakeX", flags: avx512, forced: "Prescott") == .restart(coreType: "Prescott"))
+        #expect(BLAS.decide(loaded: "SkylakeX", flags: avx512, forced: "Prescott") == .reload(coreType: "Prescott"))
         #expect(BLAS.decide(loaded: "Prescott", flags: avx512, forced: "prescott") == .keep)
     }
 

@@ -209,7 +209,6 @@ public enum Int8Blocks {
     /// bytes). For a prompt's last position when those rows are kept in 8 bits alone.
     public static func vectorForwardRounded(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                             q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, K: Int, N: Int) {
-        BLAS.keepSingleThreaded()
         Parallel.forRanges((N + 63) / 64) { groups in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: K) { row in
                 for n in (groups.lowerBound * 64)..<min(N, groups.upperBound * 64) {
@@ -246,7 +245,6 @@ public enum Int8Blocks {
     public static func vectorForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                      q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                                      K: Int, N: Int) {
-        BLAS.keepSingleThreaded()
         let groups = (N + 3) / 4
         Parallel.forRanges(groups, minimumPerThread: K * N >= 1 << 15 ? 8 : 1 << 30,
                            Rows(y: y, x: x, q: q, scales: scales, bias: bias, K: K, N: N))

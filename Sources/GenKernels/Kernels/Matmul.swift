@@ -18,11 +18,10 @@ public enum Matmul {
                      _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
                      beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int) {
         let ta = blasTranspose(transA), tb = blasTranspose(transB)
-        BLAS.keepSingleThreaded()
         let work = M * N * K
         if Parallel.threads <= 1 || work < 1 << 17 {
             let beta = clearForProduct(C, rows: M, columns: N, ldc: ldc, beta: beta)
-            cblas_sgemm(CblasRowMajor, ta, tb, Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
+            BLAS.sgemm(ta, tb, Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
             return
         }
         // Split C by rows (rows of op(A)), or by columns (of op(B), in blocks of 16) when the
@@ -55,13 +54,13 @@ public enum Matmul {
                 let a = transA ? A + r.lowerBound : A + r.lowerBound * lda
                 let c = C + r.lowerBound * ldc
                 let beta = clearForProduct(c, rows: r.count, columns: N, ldc: ldc, beta: beta)
-                cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(r.count), Int32(N), Int32(K),
+                BLAS.sgemm(blasTranspose(transA), blasTranspose(transB), Int32(r.count), Int32(N), Int32(K),
                             alpha, a, Int32(lda), B, Int32(ldb), beta, c, Int32(ldc))
             } else {
                 let c0 = r.lowerBound * 16, c1 = min(N, r.upperBound * 16)
                 let b = transB ? B + c0 * ldb : B + c0
                 let beta = clearForProduct(C + c0, rows: M, columns: c1 - c0, ldc: ldc, beta: beta)
-                cblas_sgemm(CblasRowMajor, blasTranspose(transA), blasTranspose(transB), Int32(M), Int32(c1 - c0), Int32(K),
+                BLAS.sgemm(blasTranspose(transA), blasTranspose(transB), Int32(M), Int32(c1 - c0), Int32(K),
                             alpha, A, Int32(lda), b, Int32(ldb), beta, C + c0, Int32(ldc))
             }
         }
@@ -324,7 +323,6 @@ public enum Matmul {
     /// 4 KB ahead made decoding 12% slower with two threads on an AMD EPYC); x stays in cache.
     public static func vectorForwardTransposed(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                                _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>? = nil, K: Int, N: Int) {
-        BLAS.keepSingleThreaded()
         Parallel.forRanges((N + 3) / 4, minimumPerThread: K * N >= 1 << 15 ? 8 : 1 << 30,
                            VectorRows(y: y, x: x, weight: weight, bias: bias, K: K, N: N))
     }

@@ -62,7 +62,6 @@ public enum TopRows {
     public static func approximate(_ y: UnsafeMutablePointer<Float>, bound: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                    q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, absSums: UnsafePointer<Float>,
                                    K: Int, N: Int, scratch: UnsafeMutablePointer<Float>) {
-        BLAS.keepSingleThreaded()
         let nb = Int8Blocks.blocks(K: K), stride = Int8Blocks.rowBytes(K: K)
         let xTerm = scratch, qTerm = xTerm + nb, offset = qTerm + nb, t = offset + nb
         let xq = UnsafeMutableRawPointer(t + nb).bindMemory(to: Int8.self, capacity: stride)

@@ -3,34 +3,114 @@ import COpenBLAS
 import Glibc
 #endif
 
-/// OpenBLAS chooses its kernels by CPU model when the library loads. Debian's 0.3.21 does not
-/// know recent CPUs and falls back to its SSE3 "Prescott" kernels, about 5× slower than the
-/// AVX-512 ones; an `OPENBLAS_CORETYPE` set in the environment may also name a weaker kernel
-/// than the CPU can run. The choice is fixed when the library loads, so the only fix from inside
-/// a running process is to start it again with `OPENBLAS_CORETYPE` set: `ensureFastKernel`.
+/// OpenBLAS, loaded (dlopen) when a matrix product first needs it, so that a command that
+/// multiplies no matrices (tokenizing, `gen info`, help) starts without it, and loaded with the
+/// environment gen wants:
+/// - `OPENBLAS_NUM_THREADS=1`: gen's threads each call sgemm on their own block (see `Matmul`),
+///   so one owner has the cores, and OpenBLAS then starts no pool of its own threads;
+/// - the right kernel. OpenBLAS chooses its kernels by CPU model as it loads. Debian's 0.3.21 does
+///   not know recent CPUs and falls back to its SSE3 "Prescott" kernels, about 5× slower than the
+///   AVX-512 ones; an `OPENBLAS_CORETYPE` set in the environment may also name a weaker kernel
+///   than the CPU can run. When the loaded kernel is weaker than the CPU's best (`decide`), the
+///   library is closed and loaded again with `OPENBLAS_CORETYPE` set to the best, in the same
+///   process (gen used to start itself again for that: twice the start-up of every command).
+///   `GEN_BLAS_CORETYPE` names a kernel to use as it is, for comparisons.
 public enum BLAS {
-    /// The kernel family OpenBLAS loaded, e.g. "SkylakeX", "Haswell", "Prescott".
-    public static var coreName: String {
-        guard let p = openblas_get_corename() else { return "unknown" }
-        return String(cString: p)
+    /// The loaded library's entry points, and the warning to print when its kernel is still
+    /// weaker than the CPU's best.
+    struct Library {
+        typealias SGEMM = @convention(c) (CBLAS_ORDER, CBLAS_TRANSPOSE, CBLAS_TRANSPOSE, Int32, Int32, Int32, Float,
+                                          UnsafePointer<Float>?, Int32, UnsafePointer<Float>?, Int32, Float,
+                                          UnsafeMutablePointer<Float>?, Int32) -> Void
+        let sgemm: SGEMM
+        let coreName: String
+        let warning: String?
     }
 
-    /// Keeps OpenBLAS single-threaded: gen's threads each call sgemm on their own block (see
-    /// `Matmul`), so one owner has the cores. Cheap after the first call; every matrix product
-    /// makes it.
-    @inline(__always)
-    public static func keepSingleThreaded() { _ = singleThreaded }
+    /// Why OpenBLAS could not be loaded.
+    public struct LoadError: Error, CustomStringConvertible {
+        public let description: String
+    }
 
-    /// OpenBLAS starts a pool of threads when it loads, and they spin in sched_yield for a
-    /// while before sleeping, taking a core from gen's own threads. gen never uses them, so it
-    /// ends them (`blas_thread_shutdown_`, looked up at run time as it is not in cblas.h).
-    static let singleThreaded: Void = {
-        openblas_set_num_threads(1)
-        typealias Shutdown = @convention(c) () -> Int32
-        if let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "blas_thread_shutdown_") {
-            _ = unsafeBitCast(sym, to: Shutdown.self)()
+    /// The library, loaded on first use.
+    static let library: Result<Library, LoadError> = load()
+
+    /// Loads OpenBLAS now (a no-op once loaded): nil when its kernel is right, else a one-line
+    /// warning to print (the CPU's best kernel could not be loaded; matrix products will be slow).
+    /// - Throws: `LoadError` when the library cannot be loaded.
+    public static func prepare() throws -> String? {
+        try library.get().warning
+    }
+
+    /// The kernel family OpenBLAS loaded, e.g. "SkylakeX", "Haswell", "Prescott" (loading it).
+    public static var coreName: String {
+        (try? library.get().coreName) ?? "unknown"
+    }
+
+    /// C (M,N) = alpha · op(A) (M,K) · op(B) (K,N) + beta · C, row-major: OpenBLAS's sgemm, on the
+    /// calling thread. A process that cannot load OpenBLAS stops here with the reason (gen's
+    /// commands call `prepare` first and report it as an error).
+    @inline(__always)
+    static func sgemm(_ transA: CBLAS_TRANSPOSE, _ transB: CBLAS_TRANSPOSE, _ M: Int32, _ N: Int32, _ K: Int32,
+                      _ alpha: Float, _ A: UnsafePointer<Float>, _ lda: Int32, _ B: UnsafePointer<Float>, _ ldb: Int32,
+                      _ beta: Float, _ C: UnsafeMutablePointer<Float>, _ ldc: Int32) {
+        switch library {
+        case .success(let l): l.sgemm(CblasRowMajor, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
+        case .failure(let e): fatalError(e.description)
         }
-    }()
+    }
+
+    /// Names under which the library is looked for: `GEN_BLAS_LIBRARY` when set (another
+    /// OpenBLAS build, by path), else Debian's libopenblas0's.
+    static func libraryNames(_ env: [String: String]) -> [String] {
+        if let name = env["GEN_BLAS_LIBRARY"], !name.isEmpty { return [name] }
+        return ["libopenblas.so.0", "libopenblas.so"]
+    }
+
+    static func load() -> Result<Library, LoadError> {
+        Result { try loadLibrary() }.mapError { $0 as! LoadError }
+    }
+
+    static func loadLibrary() throws -> Library {
+        setenv("OPENBLAS_NUM_THREADS", "1", 1)
+        let env = environmentVariables()
+        let forced = env["GEN_BLAS_CORETYPE"].flatMap { $0.isEmpty ? nil : $0 }
+        if let forced { setenv("OPENBLAS_CORETYPE", forced, 1) }
+        let names = libraryNames(env)
+        var (handle, name) = try open(names)
+        let flags = cpuFlags()
+        var warning: String?
+        if case .reload(let core) = decide(loaded: name, flags: flags, forced: forced) {
+            dlclose(handle)
+            setenv("OPENBLAS_CORETYPE", core, 1)
+            (handle, name) = try open(names)
+            if decide(loaded: name, flags: flags, forced: forced) != .keep {
+                warning = "warning: OpenBLAS runs its \(name) kernels although this CPU can run \(core); matrix products will be slow (install OpenBLAS 0.3.25 or later)"
+            }
+        }
+        // In case the library was in the process already (loaded by its host), its own threads
+        // are stopped too: they would spin in sched_yield beside gen's.
+        typealias SetThreads = @convention(c) (Int32) -> Void
+        typealias Shutdown = @convention(c) () -> Int32
+        if let f = dlsym(handle, "openblas_set_num_threads") { unsafeBitCast(f, to: SetThreads.self)(1) }
+        if let f = dlsym(handle, "blas_thread_shutdown_") { _ = unsafeBitCast(f, to: Shutdown.self)() }
+        guard let f = dlsym(handle, "cblas_sgemm") else { throw LoadError(description: "OpenBLAS has no cblas_sgemm") }
+        return Library(sgemm: unsafeBitCast(f, to: Library.SGEMM.self), coreName: name, warning: warning)
+    }
+
+    /// Opens the library and reads the name of the kernel it chose.
+    static func open(_ names: [String]) throws -> (UnsafeMutableRawPointer, String) {
+        var reasons: [String] = []
+        for name in names {
+            if let h = dlopen(name, RTLD_LAZY | RTLD_LOCAL) {
+                typealias CoreName = @convention(c) () -> UnsafeMutablePointer<CChar>?
+                let core = dlsym(h, "openblas_get_corename").flatMap { unsafeBitCast($0, to: CoreName.self)() }
+                return (h, core.map { String(cString: $0) } ?? "unknown")
+            }
+            reasons.append(dlerror().map { String(cString: $0) } ?? name)
+        }
+        throw LoadError(description: "cannot load OpenBLAS (\(reasons.first ?? "")); install it (apt-get install libopenblas0) or name it in GEN_BLAS_LIBRARY")
+    }
 
     /// CPU feature flags as Linux lists them in /proc/cpuinfo.
     public static func cpuFlags(cpuinfo: String? = nil) -> Set<String> {
@@ -63,45 +143,21 @@ public enum BLAS {
         return nil
     }
 
-    /// What to do about the loaded kernel: nothing, or restart with `OPENBLAS_CORETYPE` set.
+    /// What to do about the loaded kernel: nothing, or load it again with `OPENBLAS_CORETYPE` set.
     public enum Decision: Equatable, Sendable {
         case keep
-        case restart(coreType: String)
+        case reload(coreType: String)
     }
 
     /// Decides from the loaded kernel's name and the CPU's flags. A kernel of a lower tier than
-    /// the CPU supports is replaced (`restart`); `forced` (the value of `GEN_BLAS_CORETYPE`)
-    /// names a kernel to use as it is, for comparisons.
+    /// the CPU supports is replaced (`reload`); `forced` (the value of
+    /// `GEN_BLAS_CORETYPE`) names a kernel to use as it is, for comparisons.
     public static func decide(loaded: String, flags: Set<String>, forced: String? = nil) -> Decision {
         if let forced, !forced.isEmpty {
-            return loaded.lowercased() == forced.lowercased() ? .keep : .restart(coreType: forced)
+            return loaded.lowercased() == forced.lowercased() ? .keep : .reload(coreType: forced)
         }
         guard let best = recommendedCore(flags: flags) else { return .keep }
-        return tier(ofCore: loaded) < tier(ofCore: best) ? .restart(coreType: best) : .keep
-    }
-
-    /// Makes sure this process runs OpenBLAS's fastest kernel for the CPU: when it does not,
-    /// sets `OPENBLAS_CORETYPE` and replaces the process with a fresh copy of itself (same
-    /// arguments, same pid, same open files). Then ends OpenBLAS's own threads at once, before
-    /// they spin through a command's start-up (reading and arranging a model) beside gen's.
-    /// Call first thing in `main`.
-    /// - Returns: nil when the kernel is right, else a one-line warning to print (the restart
-    ///   failed or did not help); the process then goes on, slowly.
-    public static func ensureFastKernel() -> String? {
-        defer { keepSingleThreaded() }
-        let env = environmentVariables()
-        let decision = decide(loaded: coreName, flags: cpuFlags(), forced: env["GEN_BLAS_CORETYPE"])
-        guard case .restart(let core) = decision else { return nil }
-        if env["GEN_BLAS_RESTARTED"] != nil {
-            return "warning: OpenBLAS runs its \(coreName) kernels although this CPU can run \(core); matrix products will be slow (set OPENBLAS_CORETYPE=\(core) before starting gen, or install OpenBLAS 0.3.25 or later)"
-        }
-        setenv("OPENBLAS_CORETYPE", core, 1)
-        setenv("GEN_BLAS_RESTARTED", "1", 1)
-        let args = CommandLine.arguments
-        var cargs: [UnsafeMutablePointer<CChar>?] = args.map { strdup($0) }
-        cargs.append(nil)
-        execv("/proc/self/exe", cargs)
-        return "warning: could not restart gen with OPENBLAS_CORETYPE=\(core) (\(String(cString: strerror(errno)))); matrix products will be slow"
+        return tier(ofCore: loaded) < tier(ofCore: best) ? .reload(coreType: best) : .keep
     }
 }
 

@@ -14,9 +14,12 @@ public enum Machine {
     /// The kernel family OpenBLAS loaded, e.g. "SkylakeX", "Haswell".
     public static var matrixKernel: String { BLAS.coreName }
 
-    /// Restarts the process with a faster OpenBLAS kernel when the loaded one is weaker than the
-    /// CPU can run; returns a warning when it cannot.
-    public static func ensureFastMatrixKernel() -> String? { BLAS.ensureFastKernel() }
+    /// Loads OpenBLAS now, with the best kernel this CPU runs (`BLAS`); returns a warning when
+    /// that kernel could not be had (matrix products will be slow).
+    /// - Throws: `GenError` when OpenBLAS cannot be loaded.
+    public static func prepareMatrixKernel() throws -> String? {
+        do { return try BLAS.prepare() } catch let e as BLAS.LoadError { throw GenError(e.description) }
+    }
 
     /// Refuses work whose buffers (`bytes`) would not fit in memory, before they are allocated.
     /// - Throws: `GenError` naming `what`.
