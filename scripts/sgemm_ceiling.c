@@ -1,11 +1,14 @@
 // The machine's matrix-product ceiling as gen meets it (built and run by scripts/bench-sgemm):
 //   fma       one core's fp32 FMA peak: ten independent 256-bit FMA chains, GFLOP/s
+//   fma-all   the same on THREADS threads at once, GFLOP/s per thread (the mean): what each of
+//             gen's threads can reach when all multiply together (a CPU may clock lower then)
 //   M K N AB  OpenBLAS's sgemm (one thread, as each of gen's threads calls it; with 2 threads the
 //             rows, or the columns when they are more, split in halves, one sgemm per thread, as
 //             Matmul.gemm does), GFLOP/s, the best
 //             of 7 calls; AB says which operand is transposed (N/T), as in gen's forward (NN)
 //             and backward (NT: the input gradient, TN: the weight gradient) products.
-// Usage: sgemm_ceiling THREADS M K N TA TB [M K N TA TB ...]   (prints "fma X" then one line a shape)
+// Usage: sgemm_ceiling THREADS M K N TA TB [M K N TA TB ...]
+//        (prints "fma X", "fma-all Y", then one line a shape)
 #include <cblas.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -39,6 +42,11 @@ static double fma_peak(void) {
     return 100000000.0 * 10 * 16 / (now() - t) / 1e9;
 }
 
+static void *fma_thread(void *out) {
+    *(double *)out = fma_peak();
+    return NULL;
+}
+
 // Rows r0..<r1 of C, or (byColumns) its columns r0..<r1.
 struct part { int ta, tb, M, N, K, byColumns, r0, r1; const float *A, *B; float *C; };
 
@@ -67,6 +75,13 @@ int main(int argc, char **argv) {
     if (threads > 8) threads = 8;   // the parts below
 
     printf("fma %.1f\n", fma_peak());
+    double rates[8], sum = 0;
+    pthread_t fids[8];
+    for (int p = 1; p < threads; p++) pthread_create(&fids[p], NULL, fma_thread, &rates[p]);
+    fma_thread(&rates[0]);
+    for (int p = 1; p < threads; p++) pthread_join(fids[p], NULL);
+    for (int p = 0; p < threads; p++) sum += rates[p];
+    printf("fma-all %.1f\n", sum / threads);
     for (int s = 2; s + 4 < argc; s += 5) {
         int M = atoi(argv[s]), K = atoi(argv[s + 1]), N = atoi(argv[s + 2]);
         int ta = argv[s + 3][0] == 'T', tb = argv[s + 4][0] == 'T';
