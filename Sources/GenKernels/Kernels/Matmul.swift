@@ -4,9 +4,9 @@ import COpenBLAS
 /// Matrix products on OpenBLAS's sgemm. Weights are stored `[in, out]` row-major (the layout of
 /// GPT-2's `Conv1D`), so every transpose below is a BLAS flag, never a copy.
 ///
-/// gen owns the cores: OpenBLAS runs single-threaded and each of gen's threads multiplies its
-/// own block of rows or columns. (OpenBLAS's own pool spins in sched_yield between calls and
-/// then competes with gen's other kernels for the cores.)
+/// gen owns the cores: OpenBLAS runs single-threaded (loaded so, `BLAS`) and each of gen's
+/// threads multiplies its own block of rows or columns. (OpenBLAS's own pool would spin in
+/// sched_yield between calls and compete with gen's other kernels for the cores.)
 @inline(__always)
 func blasTranspose(_ t: Bool) -> CBLAS_TRANSPOSE { t ? CblasTrans : CblasNoTrans }
 
