@@ -126,6 +126,18 @@ import Glibc
         #expect(BLAS.decide(loaded: "Prescott", flags: avx512, forced: "prescott") == .keep)
     }
 
+    /// A forced kernel wider than the CPU's vector unit is refused, not run into an illegal
+    /// instruction; narrower ones and unknown names are allowed.
+    @Test func forcedKernelMustRunHere() {
+        let avx2: Set<String> = ["sse3", "avx", "avx2", "fma"]
+        #expect(throws: BLAS.LoadError.self) { try BLAS.checkRunnable(forced: "SkylakeX", flags: avx2) }
+        #expect(throws: BLAS.LoadError.self) { try BLAS.checkRunnable(forced: "Haswell", flags: ["sse3"]) }
+        #expect(throws: Never.self) { try BLAS.checkRunnable(forced: "SkylakeX", flags: avx512) }
+        #expect(throws: Never.self) { try BLAS.checkRunnable(forced: "Prescott", flags: avx2) }
+        #expect(throws: Never.self) { try BLAS.checkRunnable(forced: "Zen", flags: avx2) }
+        #expect(throws: Never.self) { try BLAS.checkRunnable(forced: "armv8", flags: []) }
+    }
+
     @Test func cpuinfoFlagsAreRead() {
         let text = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse3 avx2 fma avx512f\nbogomips\t: 1\n"
         #expect(BLAS.cpuFlags(cpuinfo: text) == ["fpu", "sse3", "avx2", "fma", "avx512f"])

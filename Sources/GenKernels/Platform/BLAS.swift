@@ -4,10 +4,13 @@ import Glibc
 #endif
 
 /// OpenBLAS, loaded (dlopen) when a matrix product first needs it, so that a command that
-/// multiplies no matrices (tokenizing, `gen info`, help) starts without it, and loaded with the
-/// environment gen wants:
-/// - `OPENBLAS_NUM_THREADS=1`: gen's threads each call sgemm on their own block (see `Matmul`),
-///   so one owner has the cores, and OpenBLAS then starts no pool of its own threads;
+/// multiplies no matrices (tokenizing, `gen info`, help) starts without it, and set up as gen
+/// wants it:
+/// - single-threaded: gen's threads each call sgemm on their own block (see `Matmul`), so one
+///   owner has the cores. OpenBLAS starts a pool of threads as it loads, which would spin in
+///   sched_yield beside gen's; they are ended at once (`blas_thread_shutdown_`). (Setting
+///   `OPENBLAS_NUM_THREADS` instead would mean changing the environment while other threads of
+///   the process may be reading it: a test process runs many tests at once.)
 /// - the right kernel. OpenBLAS chooses its kernels by CPU model as it loads. Debian's 0.3.21 does
 ///   not know recent CPUs and falls back to its SSE3 "Prescott" kernels, about 5× slower than the
 ///   AVX-512 ones; an `OPENBLAS_CORETYPE` set in the environment may also name a weaker kernel
@@ -72,38 +75,39 @@ public enum BLAS {
     }
 
     static func loadLibrary() throws -> Library {
-        setenv("OPENBLAS_NUM_THREADS", "1", 1)
         let env = environmentVariables()
         let forced = env["GEN_BLAS_CORETYPE"].flatMap { $0.isEmpty ? nil : $0 }
-        if let forced { setenv("OPENBLAS_CORETYPE", forced, 1) }
+        let flags = cpuFlags()
+        if let forced {
+            try checkRunnable(forced: forced, flags: flags)
+            setenv("OPENBLAS_CORETYPE", forced, 1)
+        }
         let names = libraryNames(env)
         var (handle, name) = try open(names)
-        let flags = cpuFlags()
         var warning: String?
         if case .reload(let core) = decide(loaded: name, flags: flags, forced: forced) {
-            dlclose(handle)
+            dlclose(handle)   // its threads ended first (`open`), so none runs code being unmapped
             setenv("OPENBLAS_CORETYPE", core, 1)
             (handle, name) = try open(names)
             if decide(loaded: name, flags: flags, forced: forced) != .keep {
                 warning = "warning: OpenBLAS runs its \(name) kernels although this CPU can run \(core); matrix products will be slow (install OpenBLAS 0.3.25 or later)"
             }
         }
-        // In case the library was in the process already (loaded by its host), its own threads
-        // are stopped too: they would spin in sched_yield beside gen's.
-        typealias SetThreads = @convention(c) (Int32) -> Void
-        typealias Shutdown = @convention(c) () -> Int32
-        if let f = dlsym(handle, "openblas_set_num_threads") { unsafeBitCast(f, to: SetThreads.self)(1) }
-        if let f = dlsym(handle, "blas_thread_shutdown_") { _ = unsafeBitCast(f, to: Shutdown.self)() }
         guard let f = dlsym(handle, "cblas_sgemm") else { throw LoadError(description: "OpenBLAS has no cblas_sgemm") }
         return Library(sgemm: unsafeBitCast(f, to: Library.SGEMM.self), coreName: name, warning: warning)
     }
 
-    /// Opens the library and reads the name of the kernel it chose.
+    /// Opens the library, makes it single-threaded (its pool, started as it loaded, ended), and
+    /// reads the name of the kernel it chose.
     static func open(_ names: [String]) throws -> (UnsafeMutableRawPointer, String) {
+        typealias CoreName = @convention(c) () -> UnsafeMutablePointer<CChar>?
+        typealias SetThreads = @convention(c) (Int32) -> Void
+        typealias Shutdown = @convention(c) () -> Int32
         var reasons: [String] = []
         for name in names {
             if let h = dlopen(name, RTLD_LAZY | RTLD_LOCAL) {
-                typealias CoreName = @convention(c) () -> UnsafeMutablePointer<CChar>?
+                if let f = dlsym(h, "openblas_set_num_threads") { unsafeBitCast(f, to: SetThreads.self)(1) }
+                if let f = dlsym(h, "blas_thread_shutdown_") { _ = unsafeBitCast(f, to: Shutdown.self)() }
                 let core = dlsym(h, "openblas_get_corename").flatMap { unsafeBitCast($0, to: CoreName.self)() }
                 return (h, core.map { String(cString: $0) } ?? "unknown")
             }
@@ -141,6 +145,15 @@ public enum BLAS {
         if flags.contains("avx2") && flags.contains("fma") { return "Haswell" }
         if flags.contains("avx") { return "SandyBridge" }
         return nil
+    }
+
+    /// Refuses a forced kernel family wider than this CPU's vector unit (AVX-512 kernels on an
+    /// AVX2 CPU would stop the process at their first instruction).
+    /// - Throws: `LoadError` naming the kernel and the CPU's best.
+    public static func checkRunnable(forced: String, flags: Set<String>) throws {
+        let best = recommendedCore(flags: flags)
+        guard tier(ofCore: forced) > tier(ofCore: best ?? "") else { return }
+        throw LoadError(description: "GEN_BLAS_CORETYPE=\(forced) names kernels this CPU cannot run (its best: \(best ?? "none of the vector kernels"))")
     }
 
     /// What to do about the loaded kernel: nothing, or load it again with `OPENBLAS_CORETYPE` set.
