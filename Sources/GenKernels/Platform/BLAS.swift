@@ -71,7 +71,9 @@ public enum BLAS {
     }
 
     static func load() -> Result<Library, LoadError> {
-        Result { try loadLibrary() }.mapError { $0 as! LoadError }
+        do { return .success(try loadLibrary()) } catch let e as LoadError { return .failure(e) } catch {
+            return .failure(LoadError(description: "cannot load OpenBLAS (\(error))"))
+        }
     }
 
     static func loadLibrary() throws -> Library {
