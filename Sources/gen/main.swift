@@ -7,7 +7,8 @@ let genVersion = "0.1.0"
 struct Command {
     var spec: CommandSpec
     /// Whether the command multiplies matrices: OpenBLAS is loaded before it runs (so that a
-    /// missing library is one clear error); the others start without it.
+    /// missing library is one clear error); the others start without it (`sample` loads it
+    /// itself when its prompt needs it).
     var matrices = true
     var run: (ParsedArguments) throws -> Int32
 }
@@ -15,7 +16,7 @@ struct Command {
 let commands: [Command] = [
     Command(spec: TrainOptions.trainSpec) { try TrainOptions($0, finetune: false).run() },
     Command(spec: TrainOptions.finetuneSpec) { try TrainOptions($0, finetune: true).run() },
-    Command(spec: SampleOptions.spec) { try SampleOptions($0).run() },
+    Command(spec: SampleOptions.spec, matrices: false) { try SampleOptions($0).run() },
     Command(spec: EvalOptions.spec) { try EvalOptions($0).run() },
     Command(spec: InfoOptions.spec, matrices: false) { try InfoOptions($0).run() },
     Command(spec: ExportOptions.spec) { try ExportOptions($0).run() },

@@ -474,7 +474,8 @@ import GenKernels
 
     /// OpenBLAS is loaded only by commands that multiply matrices: without it, training a
     /// tokenizer and tokenizing still run, and a command that needs it stops with one line that
-    /// names the library, before it reads or writes anything.
+    /// names the library, before it reads or writes anything. Sampling loads it only for a
+    /// prompt that needs it: one token decoded within the context needs none.
     @Test func missingOpenBLASIsOneClearError() throws {
         let d = tempDir()
         let c = corpus(in: d, bytes: 20_000)
@@ -491,6 +492,22 @@ import GenKernels
         // With the library named, the same command runs.
         let named = try gen(["bench", "--steps", "1", "--warmup", "0", "--json"], env: ["GEN_BLAS_LIBRARY": "libopenblas.so.0"])
         #expect(named.status == 0, "\(named.stderr)")
+        // Sampling: a one-token prompt (the empty one, or one character) runs without it, and gives
+        // the completion it gives with it; a longer prompt, or a sample longer than the context
+        // (context 32: a 33rd token after the first is predicted from a shifted window), stops with
+        // the one line before printing anything.
+        let m = try tinyModel(in: d, steps: 2)
+        for prompt in ["", "a"] {
+            let args = ["sample", "--from", m, "--prompt", prompt, "--max-tokens", "32", "--seed", "3", "--ignore-eos"]
+            let without = try gen(args, env: env), with = try gen(args)
+            #expect(without.status == 0 && without.stderr.isEmpty, "\(without.stderr)")
+            #expect(without.stdout == with.stdout && with.stdout.count > prompt.count + 1, "\(with.stdout)")
+        }
+        for args in [["--prompt", "ab", "--max-tokens", "3"], ["--prompt", "", "--max-tokens", "33"]] {
+            let r = try gen(["sample", "--from", m, "--seed", "3", "--ignore-eos"] + args, env: env)
+            #expect(r.status == 1 && r.stdout.isEmpty, "\(r.stdout)")
+            #expect(r.stderr.hasPrefix("Error: cannot load OpenBLAS (") && r.stderr.split(separator: "\n").count == 1, "\(r.stderr)")
+        }
     }
 }
 

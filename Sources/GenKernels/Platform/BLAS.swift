@@ -51,15 +51,18 @@ public enum BLAS {
     }
 
     /// C (M,N) = alpha · op(A) (M,K) · op(B) (K,N) + beta · C, row-major: OpenBLAS's sgemm, on the
-    /// calling thread. A process that cannot load OpenBLAS stops here with the reason (gen's
-    /// commands call `prepare` first and report it as an error).
+    /// calling thread. A process that cannot load OpenBLAS stops here: the reason on standard
+    /// error as one line, exit status 1 (gen's commands call `prepare` first, before they read
+    /// or write anything, and report it as an error).
     @inline(__always)
     static func sgemm(_ transA: CBLAS_TRANSPOSE, _ transB: CBLAS_TRANSPOSE, _ M: Int32, _ N: Int32, _ K: Int32,
                       _ alpha: Float, _ A: UnsafePointer<Float>, _ lda: Int32, _ B: UnsafePointer<Float>, _ ldb: Int32,
                       _ beta: Float, _ C: UnsafeMutablePointer<Float>, _ ldc: Int32) {
         switch library {
         case .success(let l): l.sgemm(CblasRowMajor, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc)
-        case .failure(let e): fatalError(e.description)
+        case .failure(let e):
+            fputs("Error: \(e.description)\n", stderr)
+            exit(1)
         }
     }
 

@@ -38,6 +38,18 @@ public final class Generator {
         scratch = [Float](repeating: 0, count: model.config.vocabSize)
     }
 
+    /// Whether `generate` multiplies matrices on OpenBLAS for a prompt of `promptTokens` tokens
+    /// (an empty one starts from one token) and up to `maxTokens` new ones: a prompt of more
+    /// than one token is filled in one batched pass, a sequence longer than the context is
+    /// filled again for each shifted window, and adapters take their products there. Tokens fed
+    /// one at a time read the weights with gen's own kernels (`gen sample` loads OpenBLAS only
+    /// when this is true).
+    public func multipliesMatrices(promptTokens: Int, maxTokens: Int) -> Bool {
+        let T = model.config.blockSize, p = min(max(promptTokens, 1), T)
+        // The k-th new token after the first is fed at position p + k - 1: past T - 1, a re-fill.
+        return model.adapters != nil || p > 1 || p + maxTokens > T + 1
+    }
+
     /// Generates up to `maxTokens` tokens after `prompt`; `onText` receives the completion's
     /// text as it is made. A sample ends at `<|endoftext|>` (not printed) unless
     /// `throughEndOfText`. An empty prompt starts from `<|endoftext|>` (as GPT-2's unconditional
@@ -59,7 +71,12 @@ public final class Generator {
         var made = 0
         Parallel.withThreads(threads) {
             decoder.keep(sampler.logitsRead)
-            ids.suffix(T).withUnsafeBufferPointer { decoder.fill($0) }
+            if ids.count == 1 {   // one token: the single-position step, no batched pass
+                decoder.reset()
+                decoder.feed(ids[0])
+            } else {
+                ids.suffix(T).withUnsafeBufferPointer { decoder.fill($0) }
+            }
             while made < maxTokens && !stop.stopped {
                 let next = scratch.withUnsafeMutableBufferPointer { logits -> Int32 in
                     if let bounds = decoder.bounds {
