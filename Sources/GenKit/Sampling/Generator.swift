@@ -70,9 +70,11 @@ public final class Generator {
         var text = ""
         var made = 0
         Parallel.withThreads(threads) {
-            decoder.keep(sampler.logitsRead)
-            if ids.count == 1 {   // one token: the single-position step, no batched pass
+            if ids.count == 1 {
+                // One token: the single-position step, no batched pass (so no OpenBLAS), with
+                // every logit as a fill gives them (the 8-bit screen is made from the next token on).
                 decoder.reset()
+                decoder.keep(.all)
                 decoder.feed(ids[0])
             } else {
                 ids.suffix(T).withUnsafeBufferPointer { decoder.fill($0) }
