@@ -115,7 +115,7 @@ struct SampleOptions {
     }
 
     /// OpenBLAS, loaded when a prompt needs it (a one-token prompt decoded within the context
-    /// needs none: gen starts 8-9 ms sooner without it).
+    /// needs none, and starts sooner without it: README, "OpenBLAS's kernel").
     func loadMatrixKernel() throws {
         if let warning = try Machine.prepareMatrixKernel() { note(warning) }
     }
