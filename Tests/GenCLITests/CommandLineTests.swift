@@ -494,8 +494,8 @@ import GenKernels
         #expect(named.status == 0, "\(named.stderr)")
         // Sampling: a one-token prompt (the empty one, or one character) runs without it, and gives
         // the completion it gives with it; a longer prompt, or a sample longer than the context
-        // (context 32: a 33rd token after the first is predicted from a shifted window), stops with
-        // the one line before printing anything.
+        // (context 32: of 33 new tokens the 32nd is fed at position 32, and the window is filled
+        // again), stops with the one line before printing anything.
         let m = try tinyModel(in: d, steps: 2)
         for prompt in ["", "a"] {
             let args = ["sample", "--from", m, "--prompt", prompt, "--max-tokens", "32", "--seed", "3", "--ignore-eos"]

@@ -46,7 +46,8 @@ public final class Generator {
     /// when this is true).
     public func multipliesMatrices(promptTokens: Int, maxTokens: Int) -> Bool {
         let T = model.config.blockSize, p = min(max(promptTokens, 1), T)
-        // The k-th new token after the first is fed at position p + k - 1: past T - 1, a re-fill.
+        // New token k (1-based, k < maxTokens) is fed at position p + k - 1; at T or past it the
+        // window is filled again.
         return model.adapters != nil || p > 1 || p + maxTokens > T + 1
     }
 
