@@ -83,7 +83,7 @@ struct SampleOptions {
             "{\"prompt\":\(jsonString(prompt)),\"completion\":\(jsonString(c.text)),\"tokens\":\(c.tokens),\"tokens_per_s\":\(String(format: "%.1f", c.tokensPerSecond))}\n"
         }
         if eachLine {
-            try loadMatrixKernel()
+            try loadMatrixKernel()   // prompts not known yet
             while let line = readLine(strippingNewline: true) {
                 for _ in 0..<count {
                     let c = try generator.generate(line, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS)
@@ -94,7 +94,8 @@ struct SampleOptions {
             return 0
         }
         let prompt = try readPrompt()
-        // Unknown characters are refused before anything is printed.
+        // Unknown characters are refused before anything is printed. OpenBLAS is loaded only when
+        // the prompt needs it (a one-token prompt within the context starts sooner without it).
         let promptTokens = try ck.tokenizer.encode(prompt).count
         if generator.multipliesMatrices(promptTokens: promptTokens, maxTokens: maxTokens) { try loadMatrixKernel() }
         for i in 0..<count {
@@ -112,12 +113,6 @@ struct SampleOptions {
         }
         if !json { try Output.write("\n") }
         return 0
-    }
-
-    /// OpenBLAS, loaded when a prompt needs it (a one-token prompt decoded within the context
-    /// needs none, and starts sooner without it: README, "OpenBLAS's kernel").
-    func loadMatrixKernel() throws {
-        if let warning = try Machine.prepareMatrixKernel() { note(warning) }
     }
 
     /// --prompt, --prompt-file, else standard input when it is not a terminal, else empty.

@@ -115,7 +115,7 @@ func run(_ argv: [String]) -> Int32 {
             guard let (c, rest) = try findCommand(argv) else { try Output.write(overview); return 0 }
             current = c.spec
             let parsed = try ParsedArguments(rest, spec: c.spec)
-            if c.matrices, let warning = try Machine.prepareMatrixKernel() { note(warning) }
+            if c.matrices { try loadMatrixKernel() }
             let status = try c.run(parsed)
             try Output.finish()
             return status
@@ -126,6 +126,13 @@ func run(_ argv: [String]) -> Int32 {
     } catch {
         return fail(error, command: current)
     }
+}
+
+/// Loads OpenBLAS for a command that multiplies matrices, printing the warning when its kernel
+/// is weaker than the CPU runs.
+/// - Throws: `GenError` when the library cannot be loaded.
+func loadMatrixKernel() throws {
+    if let warning = try Machine.prepareMatrixKernel() { note(warning) }
 }
 
 /// Prints `error` as one line (with the usage line for a usage problem) and returns the exit code.
