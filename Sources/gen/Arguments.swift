@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// One option of a command: `--name <value>` (also `--name=value`), or a flag `--name`.

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// `gen bench`: training steps on random tokens, through `TrainingBenchmark`.
@@ -46,9 +47,9 @@ struct BenchOptions {
         try Machine.checkTrainingFits(config, settings, adapters: try lora.map { try LoRAAdapters(config: $0, model: config) })
         let r = try TrainingBenchmark.run(config: config, settings: settings, steps: steps, warmup: warmup, threads: threads, lora: lora)
         if json {
-            try Output.line("{\"ms_per_step\":\(String(format: "%.3f", r.millisecondsPerStep)),\"tokens_per_s\":\(String(format: "%.1f", r.tokensPerSecond)),\"gflops\":\(String(format: "%.1f", r.gflops)),\"heap_growth\":\(r.heapGrowth),\"rss_growth\":\(r.residentGrowth),\"loss\":\(r.loss),\"threads\":\(threads),\"blas_core\":\(jsonString(Machine.matrixKernel)),\"parameters\":\(r.parameters)}")
+            try Output.line("{\"ms_per_step\":\(cFormat("%.3f", r.millisecondsPerStep)),\"tokens_per_s\":\(cFormat("%.1f", r.tokensPerSecond)),\"gflops\":\(cFormat("%.1f", r.gflops)),\"heap_growth\":\(r.heapGrowth),\"rss_growth\":\(r.residentGrowth),\"loss\":\(r.loss),\"threads\":\(threads),\"blas_core\":\(jsonString(Machine.matrixKernel)),\"parameters\":\(r.parameters)}")
         } else {
-            try Output.line(String(format: "%.2f ms/step, %.0f tokens/s, %.1f GFLOP/s (model FLOPs)", r.millisecondsPerStep, r.tokensPerSecond, r.gflops)
+            try Output.line(cFormat("%.2f ms/step, %.0f tokens/s, %.1f GFLOP/s (model FLOPs)", r.millisecondsPerStep, r.tokensPerSecond, r.gflops)
                             + ", heap growth \(r.heapGrowth) bytes, \(threads) threads, OpenBLAS \(Machine.matrixKernel)")
         }
         return 0

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 let fromOption = OptionSpec(name: "from", short: "m", value: "model", help: "A gen model file, or a Hugging Face GPT-2 folder (or its .safetensors with config.json beside it).", required: true)
@@ -59,7 +60,8 @@ enum Interrupt {
 final class TrainReporter: TrainingRunDelegate {
     let quiet: Bool, printEvery: Int
     let tty = isatty(2) != 0
-    let log: FileHandle?
+    /// The --log file (opened for appending), or -1.
+    let log: Int32
     let started = Date()
     var lastDraw = Date.distantPast
     var drawn = false
@@ -72,33 +74,32 @@ final class TrainReporter: TrainingRunDelegate {
         self.quiet = quiet
         self.printEvery = printEvery
         if let logPath {
-            if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
-            guard let f = FileHandle(forWritingAtPath: logPath) else { throw GenError("cannot open --log \(logPath) for appending") }
-            _ = try? f.seekToEnd()
-            log = f
+            log = open(logPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+            guard log >= 0 else { throw GenError("cannot open --log \(logPath) for appending") }
         } else {
-            log = nil
+            log = -1
         }
     }
 
-    deinit { try? log?.close() }
+    deinit { if log >= 0 { close(log) } }
 
     var elapsed: Double { Date().timeIntervalSince(started) }
 
     func write(_ json: String) {
-        try? log?.write(contentsOf: Data((json + "\n").utf8))
+        guard log >= 0 else { return }
+        _ = writeAll(log, Array((json + "\n").utf8))
     }
 
     func trainingRun(_ run: TrainingRun, finished r: TrainingRun.StepReport) {
         let values = metrics?(false) ?? []
-        write("{\"step\":\(r.step),\"loss\":\(r.loss),\"lr\":\(r.learningRate),\"tokens_per_s\":\(Int(r.tokensPerSecond)),\"ms\":\(String(format: "%.2f", r.milliseconds))"
+        write("{\"step\":\(r.step),\"loss\":\(r.loss),\"lr\":\(r.learningRate),\"tokens_per_s\":\(Int(r.tokensPerSecond)),\"ms\":\(cFormat("%.2f", r.milliseconds))"
               + values.map { ",\"\($0.0)\":\($0.1)" }.joined() + "}")
         if quiet { return }
-        var v = run.lastValidationLoss.map { String(format: " | val %.4f", $0) } ?? ""
+        var v = run.lastValidationLoss.map { cFormat(" | val %.4f", $0) } ?? ""
         for (key, short) in [("rewards/accuracies", "acc"), ("rewards/margins", "margin")] {
-            if let x = values.first(where: { $0.0 == key })?.1 { v += String(format: " | \(short) %.3f", x) }
+            if let x = values.first(where: { $0.0 == key })?.1 { v += cFormat(" | \(short) %.3f", x) }
         }
-        let line = "step \(r.step)/\(r.steps) | loss \(String(format: "%.4f", r.loss))\(v) | lr \(String(format: "%.2e", r.learningRate)) | "
+        let line = "step \(r.step)/\(r.steps) | loss \(cFormat("%.4f", r.loss))\(v) | lr \(cFormat("%.2e", r.learningRate)) | "
             + "\(formatCount(Int(r.tokensPerSecond))) tok/s | \(formatDuration(r.elapsed)) elapsed | ETA \(formatDuration(r.remaining))"
         let validated = r.validationLoss != nil
         if tty {
@@ -142,8 +143,8 @@ func runToEnd(_ run: TrainingRun, reporter: TrainReporter, out: String, quiet: B
         return 130
     }
     if !quiet {
-        let v = run.lastValidationLoss.map { String(format: ", val loss %.4f", $0) } ?? ""
-        note("saved \(out): step \(run.trainer.step), \(lossLabel) \(String(format: "%.4f", run.lastLoss))\(v), \(formatDuration(reporter.elapsed))")
+        let v = run.lastValidationLoss.map { cFormat(", val loss %.4f", $0) } ?? ""
+        note("saved \(out): step \(run.trainer.step), \(lossLabel) \(cFormat("%.4f", run.lastLoss))\(v), \(formatDuration(reporter.elapsed))")
     }
     return 0
 }
@@ -166,19 +167,66 @@ func terminalColumns() -> Int {
 
 /// The tokenizer of a model file or a tokenizer.json (Hugging Face's or gen's own form).
 func loadTokenizer(_ path: String) throws -> Tokenizer {
-    var isDir = ObjCBool(false)
+    var isDir = false
     guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw GenError("cannot read \(path): No such file or directory") }
-    if isDir.boolValue { return try HuggingFaceGPT2.tokenizer(in: path) }
-    guard let head = FileHandle(forReadingAtPath: path)?.readData(ofLength: 9) else { throw GenError("cannot read \(path)") }
+    if isDir { return try HuggingFaceGPT2.tokenizer(in: path) }
+    guard let head = readPrefix(of: path, count: 9) else { throw GenError("cannot read \(path)") }
     if head.count == 9 && head[8] == UInt8(ascii: "{") && head[0...7].contains(where: { $0 != 0 }) && head[7] == 0 {
         return try Checkpoint.load(path, .headerOnly).tokenizer
     }
-    guard let data = FileManager.default.contents(atPath: path),
-          let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+    guard let data = FileManager.default.contents(atPath: path), let obj = try? JSON.parse(data), obj.object != nil else {
         throw GenError("\(path) is neither a gen model nor a tokenizer JSON file")
     }
-    if let type = obj["type"] as? String, type == "char" || type == "bpe" {
+    if let type = obj["type"]?.string, type == "char" || type == "bpe" {
         return try makeTokenizer(json: String(decoding: data, as: UTF8.self))
     }
     return try BPETokenizer.huggingFace(path: path)
+}
+
+/// The first `count` bytes of a file (fewer when it is shorter), or nil when it cannot be read.
+func readPrefix(of path: String, count: Int) -> [UInt8]? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var out = [UInt8](repeating: 0, count: count)
+    var got = 0
+    while got < count {
+        let n = out.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, count - got) }
+        if n < 0 && errno == EINTR { continue }
+        guard n >= 0 else { return nil }
+        if n == 0 { break }
+        got += n
+    }
+    return Array(out.prefix(got))
+}
+
+/// Writes all of `bytes` to `fd` (retrying short writes); false on an error (a closed pipe: EPIPE).
+@discardableResult
+func writeAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
+    bytes.withUnsafeBytes { b in
+        var off = 0
+        while off < b.count {
+            let w = write(fd, b.baseAddress! + off, b.count - off)
+            if w < 0 && errno == EINTR { continue }
+            guard w > 0 else { return false }
+            off += w
+        }
+        return true
+    }
+}
+
+/// An error's text for a one-line message.
+func describe(_ error: Error) -> String {
+    if let e = error as? GenError { return e.message }
+    if let e = error as? CocoaError, let path = e.filePath {
+        if let u = e.underlying as? POSIXError { return "\(path): \(String(cString: strerror(u.code.rawValue)))" }
+        return "\(path): \(e.code)"
+    }
+    return "\(error)"
+}
+
+/// The folder for temporary files: $TMPDIR, else /tmp.
+func temporaryDirectory() -> String {
+    if let t = ProcessInfo.processInfo.environment["TMPDIR"], !t.isEmpty { return t }
+    return "/tmp"
 }

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// `gen eval`: a model's loss on a text, through an `Evaluator`.
@@ -41,11 +42,11 @@ struct EvalOptions {
         // In 8 bits, the weights are held as sampling holds them (in 8 bits alone): the loss of
         // rounding an fp32 copy (to float rounding), without one.
         let ck = try loadModel(from, adapter: adapter, weights: weights, forDecoding: weights == "int8")
-        let files = try CorpusFiles([text], folder: NSTemporaryDirectory())
+        let files = try CorpusFiles([text], folder: temporaryDirectory())
         let r: Evaluator.Result
         do {
             var skipped = 0
-            let data = try TokenData(encoding: files.paths, with: ck.tokenizer, cacheDirectory: NSTemporaryDirectory(),
+            let data = try TokenData(encoding: files.paths, with: ck.tokenizer, cacheDirectory: temporaryDirectory(),
                                      skipped: &skipped, threads: threads)
             guard data.count >= 2 else { throw GenError("\(text) has \(data.count) token; eval needs at least 2") }
             // Up to 8 windows at a time; a short text's activations hold only its windows.
@@ -57,7 +58,7 @@ struct EvalOptions {
         if json {
             try Output.line("{\"loss\":\(r.loss),\"perplexity\":\(r.perplexity),\"bits_per_byte\":\(r.bitsPerByte),\"tokens\":\(r.tokens),\"bytes\":\(r.bytes)}")
         } else {
-            try Output.line(String(format: "loss %.4f nats/token, perplexity %.3f, %.4f bits/byte (%d tokens, %d bytes)",
+            try Output.line(cFormat("loss %.4f nats/token, perplexity %.3f, %.4f bits/byte (%d tokens, %d bytes)",
                                    r.loss, r.perplexity, r.bitsPerByte, r.tokens, r.bytes))
         }
         return 0

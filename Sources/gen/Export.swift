@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// `gen merge`: a model with its LoRA adapters merged into plain weights.
@@ -76,7 +77,7 @@ struct ExportOptions {
         }
         if !fm.fileExists(atPath: folder) {
             do { try fm.createDirectory(atPath: folder, withIntermediateDirectories: true) } catch {
-                throw GenError("cannot create \(folder): \(error.localizedDescription)")
+                throw GenError("cannot create \(folder): \(describe(error))")
             }
         }
         let files = try HuggingFaceGPT2.export(ck, to: folder)

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// Corpus arguments as readable paths: standard input ("-") and pipes (`<(cat a.txt)`), which
@@ -34,7 +35,7 @@ final class CorpusFiles {
     /// `error` with the spool files' internal names replaced by what the user gave.
     func named(_ error: Error) -> Error {
         guard var e = error as? GenError else { return error }
-        for s in spools { e.message = e.message.replacingOccurrences(of: s.path, with: s.name) }
+        for s in spools { e.message = e.message.replacing(s.path, with: s.name) }
         return e
     }
 }
@@ -53,8 +54,8 @@ func isReadOnly(_ path: String) -> Bool {
 }
 
 func isFolder(_ path: String) -> Bool {
-    var isDir = ObjCBool(false)
-    return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+    var isDir = false
+    return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir
 }
 
 /// Everything a training run will write, checked before any work and locked for the run's
@@ -109,7 +110,7 @@ final class RunOutputs {
         }
         if adapterFolder && !fm.fileExists(atPath: out) {
             do { try fm.createDirectory(atPath: out, withIntermediateDirectories: false) } catch {
-                throw GenError("cannot create \(out): \(error.localizedDescription)")
+                throw GenError("cannot create \(out): \(describe(error))")
             }
         }
         removeLeftovers()

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// `gen info`: a model file's shape, tokenizer and training facts.
@@ -47,7 +48,7 @@ struct InfoOptions {
             s += "  parameters  \(ck.model.parameterCount)\n"
             s += "  tokenizer   \(ck.tokenizer.kind), \(ck.tokenizer.vocabSize) tokens\n"
             for (k, _) in Self.facts {
-                if let v = ck.metadata[k] { s += "  " + k.replacingOccurrences(of: "_", with: " ").padding(toLength: 12, withPad: " ", startingAt: 0) + v + "\n" }
+                if let v = ck.metadata[k] { s += "  " + String((k.replacing("_", with: " ") + String(repeating: " ", count: 12)).prefix(12)) + v + "\n" }
             }
             try Output.write(s)
         }

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// Results to stdout, every write checked: output that cannot be written (a full disk, a
@@ -26,14 +27,14 @@ enum Output {
 func note(_ s: String) { fputs(s + "\n", stderr) }
 
 func formatCount(_ n: Int) -> String {
-    if n >= 10_000_000 { return String(format: "%.1fM", Double(n) / 1e6) }
-    if n >= 10_000 { return String(format: "%.1fk", Double(n) / 1e3) }
+    if n >= 10_000_000 { return cFormat("%.1fM", Double(n) / 1e6) }
+    if n >= 10_000 { return cFormat("%.1fk", Double(n) / 1e3) }
     return String(n)
 }
 
 func formatDuration(_ s: Double) -> String {
     guard s.isFinite else { return "?" }
     let t = Int(s.rounded())
-    if t >= 3600 { return String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) }
-    return String(format: "%d:%02d", t / 60, t % 60)
+    if t >= 3600 { return cFormat("%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) }
+    return cFormat("%d:%02d", t / 60, t % 60)
 }

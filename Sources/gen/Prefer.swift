@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// `gen prefer`: Direct Preference Optimization on pairs that `gen review` (or anything writing

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// `gen review`: two samples per prompt, judged by a person at the terminal or by a program
@@ -153,7 +154,7 @@ struct ReviewOptions {
                 throw GenError("cannot read \(path) as UTF-8 text")
             }
             for (k, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
-                guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], let p = obj["prompt"] as? String else {
+                guard let obj = try? JSON.parse(String(line)), let p = obj["prompt"]?.string else {
                     throw GenError("\(path) line \(k + 1) is not a JSON object with a \"prompt\"; gen appends only to its own files")
                 }
                 counts[p, default: 0] += 1
@@ -165,32 +166,13 @@ struct ReviewOptions {
     /// The judge's answer for one prompt.
     static func ask(_ command: String, prompt: String, _ first: String, _ second: String, index: Int, written: Int, out: String) throws -> Character {
         let kept = "; the \(written) pairs written before are kept in \(out)"
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", command]
-        let input = Pipe(), output = Pipe()
-        p.standardInput = input
-        p.standardOutput = output
-        do { try p.run() } catch { throw GenError("cannot run the judge: \(error.localizedDescription)") }
         let request = "{\"prompt\":\(jsonString(prompt)),\"completions\":[\(jsonString(first)),\(jsonString(second))]}\n"
-        // A judge that does not read its input must not stop gen (SIGPIPE is ignored; EPIPE is fine).
-        request.utf8CString.withUnsafeBufferPointer { b in
-            var off = 0
-            let n = b.count - 1
-            while off < n {
-                let w = write(input.fileHandleForWriting.fileDescriptor, b.baseAddress! + off, n - off)
-                if w <= 0 { break }
-                off += w
-            }
-        }
-        try? input.fileHandleForWriting.close()
-        let answer = output.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw GenError("the judge failed (exit status \(p.terminationStatus)) on prompt \(index)\(kept)")
+        let (status, answer) = try runShell(command, input: Array(request.utf8))
+        guard status == 0 else {
+            throw GenError("the judge failed (exit status \(status)) on prompt \(index)\(kept)")
         }
         let line = String(decoding: answer, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).first
-            .map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+            .map { $0.trimmed() } ?? ""
         guard line.count == 1, let c = line.first, "12=s".contains(c) else {
             throw GenError("the judge answered \"\(line.prefix(40))\" on prompt \(index), not 1, 2, = or s\(kept)")
         }
@@ -268,4 +250,47 @@ final class Terminal {
             }
         }
     }
+}
+
+/// Runs `sh -c command` with `input` on its standard input (stdout captured, stderr shared);
+/// returns its exit status (128 + the signal when one ended it) and what it wrote. A command
+/// that does not read its input does not stop gen (SIGPIPE is ignored; EPIPE is fine).
+func runShell(_ command: String, input: [UInt8]) throws -> (status: Int32, output: [UInt8]) {
+    var toChild: [Int32] = [0, 0], fromChild: [Int32] = [0, 0]
+    guard pipe(&toChild) == 0 else { throw GenError("cannot run the judge: no pipe") }
+    guard pipe(&fromChild) == 0 else {
+        close(toChild[0]); close(toChild[1])
+        throw GenError("cannot run the judge: no pipe")
+    }
+    for fd in toChild + fromChild { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }   // the child keeps only its dup2'd 0 and 1
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_adddup2(&actions, toChild[0], 0)
+    posix_spawn_file_actions_adddup2(&actions, fromChild[1], 1)
+    var pid: pid_t = 0
+    let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(command), nil]
+    defer { for a in argv { free(a) } }
+    let spawned = posix_spawn(&pid, "/bin/sh", &actions, nil, argv, environ)
+    close(toChild[0]); close(fromChild[1])
+    guard spawned == 0 else {
+        close(toChild[1]); close(fromChild[0])
+        throw GenError("cannot run the judge: \(String(cString: strerror(spawned)))")
+    }
+    writeAll(toChild[1], input)
+    close(toChild[1])
+    var output: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fromChild[0], $0.baseAddress!, 4096) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        output += chunk[0..<n]
+    }
+    close(fromChild[0])
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    // WIFEXITED / WEXITSTATUS / WTERMSIG, which Swift does not import as macros.
+    let code = status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return (code, output)
 }

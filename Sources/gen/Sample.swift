@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// `gen sample`: options decoded once; generation is a `Generator`.
@@ -80,7 +81,7 @@ struct SampleOptions {
         let ck = try loadModel(from, adapter: adapter, weights: weights, forDecoding: true)
         let generator = try Generator(model: ck.model, tokenizer: ck.tokenizer, parameters: parameters, seed: seed, threads: threads)
         func jsonLine(_ prompt: String, _ c: Generator.Completion) -> String {
-            "{\"prompt\":\(jsonString(prompt)),\"completion\":\(jsonString(c.text)),\"tokens\":\(c.tokens),\"tokens_per_s\":\(String(format: "%.1f", c.tokensPerSecond))}\n"
+            "{\"prompt\":\(jsonString(prompt)),\"completion\":\(jsonString(c.text)),\"tokens\":\(c.tokens),\"tokens_per_s\":\(cFormat("%.1f", c.tokensPerSecond))}\n"
         }
         if eachLine {
             try loadMatrixKernel()   // prompts not known yet
@@ -88,7 +89,7 @@ struct SampleOptions {
                 for _ in 0..<count {
                     let c = try generator.generate(line, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS)
                     try Output.write(json ? jsonLine(line, c)
-                                          : c.text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\n", with: "\\n") + "\n")
+                                          : escapedLine(c.text) + "\n")
                 }
             }
             return 0
@@ -121,8 +122,8 @@ struct SampleOptions {
         let data: Data
         let name: String
         if let promptFile {
-            var isDir = ObjCBool(false)
-            guard FileManager.default.fileExists(atPath: promptFile, isDirectory: &isDir), !isDir.boolValue,
+            var isDir = false
+            guard FileManager.default.fileExists(atPath: promptFile, isDirectory: &isDir), !isDir,
                   let d = FileManager.default.contents(atPath: promptFile) else {
                 throw GenError("cannot read the prompt file \(promptFile)")
             }
@@ -137,4 +138,17 @@ struct SampleOptions {
         guard let s = String(data: data, encoding: .utf8) else { throw GenError("\(name) is not valid UTF-8") }
         return s
     }
+}
+
+/// A completion on one line: a backslash as \\ and a newline as \n.
+func escapedLine(_ text: String) -> String {
+    var out = String.UnicodeScalarView()
+    for u in text.unicodeScalars {
+        switch u {
+        case "\\": out.append(contentsOf: "\\\\".unicodeScalars)
+        case "\n": out.append(contentsOf: "\\n".unicodeScalars)
+        default: out.append(u)
+        }
+    }
+    return String(out)
 }

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// `gen tokenizer train`.
@@ -50,7 +51,7 @@ struct TokenizerTrainOptions {
         if live { fputs("\r\u{1B}[K", stderr) }
         try tok.writeHuggingFaceJSON(to: out)
         if !quiet {
-            note("wrote \(out): \(tok.vocabSize) tokens (\(tok.merges.count) merges, pattern \(pattern.rawValue)) in \(String(format: "%.2f", Date().timeIntervalSince(started))) s")
+            note("wrote \(out): \(tok.vocabSize) tokens (\(tok.merges.count) merges, pattern \(pattern.rawValue)) in \(cFormat("%.2f", Date().timeIntervalSince(started))) s")
         }
         return 0
     }

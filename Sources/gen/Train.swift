@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 /// `gen train` and `gen finetune`: options decoded once; the run itself is a `TrainingRun`.

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKit
 
 let genVersion = "0.1.0"
@@ -138,7 +139,7 @@ func loadMatrixKernel() throws {
 /// Prints `error` as one line (with the usage line for a usage problem) and returns the exit code.
 func fail(_ error: Error, command: CommandSpec?) -> Int32 {
     guard let e = error as? GenError else {
-        note("Error: \(error.localizedDescription)")
+        note("Error: \(describe(error))")
         return 1
     }
     let message = e.setting.map { "--\($0): \(e.message)" } ?? e.message

@@ -1,5 +1,5 @@
 import CSystem
-import Foundation
+import Glibc
 
 /// AdamW with decoupled weight decay, computed in the order PyTorch's `torch.optim.AdamW` does.
 public enum AdamW {

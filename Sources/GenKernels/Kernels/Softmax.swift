@@ -1,4 +1,4 @@
-import Foundation
+import Glibc
 
 /// Softmax of one row in place: x (n) -> exp(x - max) / Σ. Returns log Σ exp(x - max) and the max.
 @inline(__always)

@@ -1,5 +1,6 @@
 import CSystem
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// What the process holds in memory, for the checks that a training step allocates nothing.
 public enum Memory {

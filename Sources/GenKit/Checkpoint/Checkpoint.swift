@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// A model with its tokenizer and metadata, as gen reads and writes it.
 ///
@@ -35,8 +36,8 @@ public struct Checkpoint {
     ///   missing tensor, wrong shape, a GPT-2 variant gen does not compute.
     /// - Parameter options: what the model is loaded for (`LoadOptions`); none for training.
     public static func load(_ path: String, _ options: LoadOptions = []) throws -> Checkpoint {
-        var isDir = ObjCBool(false)
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+        var isDir = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir {
             return try HuggingFaceGPT2.load(folder: path, options)
         }
         let file = try SafeTensorsFile(path: path)

@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// Hugging Face's GPT-2 files: a folder with `config.json`, `model.safetensors` (or shards
 /// listed in `model.safetensors.index.json`) and `tokenizer.json` (or `vocab.json` +
@@ -26,11 +27,11 @@ public enum HuggingFaceGPT2 {
         } else if fm.fileExists(atPath: folder + "/model.safetensors.index.json") {
             let index = folder + "/model.safetensors.index.json"
             guard let data = fm.contents(atPath: index),
-                  let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let map = obj["weight_map"] as? [String: String] else {
+                  let map = (try? JSON.parse(data))?["weight_map"]?.object,
+                  map.values.allSatisfy({ $0.string != nil }) else {
                 throw GenError("\(index) is not a safetensors index (no weight_map)")
             }
-            for shard in Set(map.values).sorted() {
+            for shard in Set(map.values.compactMap(\.string)).sorted() {
                 guard !shard.contains("/") else { throw GenError("\(index) names a shard outside the folder: \(shard)") }
                 files.append(try SafeTensorsFile(path: folder + "/" + shard))
             }
@@ -85,34 +86,34 @@ public enum HuggingFaceGPT2 {
     /// - Throws: `GenError` naming the key of a variant gen does not compute.
     public static func config(at path: String) throws -> GPTConfig {
         guard let data = FileManager.default.contents(atPath: path),
-              let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+              let o = (try? JSON.parse(data))?.object else {
             throw GenError("\(path) is not JSON")
         }
         func int(_ key: String) throws -> Int {
-            guard let v = o[key] as? Int else { throw GenError("\(path): \(key) is missing or not an integer") }
+            guard let v = o[key]?.int else { throw GenError("\(path): \(key) is missing or not an integer") }
             return v
         }
-        func flag(_ key: String) -> Bool { (o[key] as? Bool) ?? false }
-        let type = o["model_type"] as? String
+        func flag(_ key: String) -> Bool { o[key]?.bool ?? false }
+        let type = o["model_type"]?.string
         guard type == "gpt2" else { throw GenError("\(path): model_type is \(type.map { "\"\($0)\"" } ?? "missing"); gen computes GPT-2 (model_type \"gpt2\") only") }
         for key in ["scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"] where flag(key) {
             throw GenError("\(path): \(key) is true; gen does not compute that GPT-2 variant")
         }
-        if o["scale_attn_weights"] as? Bool == false { throw GenError("\(path): scale_attn_weights is false; gen does not compute that GPT-2 variant") }
-        if o["tie_word_embeddings"] as? Bool == false { throw GenError("\(path): tie_word_embeddings is false; gen computes GPT-2 with a tied output head only") }
-        let positions = (o["n_positions"] as? Int) ?? (o["n_ctx"] as? Int)
+        if o["scale_attn_weights"]?.bool == false { throw GenError("\(path): scale_attn_weights is false; gen does not compute that GPT-2 variant") }
+        if o["tie_word_embeddings"]?.bool == false { throw GenError("\(path): tie_word_embeddings is false; gen computes GPT-2 with a tied output head only") }
+        let positions = o["n_positions"]?.int ?? o["n_ctx"]?.int
         guard let positions else { throw GenError("\(path): n_positions (or n_ctx) is missing") }
         var c = GPTConfig(nLayer: try int("n_layer"), nHead: try int("n_head"), nEmbd: try int("n_embd"),
                           blockSize: positions, vocabSize: try int("vocab_size"))
-        if let inner = o["n_inner"], !(inner is NSNull) {
-            guard let n = inner as? Int else { throw GenError("\(path): n_inner is not an integer") }
+        if let inner = o["n_inner"], !inner.isNull {
+            guard let n = inner.int else { throw GenError("\(path): n_inner is not an integer") }
             c.nInner = n
         }
         if let eps = o["layer_norm_epsilon"] {
-            guard let e = (eps as? NSNumber)?.floatValue else { throw GenError("\(path): layer_norm_epsilon is not a number") }
+            guard let e = eps.double.map(Float.init) else { throw GenError("\(path): layer_norm_epsilon is not a number") }
             c.layerNormEpsilon = e
         }
-        switch (o["activation_function"] as? String) ?? "gelu_new" {
+        switch o["activation_function"]?.string ?? "gelu_new" {
         case "gelu_new", "gelu_pytorch_tanh": c.activation = .geluTanh
         case "gelu": c.activation = .gelu
         case let other: throw GenError("\(path): activation_function \"\(other)\" is not computed by gen (gelu_new, gelu_pytorch_tanh or gelu)")

@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// A safetensors file read into memory: an 8-byte little-endian header length, a JSON header
 /// naming each tensor's dtype, shape and byte range, then the raw little-endian data.
@@ -18,11 +19,11 @@ public struct SafeTensorsFile {
     let dataStart: Int
 
     public init(path: String) throws {
-        var isDir = ObjCBool(false)
+        var isDir = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw GenError("\(path): no such file")
         }
-        if isDir.boolValue { throw GenError("\(path) is a folder, not a model file") }
+        if isDir { throw GenError("\(path) is a folder, not a model file") }
         // Mapped, not read: a model is copied once, from the page cache into its buffer.
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
             throw GenError("\(path): cannot be read")
@@ -41,7 +42,7 @@ public struct SafeTensorsFile {
             throw GenError("\(name): truncated or not a safetensors file (header of \(n) bytes, file of \(data.count))")
         }
         let headerData = data.subdata(in: (data.startIndex + 8)..<(data.startIndex + 8 + Int(n)))
-        guard let json = try? JSONSerialization.jsonObject(with: headerData), let header = json as? [String: Any] else {
+        guard let header = (try? JSON.parse(headerData))?.object else {
             throw GenError("\(name): the safetensors header is not valid JSON")
         }
         dataStart = 8 + Int(n)
@@ -50,17 +51,17 @@ public struct SafeTensorsFile {
         var metadata: [String: String] = [:]
         for (key, value) in header {
             if key == "__metadata__" {
-                guard let dict = value as? [String: Any] else {
+                guard let dict = value.object else {
                     throw GenError("\(name): __metadata__ is not a map of strings")
                 }
                 for (k, v) in dict {
-                    guard let s = v as? String else { throw GenError("\(name): metadata \(k) is not a string") }
+                    guard let s = v.string else { throw GenError("\(name): metadata \(k) is not a string") }
                     metadata[k] = s
                 }
                 continue
             }
-            guard let info = value as? [String: Any], let dtype = info["dtype"] as? String,
-                  let shape = info["shape"] as? [Int], let offsets = info["data_offsets"] as? [Int],
+            guard let info = value.object, let dtype = info["dtype"]?.string,
+                  let shape = info["shape"]?.ints, let offsets = info["data_offsets"]?.ints,
                   offsets.count == 2 else {
                 throw GenError("\(name): tensor \(key) has a malformed header entry")
             }
@@ -284,7 +285,7 @@ struct PendingFile {
         for piece in pieces where piece.count > 0 {
             var done = 0
             while ok && done < piece.count {
-                let w = Foundation.write(fd, piece.baseAddress! + done, piece.count - done)
+                let w = Glibc.write(fd, piece.baseAddress! + done, piece.count - done)
                 if w <= 0 { ok = false; err = w < 0 ? errno : ENOSPC } else { done += w }
             }
         }
@@ -323,7 +324,7 @@ public func jsonString(_ s: String) -> String {
         case "\t": out += "\\t"
         default:
             if u.value < 0x20 {
-                out += String(format: "\\u%04x", u.value)
+                out += cFormat("\\u%04x", u.value)
             } else {
                 out.unicodeScalars.append(u)
             }

@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 import GenKernels
 /// A GPT-2 model's weights: one allocation with named views into it. It holds no gradients,
 /// optimizer state or activations; those belong to a `Trainer` or a `Decoder`.

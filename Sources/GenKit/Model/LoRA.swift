@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// What a LoRA run adapts, and how much.
 public struct LoRAConfig: Sendable, Equatable {
@@ -157,25 +158,25 @@ extension LoRAAdapters {
     public static func load(folder: String, model: GPTConfig) throws -> LoRAAdapters {
         let configPath = folder + "/adapter_config.json"
         guard let data = FileManager.default.contents(atPath: configPath),
-              let o = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+              let o = try? JSON.parse(data), o.object != nil else {
             throw GenError("\(folder) is not a PEFT adapter folder (no readable adapter_config.json)")
         }
-        guard o["peft_type"] as? String == "LORA" else { throw GenError("\(configPath): peft_type is not LORA") }
-        guard let r = o["r"] as? Int, let alpha = (o["lora_alpha"] as? NSNumber)?.floatValue else {
+        guard o["peft_type"]?.string == "LORA" else { throw GenError("\(configPath): peft_type is not LORA") }
+        guard let r = o["r"]?.int, let alpha = o["lora_alpha"]?.double.map(Float.init) else {
             throw GenError("\(configPath): r or lora_alpha is missing")
         }
-        for key in ["use_dora", "use_rslora"] where o[key] as? Bool == true {
+        for key in ["use_dora", "use_rslora"] where o[key]?.bool == true {
             throw GenError("\(configPath): \(key) is true; gen computes plain LoRA")
         }
-        if let bias = o["bias"] as? String, bias != "none" { throw GenError("\(configPath): bias is \"\(bias)\"; gen's adapters train no biases") }
-        for key in ["rank_pattern", "alpha_pattern"] where !((o[key] as? [String: Any]) ?? [:]).isEmpty {
+        if let bias = o["bias"]?.string, bias != "none" { throw GenError("\(configPath): bias is \"\(bias)\"; gen's adapters train no biases") }
+        for key in ["rank_pattern", "alpha_pattern"] where !(o[key]?.object ?? [:]).isEmpty {
             throw GenError("\(configPath): \(key) is not empty; gen uses one rank and alpha for every layer")
         }
-        for key in ["layers_to_transform", "modules_to_save"] where o[key] != nil && !(o[key] is NSNull) {
+        for key in ["layers_to_transform", "modules_to_save"] where o[key] != nil && o[key]?.isNull == false {
             throw GenError("\(configPath): \(key) is set; gen adapts every layer and saves no other modules")
         }
         let names: [String]
-        if let list = o["target_modules"] as? [String] { names = list } else if let one = o["target_modules"] as? String { names = [one] } else {
+        if let list = o["target_modules"]?.strings { names = list } else if let one = o["target_modules"]?.string { names = [one] } else {
             throw GenError("\(configPath): target_modules is missing")
         }
         var targets = Set<LoRATarget>()
@@ -184,16 +185,16 @@ extension LoRAAdapters {
             guard !matched.isEmpty else { throw GenError("\(configPath): target module \"\(n)\" is not a GPT-2 projection (c_attn, attn.c_proj, c_fc, mlp.c_proj)") }
             targets.formUnion(matched)
         }
-        let dropout = (o["lora_dropout"] as? NSNumber)?.floatValue ?? 0
+        let dropout = o["lora_dropout"]?.double.map(Float.init) ?? 0
         let adapters = try LoRAAdapters(config: LoRAConfig(rank: r, alpha: alpha, dropout: dropout,
                                                            targets: LoRATarget.allCases.filter(targets.contains)), model: model)
         let file = try SafeTensorsFile(path: folder + "/adapter_model.safetensors")
         for t in adapters.tensors {
-            guard let e = file.entries[t.name] ?? file.entries[t.name.replacingOccurrences(of: ".weight", with: ".default.weight")] else {
+            guard let e = file.entries[t.name] ?? file.entries[t.name.replacing(".weight", with: ".default.weight")] else {
                 throw GenError("\(folder): missing tensor \(t.name)")
             }
             guard e.shape == t.shape else { throw GenError("\(folder): tensor \(t.name) has shape \(e.shape), expected \(t.shape) (is the adapter for this model?)") }
-            let key = file.entries[t.name] != nil ? t.name : t.name.replacingOccurrences(of: ".weight", with: ".default.weight")
+            let key = file.entries[t.name] != nil ? t.name : t.name.replacing(".weight", with: ".default.weight")
             try file.copyFloats(key, into: adapters.parameters.pointer + t.offset, count: t.count)
         }
         return adapters
@@ -218,14 +219,14 @@ extension LoRAAdapters {
 
     /// adapter_config.json.
     public func writeConfig(folder: String, baseModel: String) throws {
-        let config: [String: Any] = [
-            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": self.config.rank, "lora_alpha": Double(self.config.alpha),
-            "lora_dropout": Double(self.config.dropout), "target_modules": self.config.targets.map(\.peftName),
-            "fan_in_fan_out": true, "bias": "none", "base_model_name_or_path": baseModel, "inference_mode": true,
-            "init_lora_weights": true, "use_dora": false, "use_rslora": false,
-        ]
-        let json = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
-        try json.withUnsafeBytes { try SafeTensorsWriter.writeRaw($0, to: folder + "/adapter_config.json") }
+        let config: JSON = .object([
+            "peft_type": .string("LORA"), "task_type": .string("CAUSAL_LM"), "r": .int(self.config.rank),
+            "lora_alpha": .double(Double(self.config.alpha)), "lora_dropout": .double(Double(self.config.dropout)),
+            "target_modules": .array(self.config.targets.map { .string($0.peftName) }),
+            "fan_in_fan_out": .bool(true), "bias": .string("none"), "base_model_name_or_path": .string(baseModel),
+            "inference_mode": .bool(true), "init_lora_weights": .bool(true), "use_dora": .bool(false), "use_rslora": .bool(false),
+        ])
+        try Array(config.serialized(pretty: true).utf8).withUnsafeBytes { try SafeTensorsWriter.writeRaw($0, to: folder + "/adapter_config.json") }
     }
 }
 

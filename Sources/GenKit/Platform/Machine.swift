@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// What gen runs on: cores, memory, the matrix kernel OpenBLAS loaded.
 public enum Machine {
@@ -25,7 +26,7 @@ public enum Machine {
     /// - Throws: `GenError` naming `what`.
     public static func checkFits(_ bytes: Double, _ what: String) throws {
         if bytes > memoryBytes * 0.8 {
-            throw GenError(String(format: "%@ needs %.3g GB of memory but the machine has %.1f GB", what, bytes / 1e9, memoryBytes / 1e9))
+            throw GenError(what + cFormat(" needs %.3g GB of memory but the machine has %.1f GB", bytes / 1e9, memoryBytes / 1e9))
         }
     }
 
@@ -43,7 +44,7 @@ public enum Machine {
                                             loraDropout: (adapters?.config.dropout ?? 0) > 0)
         let have = memoryBytes
         if need > have * 0.8 {
-            throw GenError(String(format: "this run needs %.3g GB of memory (weights, gradients, AdamW state and activations) but the machine has %.1f GB; use a smaller batch, context or model", need / 1e9, have / 1e9))
+            throw GenError(cFormat("this run needs %.3g GB of memory (weights, gradients, AdamW state and activations) but the machine has %.1f GB; use a smaller batch, context or model", need / 1e9, have / 1e9))
         }
     }
 }

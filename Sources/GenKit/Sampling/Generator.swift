@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// Text generation from a model, as llama2.c's `generate()`: the prompt is encoded and fed
 /// through a KV cache, tokens are sampled one by one, and text streams out as it is made.

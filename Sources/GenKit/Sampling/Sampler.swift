@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// What a sampler reads of the logits (`Sampler.logitsRead`), and so what a decoder must make.
 public enum LogitsRead: Equatable, Sendable {
@@ -225,7 +226,7 @@ public final class Sampler {
         var best = -Float.infinity
         for i in 0..<V { best = max(best, logits[i] - bounds[i]) }
         // Slack for the rounding of the weights: it only adds candidates.
-        let cut = best + parameters.temperature * Foundation.log(minP) - 1e-4 * (abs(best) + 1)
+        let cut = best + parameters.temperature * Glibc.log(minP) - 1e-4 * (abs(best) + 1)
         var n = 0
         order.withUnsafeMutableBufferPointer { order in
             for i in 0..<V where !(logits[i] + bounds[i] < cut) {
@@ -498,7 +499,7 @@ public struct StopMatcher {
         held += text
         if stops.isEmpty { defer { held = "" }; return held }
         for s in stops {
-            if let r = held.range(of: s) {
+            if let r = held.unicodeScalars.firstRange(of: s.unicodeScalars) {   // by scalars, not characters: "\n" is found inside "\r\n"
                 stopped = true
                 let out = String(held[..<r.lowerBound])
                 held = ""

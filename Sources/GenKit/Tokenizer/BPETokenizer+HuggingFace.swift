@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// GPT-2's reversible map from bytes to printable characters, used by Hugging Face's
 /// `tokenizer.json` and GPT-2's `vocab.json`/`merges.txt` to write byte strings as text.
@@ -22,27 +23,27 @@ extension BPETokenizer {
     /// pre-tokenizer (GPT-2's split) or a Split by GPT-4's pattern followed by ByteLevel.
     public static func huggingFace(path: String) throws -> BPETokenizer {
         guard let data = FileManager.default.contents(atPath: path) else { throw GenError("cannot read \(path)") }
-        guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+        guard let obj = try? JSON.parse(data), obj.object != nil else {
             throw GenError("\(path) is not JSON")
         }
-        if obj["type"] as? String == "bpe" { return try BPETokenizer(json: obj) }   // gen's own form
-        guard let model = obj["model"] as? [String: Any], model["type"] as? String == "BPE",
-              let vocab = model["vocab"] as? [String: Int], let rawMerges = model["merges"] as? [Any] else {
+        if obj["type"]?.string == "bpe" { return try BPETokenizer(json: obj) }   // gen's own form
+        guard let model = obj["model"], model["type"]?.string == "BPE",
+              let vocab = model["vocab"].flatMap(integerMap), let rawMerges = model["merges"]?.array else {
             throw GenError("\(path) is not a Hugging Face BPE tokenizer (no model.type \"BPE\" with vocab and merges)")
         }
         let pattern = try splitPattern(of: obj["pre_tokenizer"], path: path)
         let merges: [(String, String)] = try rawMerges.map { m in
-            if let s = m as? String {
+            if let s = m.string {
                 let parts = s.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
                 guard parts.count == 2 else { throw GenError("\(path): bad merge \"\(s)\"") }
                 return (String(parts[0]), String(parts[1]))
             }
-            if let a = m as? [String], a.count == 2 { return (a[0], a[1]) }
+            if let a = m.strings, a.count == 2 { return (a[0], a[1]) }
             throw GenError("\(path): bad merge entry")
         }
         var special: [String: Int32] = [:]
-        for t in (obj["added_tokens"] as? [[String: Any]]) ?? [] {
-            if let content = t["content"] as? String, let id = t["id"] as? Int, vocab[content] == nil || t["special"] as? Bool == true {
+        for t in obj["added_tokens"]?.array ?? [] {
+            if let content = t["content"]?.string, let id = t["id"]?.int, vocab[content] == nil || t["special"]?.bool == true {
                 special[content] = try tokenID(id)
             }
         }
@@ -52,7 +53,7 @@ extension BPETokenizer {
     /// Reads GPT-2's `vocab.json` and `merges.txt` (GPT-2's split pattern).
     public static func gpt2Files(vocab vocabPath: String, merges mergesPath: String) throws -> BPETokenizer {
         guard let vdata = FileManager.default.contents(atPath: vocabPath),
-              let vocab = try? JSONSerialization.jsonObject(with: vdata) as? [String: Int] else {
+              let vocab = (try? JSON.parse(vdata)).flatMap(integerMap) else {
             throw GenError("\(vocabPath) is not a vocab.json (a map of token to id)")
         }
         guard let mtext = try? String(contentsOfFile: mergesPath, encoding: .utf8) else { throw GenError("cannot read \(mergesPath)") }
@@ -67,17 +68,17 @@ extension BPETokenizer {
         return try fromByteLevel(vocab: vocab, merges: merges, special: special, pattern: .gpt2, name: vocabPath)
     }
 
-    static func splitPattern(of pre: Any?, path: String) throws -> SplitPattern {
-        guard let pre = pre as? [String: Any], let type = pre["type"] as? String else {
+    static func splitPattern(of pre: JSON?, path: String) throws -> SplitPattern {
+        guard let pre, let type = pre["type"]?.string else {
             throw GenError("\(path): no pre_tokenizer; gen reads byte-level BPE (ByteLevel pre-tokenizer)")
         }
         if type == "ByteLevel" {
-            if pre["add_prefix_space"] as? Bool == true { throw GenError("\(path): add_prefix_space is not supported") }
+            if pre["add_prefix_space"]?.bool == true { throw GenError("\(path): add_prefix_space is not supported") }
             return .gpt2
         }
-        if type == "Sequence", let list = pre["pretokenizers"] as? [[String: Any]], list.count == 2,
-           list[0]["type"] as? String == "Split", list[1]["type"] as? String == "ByteLevel",
-           let regex = (list[0]["pattern"] as? [String: Any])?["Regex"] as? String {
+        if type == "Sequence", let list = pre["pretokenizers"]?.array, list.count == 2,
+           list[0]["type"]?.string == "Split", list[1]["type"]?.string == "ByteLevel",
+           let regex = list[0]["pattern"]?["Regex"]?.string {
             if let p = SplitPattern.allCases.first(where: { $0.regex == regex }) { return p }
             throw GenError("\(path): its split pattern is neither GPT-2's nor GPT-4's")
         }
@@ -141,4 +142,16 @@ extension BPETokenizer {
         let bytes = Array(huggingFaceJSON.utf8)
         try bytes.withUnsafeBytes { try SafeTensorsWriter.writeRaw($0, to: path) }
     }
+}
+
+/// A JSON object of integers (a vocabulary: token to id), or nil.
+private func integerMap(_ v: JSON) -> [String: Int]? {
+    guard let o = v.object else { return nil }
+    var out: [String: Int] = [:]
+    out.reserveCapacity(o.count)
+    for (k, x) in o {
+        guard let i = x.int else { return nil }
+        out[k] = i
+    }
+    return out
 }

@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// Byte-level BPE as GPT-2 does it: text → UTF-8 → chunks by a split pattern → each chunk's
 /// bytes merged by learned pair ranks, lowest rank first (as tiktoken).
@@ -100,7 +101,7 @@ public final class BPETokenizer: Tokenizer {
     func firstSpecial(in s: Substring) -> (Range<Substring.Index>, Int32)? {
         var best: (Range<Substring.Index>, Int32)?
         for (t, id) in special {
-            if let r = s.range(of: t), best == nil || r.lowerBound < best!.0.lowerBound { best = (r, id) }
+            if let r = s.unicodeScalars.firstRange(of: t.unicodeScalars), best == nil || r.lowerBound < best!.0.lowerBound { best = (r, id) }
         }
         return best
     }
@@ -196,18 +197,18 @@ public final class BPETokenizer: Tokenizer {
     }
 
     /// Reads the checkpoint form written by `json`.
-    public convenience init(json obj: [String: Any]) throws {
-        guard let p = obj["pattern"] as? String, let pattern = SplitPattern(rawValue: p) else {
+    public convenience init(json obj: JSON) throws {
+        guard let p = obj["pattern"]?.string, let pattern = SplitPattern(rawValue: p) else {
             throw GenError("the BPE tokenizer names no known pattern (gpt2 or gpt4)")
         }
-        guard let bytes = obj["bytes"] as? [Int], let merges = obj["merges"] as? [[Int]],
-              merges.allSatisfy({ $0.count == 3 }) else {
+        guard let bytes = obj["bytes"]?.ints, let merges = obj["merges"]?.array?.map(\.ints), merges.allSatisfy({ $0?.count == 3 }) else {
             throw GenError("the BPE tokenizer metadata is malformed")
         }
-        let special = (obj["special"] as? [String: Int]) ?? [:]
+        let special = (obj["special"]?.object ?? [:]).mapValues(\.int)
+        guard special.values.allSatisfy({ $0 != nil }) else { throw GenError("the BPE tokenizer metadata is malformed") }
         try self.init(pattern: pattern, byteIDs: try bytes.map(tokenID),
-                      merges: try merges.map { (try tokenID($0[0]), try tokenID($0[1]), try tokenID($0[2])) },
-                      special: try special.mapValues(tokenID))
+                      merges: try merges.map { (try tokenID($0![0]), try tokenID($0![1]), try tokenID($0![2])) },
+                      special: try special.mapValues { try tokenID($0!) })
     }
 }
 

@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// Turns text into token ids and back. Character-level and BPE tokenizers plug in here.
 public protocol Tokenizer: AnyObject {
@@ -29,13 +30,12 @@ extension Tokenizer {
 
 /// Builds the tokenizer a checkpoint's `tokenizer` metadata describes.
 public func makeTokenizer(json: String) throws -> Tokenizer {
-    guard let obj = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
-          let type = obj["type"] as? String else {
+    guard let obj = try? JSON.parse(json), let type = obj["type"]?.string else {
         throw GenError("the tokenizer metadata is not valid JSON")
     }
     switch type {
     case "char":
-        guard let vocab = obj["vocab"] as? [String] else { throw GenError("the char tokenizer has no vocab list") }
+        guard let vocab = obj["vocab"]?.strings else { throw GenError("the char tokenizer has no vocab list") }
         var scalars: [Unicode.Scalar] = []
         for s in vocab {
             let u = Array(s.unicodeScalars)

@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// Reading corpora: files (or "-" for standard input) checked as UTF-8 and streamed one
 /// chunk at a time, so a corpus never has to fit in memory as a String.
@@ -12,8 +13,8 @@ public enum Corpus {
                 throw GenError("cannot read \(path): \(String(cString: strerror(errno)))")
             }
             defer { fclose(f) }
-            var isDir = ObjCBool(false)
-            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+            var isDir = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir {
                 throw GenError("\(path) is a directory, not a text file")
             }
             let chunk = 1 << 20
@@ -69,11 +70,11 @@ public enum Corpus {
 
     /// A file mapped into memory, checked to be non-empty valid UTF-8.
     public static func mapValidated(_ path: String) throws -> Data {
-        var isDir = ObjCBool(false)
+        var isDir = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw GenError("cannot read \(path): No such file or directory")
         }
-        if isDir.boolValue { throw GenError("\(path) is a directory, not a text file") }
+        if isDir { throw GenError("\(path) is a directory, not a text file") }
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
             throw GenError("cannot read \(path)")
         }
@@ -127,7 +128,7 @@ public final class SpooledStream {
             if n == 0 { break }
             var done = 0
             while done < n {
-                let w = buf.withUnsafeBytes { Foundation.write(fd, $0.baseAddress! + done, n - done) }
+                let w = buf.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, n - done) }
                 if w <= 0 { close(fd); throw GenError("cannot keep a copy of \(name) in \(folder): \(String(cString: strerror(w < 0 ? errno : ENOSPC)))") }
                 done += w
             }
@@ -139,7 +140,7 @@ public final class SpooledStream {
                     let free = Double(st.f_bavail) * Double(st.f_frsize), size = Double(st.f_blocks) * Double(st.f_frsize)
                     if free < max(1e9, 0.05 * size) {
                         close(fd)
-                        throw GenError(String(format: "%@ is too large to keep a copy of in %@ (%.1f GB read; the disk is nearly full)", name, folder, Double(total) / 1e9))
+                        throw GenError("\(name) is too large to keep a copy of in \(folder) (" + cFormat("%.1f", Double(total) / 1e9) + " GB read; the disk is nearly full)")
                     }
                 }
             }

@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// A model's loss on a whole text, without gradients: `gen eval`.
 ///

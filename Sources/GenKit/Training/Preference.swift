@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// One preference as token ids: a prompt and two completions of it, the first preferred.
 public struct PreferencePair: Sendable, Equatable {
@@ -42,9 +43,9 @@ public struct PreferenceData: Sendable {
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
             number += 1
             guard !line.allSatisfy(\.isWhitespace) else { continue }
-            guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                  let prompt = obj["prompt"] as? String, let chosen = obj["chosen"] as? String,
-                  let rejected = obj["rejected"] as? String else {
+            guard let obj = try? JSON.parse(String(line)),
+                  let prompt = obj["prompt"]?.string, let chosen = obj["chosen"]?.string,
+                  let rejected = obj["rejected"]?.string else {
                 throw GenError("\(name) line \(number): expected a JSON object with strings \"prompt\", \"chosen\" and \"rejected\"")
             }
             do {

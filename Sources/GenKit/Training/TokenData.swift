@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// A token stream stored compactly (UInt16 when the vocabulary allows, else UInt32) in a
 /// memory-mapped file that is unlinked once mapped: nothing is left behind on disk.

@@ -1,6 +1,8 @@
 import GenKernels
 import CSystem
-import Foundation
+import FoundationEssentials
+import Glibc
+import Dispatch
 
 /// Training steps on random tokens, timed, with the checks that a step allocates nothing:
 /// `gen bench`.

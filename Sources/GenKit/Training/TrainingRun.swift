@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// Hears what a `TrainingRun` does, and says when it should stop. Every method has a default
 /// that does nothing (or never stops).
@@ -220,7 +221,7 @@ public final class TrainingRun {
         meta["step"] = String(trainer.step)
         meta["train_loss"] = lastLoss.isFinite ? String(lastLoss) : nil
         meta["val_loss"] = lastValidationLoss.map { String($0) }
-        meta["date"] = ISO8601DateFormatter().string(from: Date())
+        meta["date"] = Date().formatted(.iso8601)
         meta["seed"] = String(options.seed)
         let state = TrainingState(step: trainer.step, dataRandom: Random(state: source.state),
                                   dropoutRandom: trainer.dropoutRandom, settings: trainer.settings,

@@ -1,5 +1,6 @@
 import GenKernels
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// Optimisation settings of a training run (nanoGPT's names in comments).
 public struct TrainingSettings: Codable, Sendable, Equatable {
