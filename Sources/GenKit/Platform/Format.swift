@@ -23,8 +23,7 @@ public func cFormat(_ format: String, arguments args: [CVarArg]) -> String {
 extension StringProtocol {
     /// The string without white space (and newlines) at either end.
     public func trimmed() -> String {
-        let isSpace: (Character) -> Bool = { $0.isWhitespace }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else { return "" }
+        guard let first = firstIndex(where: { !$0.isWhitespace }), let last = lastIndex(where: { !$0.isWhitespace }) else { return "" }
         return String(self[first...last])
     }
 }
