@@ -178,9 +178,9 @@ func loadTokenizer(_ path: String) throws -> Tokenizer {
         throw GenError("\(path) is neither a gen model nor a tokenizer JSON file")
     }
     if let type = obj["type"]?.string, type == "char" || type == "bpe" {
-        return try makeTokenizer(json: String(decoding: data, as: UTF8.self))
+        return try makeTokenizer(parsed: obj)
     }
-    return try BPETokenizer.huggingFace(path: path)
+    return try BPETokenizer.huggingFace(json: obj, path: path)
 }
 
 /// The first `count` bytes of a file (fewer when it is shorter), or nil when it cannot be read.

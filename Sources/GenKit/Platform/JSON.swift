@@ -161,9 +161,11 @@ private struct Parser {
         switch c {
         case UInt8(ascii: "{"):
             at += 1
-            var o: [String: JSON] = [:]
+            // Members are gathered first and the dictionary made once at its size (a later
+            // duplicate key wins, as in JSONSerialization).
+            var members: [(String, JSON)] = []
             skipSpace()
-            if peek == UInt8(ascii: "}") { at += 1; return .object(o) }
+            if peek == UInt8(ascii: "}") { at += 1; return .object([:]) }
             while true {
                 skipSpace()
                 guard peek == UInt8(ascii: "\"") else { throw fail("expected a string key") }
@@ -172,11 +174,11 @@ private struct Parser {
                 guard peek == UInt8(ascii: ":") else { throw fail("expected ':'") }
                 at += 1
                 skipSpace()
-                o[k] = try value(depth: depth + 1)
+                members.append((k, try value(depth: depth + 1)))
                 skipSpace()
                 guard let d = peek else { throw fail("unexpected end") }
                 at += 1
-                if d == UInt8(ascii: "}") { return .object(o) }
+                if d == UInt8(ascii: "}") { return .object(Dictionary(members, uniquingKeysWith: { _, last in last })) }
                 guard d == UInt8(ascii: ",") else { at -= 1; throw fail("expected ',' or '}'") }
             }
         case UInt8(ascii: "["):

@@ -26,6 +26,11 @@ extension BPETokenizer {
         guard let obj = try? JSON.parse(data), obj.object != nil else {
             throw GenError("\(path) is not JSON")
         }
+        return try huggingFace(json: obj, path: path)
+    }
+
+    /// The same from the file's JSON, already parsed (`path` names it in errors).
+    public static func huggingFace(json obj: JSON, path: String) throws -> BPETokenizer {
         if obj["type"]?.string == "bpe" { return try BPETokenizer(json: obj) }   // gen's own form
         guard let model = obj["model"], model["type"]?.string == "BPE",
               let vocab = model["vocab"].flatMap(integerMap), let rawMerges = model["merges"]?.array else {

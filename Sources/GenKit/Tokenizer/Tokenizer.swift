@@ -30,7 +30,13 @@ extension Tokenizer {
 
 /// Builds the tokenizer a checkpoint's `tokenizer` metadata describes.
 public func makeTokenizer(json: String) throws -> Tokenizer {
-    guard let obj = try? JSON.parse(json), let type = obj["type"]?.string else {
+    guard let obj = try? JSON.parse(json) else { throw GenError("the tokenizer metadata is not valid JSON") }
+    return try makeTokenizer(parsed: obj)
+}
+
+/// The same from the metadata's JSON, already parsed.
+public func makeTokenizer(parsed obj: JSON) throws -> Tokenizer {
+    guard let type = obj["type"]?.string else {
         throw GenError("the tokenizer metadata is not valid JSON")
     }
     switch type {
