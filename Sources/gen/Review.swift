@@ -268,10 +268,19 @@ func runShell(_ command: String, input: [UInt8]) throws -> (status: Int32, outpu
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_adddup2(&actions, toChild[0], 0)
     posix_spawn_file_actions_adddup2(&actions, fromChild[1], 1)
+    // gen ignores SIGPIPE; the judge gets the default back (a pipeline inside it ends quietly).
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    var defaults = sigset_t()
+    sigemptyset(&defaults)
+    sigaddset(&defaults, SIGPIPE)
+    posix_spawnattr_setsigdefault(&attributes, &defaults)
+    posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGDEF))
     var pid: pid_t = 0
     let argv: [UnsafeMutablePointer<CChar>?] = [strdup("/bin/sh"), strdup("-c"), strdup(command), nil]
     defer { for a in argv { free(a) } }
-    let spawned = posix_spawn(&pid, "/bin/sh", &actions, nil, argv, environ)
+    let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, argv, environ)
     close(toChild[0]); close(fromChild[1])
     guard spawned == 0 else {
         close(toChild[1]); close(fromChild[0])
