@@ -58,7 +58,7 @@ struct EvalOptions {
         if json {
             try Output.line("{\"loss\":\(r.loss),\"perplexity\":\(r.perplexity),\"bits_per_byte\":\(r.bitsPerByte),\"tokens\":\(r.tokens),\"bytes\":\(r.bytes)}")
         } else {
-            try Output.line(cFormat("loss %.4f nats/token, perplexity %.3f, %.4f bits/byte (%d tokens, %d bytes)",
+            try Output.line(cFormat("loss %.4f nats/token, perplexity %.3f, %.4f bits/byte (%ld tokens, %ld bytes)",
                                    r.loss, r.perplexity, r.bitsPerByte, r.tokens, r.bytes))
         }
         return 0

@@ -35,6 +35,6 @@ func formatCount(_ n: Int) -> String {
 func formatDuration(_ s: Double) -> String {
     guard s.isFinite else { return "?" }
     let t = Int(s.rounded())
-    if t >= 3600 { return cFormat("%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60) }
-    return cFormat("%d:%02d", t / 60, t % 60)
+    if t >= 3600 { return cFormat("%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60) }
+    return cFormat("%ld:%02ld", t / 60, t % 60)
 }

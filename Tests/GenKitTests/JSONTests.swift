@@ -116,13 +116,15 @@ import GenKit
     @Test func formattingIsPrintfs() {
         let cases: [(String, [CVarArg])] = [
             ("%.2f ms/step, %.0f tokens/s, %.1f GFLOP/s", [3128.756, 1309.4, 89.25]), ("%.3g GB", [1234.5678]),
-            ("%.4f nats/token, perplexity %.3f (%d tokens)", [3.53180, 34.1999, 12345]), ("%d:%02d:%02d", [1, 2, 3]),
+            ("%.4f nats/token, perplexity %.3f (%d tokens)", [3.53180, 34.1999, 12345]), ("%d:%02d:%02d", [1, 2, 3]), ("%ld tokens, %ld bytes", [12345, 4_000_000_000]),
             ("%.2e", [0.0003]), ("%.1fk", [12.34]), ("\\u%04x", [UInt32(7)]), ("%.4f", [Float(0.123456)]),
         ]
         for (f, args) in cases {
             #expect(cFormat(f, arguments: args) == String(format: f, arguments: args), "\(f)")
         }
         #expect(cFormat("%.3f", 1.0) == "1.000")
+        // A Swift Int is C's long: %ld prints it whole past 32 bits (gen's counts of tokens and bytes).
+        #expect(cFormat("%ld tokens, %02ld:%02ld", 5_000_000_000, 1, 2) == "5000000000 tokens, 01:02")
         #expect(cFormat(String(repeating: "x", count: 300) + "%d", 7) == String(repeating: "x", count: 300) + "7")
         #expect("  a b \n".trimmed() == "a b" && " \t\n".trimmed() == "" && "x".trimmed() == "x")
     }

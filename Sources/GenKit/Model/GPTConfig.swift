@@ -86,7 +86,7 @@ public struct GPTConfig: Codable, Sendable, Equatable {
         if !(layerNormEpsilon > 0 && layerNormEpsilon < 1) { throw GenError.usage("layer_norm_epsilon must be in (0, 1) (got \(layerNormEpsilon))") }
         let count = Self.parameterEstimate(nLayer: nLayer, nEmbd: nEmbd, blockSize: blockSize, vocabSize: vocabSize, hidden: nInner ?? 4 * nEmbd)
         if count > Double(Self.maximumParameters) {
-            throw GenError.usage(cFormat("the model is too large (%.3g parameters; gen builds at most %d)", count, Self.maximumParameters))
+            throw GenError.usage(cFormat("the model is too large (%.3g parameters; gen builds at most %ld)", count, Self.maximumParameters))
         }
     }
 

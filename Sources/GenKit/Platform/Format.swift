@@ -1,8 +1,8 @@
 import Glibc
 
-/// printf-style formatting (C's `vsnprintf`: `%d`, `%.3f`, `%5.1f`, `%.3g`, `%02d`, …) for
-/// numbers in messages and reports; text goes in by interpolation. gen's binary does not load
-/// Foundation, whose `String(format:)` this replaces.
+/// printf-style formatting (C's `vsnprintf`: `%.3f`, `%5.1f`, `%.3g`, `%ld` and `%02ld` for a
+/// Swift `Int`, which is C's long, …) for numbers in messages and reports; text goes in by
+/// interpolation. gen's binary does not load Foundation, whose `String(format:)` this replaces.
 public func cFormat(_ format: String, _ args: CVarArg...) -> String {
     cFormat(format, arguments: args)
 }
