@@ -68,19 +68,16 @@ public enum JSON: Equatable, Sendable {
         }
     }
     /// An array of strings only.
-    public var strings: [String]? {
-        guard let a = array else { return nil }
-        var out: [String] = []
-        out.reserveCapacity(a.count)
-        for v in a { guard let s = v.string else { return nil }; out.append(s) }
-        return out
-    }
+    public var strings: [String]? { elements(\.string) }
     /// An array of integers only.
-    public var ints: [Int]? {
+    public var ints: [Int]? { elements(\.int) }
+
+    /// An array whose every element `value` reads, or nil.
+    func elements<T>(_ value: (JSON) -> T?) -> [T]? {
         guard let a = array else { return nil }
-        var out: [Int] = []
+        var out: [T] = []
         out.reserveCapacity(a.count)
-        for v in a { guard let i = v.int else { return nil }; out.append(i) }
+        for v in a { guard let x = value(v) else { return nil }; out.append(x) }
         return out
     }
 
