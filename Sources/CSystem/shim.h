@@ -28,6 +28,19 @@ static inline void gen_prefetch_once(const void *p) {
     __builtin_prefetch(p, 0, 0);
 }
 
+// Whether the CPU is Intel's (cpuid's vendor "GenuineIntel"): kernels whose best prefetch hint
+// differs between vendors ask.
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+static inline int gen_cpu_is_intel(void) {
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    return b == 0x756e6547u && d == 0x49656e69u && c == 0x6c65746eu;
+}
+#else
+static inline int gen_cpu_is_intel(void) { return 0; }
+#endif
+
 // Sixteen square roots in one vector instruction (Swift's SIMD16<Float>.squareRoot() takes
 // them one lane at a time). Imported into Swift as SIMD16<Float>.
 typedef float gen_float16 __attribute__((ext_vector_type(16)));
