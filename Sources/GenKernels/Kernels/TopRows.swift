@@ -138,7 +138,7 @@ public enum TopRows {
 
         func run(_ groups: Range<Int>) {
             gen_screen_rows(q, xq, scales, absSums, t, xTerm, qTerm, offset, nb, stride,
-                            groups.lowerBound * 4, min(N, groups.upperBound * 4), y, bound)
+                            groups.lowerBound * 4, min(N, groups.upperBound * 4), y, bound, Int8Blocks.temporalPrefetch ? 1 : 0)
         }
     }
 
