@@ -146,7 +146,8 @@ static inline float gen_screen_row(const unsigned char *w, const signed char *x,
 //   y[n]     = Σ_b sw[n,b]·(sx[b]·Σ w·x over block b − off[b])
 //   bound[n] = Σ_b sw[n,b]·(xterm[b] + qterm[b]·as[n,b])
 // w: rows of `bytes` bytes as gen_screen_row reads them; sw, as: (rows, nb) floats (the rows'
-// scales and Σ|q| per block); x, sx, xterm, qterm, off: the input's bytes and per-block terms.
+// scales and Σ|q| per block); x, sx, xterm, qterm, off: the input's bytes and per-block terms;
+// prefetch: fetch the rows two groups of four ahead (with VNNI; the faster on Intel's CPUs).
 static inline void gen_screen_rows(const unsigned char *w, const signed char *x, const float *sw, const float *as,
                                    const float *sx, const float *xterm, const float *qterm, const float *off,
                                    long nb, long bytes, long n0, long n1, float *y, float *bound, int prefetch) {
