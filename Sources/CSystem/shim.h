@@ -142,6 +142,19 @@ static inline float gen_screen_row(const unsigned char *w, const signed char *x,
     return r;
 }
 
+// Row n's estimate from its products' sum r, and its bound (the sums over blocks below).
+static inline void gen_screen_finish(float r, const float *sw, const float *as, const float *xterm, const float *qterm,
+                                     const float *off, long nb, long n, float *y, float *bound) {
+    const float *swr = sw + n * nb, *asr = as + n * nb;
+    float e = 0, o = 0;
+    for (long b = 0; b < nb; b++) {
+        e += swr[b] * (xterm[b] + qterm[b] * asr[b]);
+        o += swr[b] * off[b];
+    }
+    y[n] = r - o;
+    bound[n] = e;
+}
+
 // Rows n0..<n1 of the screen, each an estimate and its bound:
 //   y[n]     = Σ_b sw[n,b]·(sx[b]·Σ w·x over block b − off[b])
 //   bound[n] = Σ_b sw[n,b]·(xterm[b] + qterm[b]·as[n,b])
@@ -196,28 +209,10 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
         gen_f32x8 p23 = __builtin_shufflevector(h2, h3, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(h2, h3, 1, 9, 3, 11, 5, 13, 7, 15);
         gen_f32x8 q = __builtin_shufflevector(p01, p23, 0, 1, 8, 9, 4, 5, 12, 13) + __builtin_shufflevector(p01, p23, 2, 3, 10, 11, 6, 7, 14, 15);
         float r[4] = {q[0] + q[4], q[1] + q[5], q[2] + q[6], q[3] + q[7]};
-        for (int i = 0; i < 4; i++) {
-            const float *swr = sw + (n + i) * nb, *asr = as + (n + i) * nb;
-            float e = 0, o = 0;
-            for (long c = 0; c < nb; c++) {
-                e += swr[c] * (xterm[c] + qterm[c] * asr[c]);
-                o += swr[c] * off[c];
-            }
-            y[n + i] = r[i] - o;
-            bound[n + i] = e;
-        }
+        for (int i = 0; i < 4; i++) gen_screen_finish(r[i], sw, as, xterm, qterm, off, nb, n + i, y, bound);
     }
 #endif
-    for (; n < n1; n++) {
-        const float *swr = sw + n * nb, *asr = as + n * nb;
-        float e = 0, o = 0;
-        for (long b = 0; b < nb; b++) {
-            e += swr[b] * (xterm[b] + qterm[b] * asr[b]);
-            o += swr[b] * off[b];
-        }
-        y[n] = gen_screen_row(w + n * bytes, x, swr, sx, bytes) - o;
-        bound[n] = e;
-    }
+    for (; n < n1; n++) gen_screen_finish(gen_screen_row(w + n * bytes, x, sw + n * nb, sx, bytes), sw, as, xterm, qterm, off, nb, n, y, bound);
 }
 
 // Whether the build's vector unit has 512-bit registers (the transposer's 16x16 tiles in Swift
