@@ -120,7 +120,7 @@ public enum Attention {
             let f = tiles, T = f.T, C3 = f.C3, hs = f.hs
             let b = bh / f.NH, h = bh % f.NH
             let base = f.qkv + b * T * C3 + h * hs
-            let kt = tile + 2 * f.rows * T
+            let kt = tile + 2 * f.rows * T, reach = max(4, Direct.groupRows(hs: hs))
             Direct.transpose(kt, stride: f.tp, base + f.C, ldx: C3, count: q1, hs: hs)
             var t = q0
             while t < q1 {
@@ -131,14 +131,14 @@ public enum Attention {
                     let row = tile + (tt - q0) * T
                     let (m, logSum) = softmaxRow(row, tt + 1)
                     stats[bh * T + tt] = m + logSum
-                    // Zeros past the diagonal as far as a group of rows reads (four).
-                    let z = min(q1, tt + 4)
+                    // Zeros past the diagonal as far as a group of rows reads.
+                    let z = min(q1, tt + reach)
                     if tt + 1 < z { (row + tt + 1).update(repeating: 0, count: z - tt - 1) }
                     f.applyMask(row, bh: bh, t: tt)
                 }
                 t += n
             }
-            let g = 64 / hs
+            let g = Direct.groupRows(hs: hs)
             t = q0
             while t < q1 {
                 let n = min(g, q1 - t)
@@ -232,7 +232,8 @@ public enum Attention {
         @inline(__always)
         func direct(_ p: UnsafeMutablePointer<Float>, _ dp: UnsafeMutablePointer<Float>, bh: Int,
                     _ base: UnsafePointer<Float>, _ dbase: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>) {
-            let f = tiles, T = f.T, C = f.C, C3 = f.C3, hs = f.hs, g = 64 / hs
+            let f = tiles, T = f.T, C = f.C, C3 = f.C3, hs = f.hs, g = Direct.groupRows(hs: hs)
+            let reach = max(4, g)
             let kt = dp + f.rows * T, vt = kt + Direct.maxHead * f.tp
             Direct.transpose(kt, stride: f.tp, base + C, ldx: C3, count: T, hs: hs)
             Direct.transpose(vt, stride: f.tp, base + 2 * C, ldx: C3, count: T, hs: hs)
@@ -248,8 +249,8 @@ public enum Attention {
                     for tt in t..<(t + n) {
                         let row = p + (tt - q0) * T, drow = dp + (tt - q0) * T
                         scoreGradient(row, drow, bh: bh, t: tt)
-                        // Zeros past the diagonal as far as a group of rows reads (four).
-                        let z = min(q1, tt + 4)
+                        // Zeros past the diagonal as far as a group of rows reads.
+                        let z = min(q1, tt + reach)
                         if tt + 1 < z {
                             (row + tt + 1).update(repeating: 0, count: z - tt - 1)
                             (drow + tt + 1).update(repeating: 0, count: z - tt - 1)
@@ -324,13 +325,37 @@ public enum Attention {
         }
 
         /// out row r (row stride ldo) [0..<count] = scale · x_r (hs) · panel (hs, count), x_r at
-        /// x + r·ldx, for rows r < R ≤ 4, 16 columns at a time.
+        /// x + r·ldx, for rows r < R ≤ 4, 16 columns at a time, or 32 with 512-bit vectors (eight
+        /// sums in flight hide the FMA's latency; each sum is the same chain over h either way).
         @inline(__always)
         static func rowsTimesPanel(_ out: UnsafeMutablePointer<Float>, ldo: Int, _ x: UnsafePointer<Float>, ldx: Int, rows R: Int,
                                    _ panel: UnsafePointer<Float>, stride: Int, count: Int, hs: Int, scale: Float) {
             let x0 = x, x1 = x + min(1, R - 1) * ldx, x2 = x + min(2, R - 1) * ldx, x3 = x + min(3, R - 1) * ldx
             let sv = Float32x16(repeating: scale)
             var c = 0
+            // Two column vectors while a second one starts before count (the panel's stride is a
+            // multiple of 16, so its load stays in the row).
+            while GEN_VECTORS_512 != 0 && c + 16 < count {
+                var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
+                var b0 = Float32x16(), b1 = Float32x16(), b2 = Float32x16(), b3 = Float32x16()
+                var pp = panel + c
+                for h in 0..<hs {
+                    let u = load16(pp), v = load16(pp + 16)
+                    let s0 = Float32x16(repeating: x0[h]), s1 = Float32x16(repeating: x1[h])
+                    let s2 = Float32x16(repeating: x2[h]), s3 = Float32x16(repeating: x3[h])
+                    a0 = a0.addingProduct(s0, u); b0 = b0.addingProduct(s0, v)
+                    a1 = a1.addingProduct(s1, u); b1 = b1.addingProduct(s1, v)
+                    a2 = a2.addingProduct(s2, u); b2 = b2.addingProduct(s2, v)
+                    a3 = a3.addingProduct(s3, u); b3 = b3.addingProduct(s3, v)
+                    pp += stride
+                }
+                let n = min(16, count - c - 16)
+                store16(a0 * sv, out + c); put(b0 * sv, out + c + 16, n)
+                if R > 1 { store16(a1 * sv, out + ldo + c); put(b1 * sv, out + ldo + c + 16, n) }
+                if R > 2 { store16(a2 * sv, out + 2 * ldo + c); put(b2 * sv, out + 2 * ldo + c + 16, n) }
+                if R > 3 { store16(a3 * sv, out + 3 * ldo + c); put(b3 * sv, out + 3 * ldo + c + 16, n) }
+                c += 32
+            }
             while c < count {
                 var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
                 var pp = panel + c
@@ -351,24 +376,50 @@ public enum Attention {
             }
         }
 
+        /// Rows `combination` takes at once for heads of hs floats: four vectors of sums in
+        /// flight, or eight with 512-bit vectors (32 registers hold them).
+        static func groupRows(hs: Int) -> Int { (GEN_VECTORS_512 != 0 ? 128 : 64) / hs }
+
         /// out row r (row stride ldo) = Σ_{i<count} w[r·wr + i·wi] · v[i·stride ..< i·stride + hs],
-        /// for rows r < R ≤ 64 / hs; the first `addRows` rows add to what out holds, the others are set.
+        /// for rows r < R ≤ groupRows(hs); the first `addRows` rows add to what out holds, the others are set.
         @inline(__always)
         static func combination(_ out: UnsafeMutablePointer<Float>, ldo: Int, rows R: Int, _ w: UnsafePointer<Float>, wr: Int, wi: Int,
                                 count: Int, _ v: UnsafePointer<Float>, stride: Int, hs: Int, addRows: Int) {
-            // Sum k (of four) is row k / nv's vector k % nv.
+            // Sum k (of four or eight) is row k / nv's vector k % nv.
             let nv = hs / 16
             let r1 = 1 / nv, r2 = 2 / nv, r3 = 3 / nv
             let w1 = min(r1, R - 1) * wr, w2 = min(r2, R - 1) * wr, w3 = min(r3, R - 1) * wr
             let v1 = 16 * (1 % nv), v2 = 16 * (2 % nv), v3 = 16 * (3 % nv)
             var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
             var wp = w, vp = v
-            for _ in 0..<count {
-                a0 = a0.addingProduct(Float32x16(repeating: wp[0]), load16(vp))
-                a1 = a1.addingProduct(Float32x16(repeating: wp[w1]), load16(vp + v1))
-                a2 = a2.addingProduct(Float32x16(repeating: wp[w2]), load16(vp + v2))
-                a3 = a3.addingProduct(Float32x16(repeating: wp[w3]), load16(vp + v3))
-                wp += wi; vp += stride
+            if GEN_VECTORS_512 != 0 {
+                let r4 = 4 / nv, r5 = 5 / nv, r6 = 6 / nv, r7 = 7 / nv
+                let w4 = min(r4, R - 1) * wr, w5 = min(r5, R - 1) * wr, w6 = min(r6, R - 1) * wr, w7 = min(r7, R - 1) * wr
+                let v4 = 16 * (4 % nv), v5 = 16 * (5 % nv), v6 = 16 * (6 % nv), v7 = 16 * (7 % nv)
+                var a4 = Float32x16(), a5 = Float32x16(), a6 = Float32x16(), a7 = Float32x16()
+                for _ in 0..<count {
+                    a0 = a0.addingProduct(Float32x16(repeating: wp[0]), load16(vp))
+                    a1 = a1.addingProduct(Float32x16(repeating: wp[w1]), load16(vp + v1))
+                    a2 = a2.addingProduct(Float32x16(repeating: wp[w2]), load16(vp + v2))
+                    a3 = a3.addingProduct(Float32x16(repeating: wp[w3]), load16(vp + v3))
+                    a4 = a4.addingProduct(Float32x16(repeating: wp[w4]), load16(vp + v4))
+                    a5 = a5.addingProduct(Float32x16(repeating: wp[w5]), load16(vp + v5))
+                    a6 = a6.addingProduct(Float32x16(repeating: wp[w6]), load16(vp + v6))
+                    a7 = a7.addingProduct(Float32x16(repeating: wp[w7]), load16(vp + v7))
+                    wp += wi; vp += stride
+                }
+                if r4 < R { give(a4, out + r4 * ldo + v4, r4 < addRows) }
+                if r5 < R { give(a5, out + r5 * ldo + v5, r5 < addRows) }
+                if r6 < R { give(a6, out + r6 * ldo + v6, r6 < addRows) }
+                if r7 < R { give(a7, out + r7 * ldo + v7, r7 < addRows) }
+            } else {
+                for _ in 0..<count {
+                    a0 = a0.addingProduct(Float32x16(repeating: wp[0]), load16(vp))
+                    a1 = a1.addingProduct(Float32x16(repeating: wp[w1]), load16(vp + v1))
+                    a2 = a2.addingProduct(Float32x16(repeating: wp[w2]), load16(vp + v2))
+                    a3 = a3.addingProduct(Float32x16(repeating: wp[w3]), load16(vp + v3))
+                    wp += wi; vp += stride
+                }
             }
             give(a0, out, 0 < addRows)
             if r1 < R { give(a1, out + r1 * ldo + v1, r1 < addRows) }
