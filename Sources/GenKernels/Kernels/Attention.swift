@@ -385,8 +385,21 @@ public enum Attention {
         @inline(__always)
         static func combination(_ out: UnsafeMutablePointer<Float>, ldo: Int, rows R: Int, _ w: UnsafePointer<Float>, wr: Int, wi: Int,
                                 count: Int, _ v: UnsafePointer<Float>, stride: Int, hs: Int, addRows: Int) {
+            // Each head size its own loop, so that sums of one row share its weight's broadcast
+            // and sums of one vector its load.
+            switch hs {
+            case 16: combination(out, ldo: ldo, rows: R, w, wr: wr, wi: wi, count: count, v, stride: stride, nv: 1, addRows: addRows)
+            case 32: combination(out, ldo: ldo, rows: R, w, wr: wr, wi: wi, count: count, v, stride: stride, nv: 2, addRows: addRows)
+            default: combination(out, ldo: ldo, rows: R, w, wr: wr, wi: wi, count: count, v, stride: stride, nv: 4, addRows: addRows)
+            }
+        }
+
+        /// `combination` for heads of 16·nv floats (transparent: each call site gets its loop
+        /// for a constant nv).
+        @_transparent
+        static func combination(_ out: UnsafeMutablePointer<Float>, ldo: Int, rows R: Int, _ w: UnsafePointer<Float>, wr: Int, wi: Int,
+                                count: Int, _ v: UnsafePointer<Float>, stride: Int, nv: Int, addRows: Int) {
             // Sum k (of four or eight) is row k / nv's vector k % nv.
-            let nv = hs / 16
             let r1 = 1 / nv, r2 = 2 / nv, r3 = 3 / nv
             let w1 = min(r1, R - 1) * wr, w2 = min(r2, R - 1) * wr, w3 = min(r3, R - 1) * wr
             let v1 = 16 * (1 % nv), v2 = 16 * (2 % nv), v3 = 16 * (3 % nv)
