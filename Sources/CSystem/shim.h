@@ -223,6 +223,26 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
 #define GEN_VECTORS_512 0
 #endif
 
+// The first n (1 ≤ n ≤ 16) floats at p in the low lanes of a vector and `fill` in the others,
+// and v's first n lanes to p: nothing past p[n-1] is read or written (masked moves with
+// 512-bit vectors, lane by lane without).
+static inline gen_float16 gen_load_first16(const float *p, long n, float fill) {
+#if defined(__AVX512F__)
+    return __builtin_ia32_loadups512_mask(p, (gen_float16)(fill), (unsigned short)((1u << n) - 1));
+#else
+    gen_float16 v = fill;
+    for (long i = 0; i < n; i++) v[i] = p[i];
+    return v;
+#endif
+}
+static inline void gen_store_first16(float *p, gen_float16 v, long n) {
+#if defined(__AVX512F__)
+    __builtin_ia32_storeups512_mask(p, v, (unsigned short)((1u << n) - 1));
+#else
+    for (long i = 0; i < n; i++) p[i] = v[i];
+#endif
+}
+
 // A band of 16 source rows transposed: dst[n*ldd + i] = src[i*lds + n] for i in 0..<16 and n in
 // 0..<n1 (a multiple of 8), by 8x8 tiles in registers (unpack, shuffle, swap 128-bit halves);
 // each destination row gets its 16 values as one 64-byte run.

@@ -449,7 +449,7 @@ public enum Attention {
         @inline(__always)
         static func put(_ v: Float32x16, _ p: UnsafeMutablePointer<Float>, _ n: Int) {
             if n >= 16 { store16(v, p); return }
-            for i in 0..<n { p[i] = v[i] }
+            gen_store_first16(p, v, n)
         }
     }
 

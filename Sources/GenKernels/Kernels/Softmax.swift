@@ -1,3 +1,4 @@
+import CSystem
 import Glibc
 
 /// Softmax of one row in place: x (n) -> exp(x - max) / Σ. Returns log Σ exp(x - max) and the max.
@@ -8,29 +9,25 @@ public func softmaxRow(_ x: UnsafeMutablePointer<Float>, _ n: Int) -> (max: Floa
     var i = 0
     // A comparison and a masked move: the generic `pointwiseMax` compares lane by lane.
     while i + 16 <= n { let v = load16(x + i); mv.replace(with: v, where: v .> mv); i += 16 }
-    var m = mv.max()
-    while i < n { m = Swift.max(m, x[i]); i += 1 }
+    // The tail (1 to 15 entries) in one vector whose other lanes are -∞.
+    if i < n { let v = gen_load_first16(x + i, n - i, -.infinity); mv.replace(with: v, where: v .> mv) }
+    let m = mv.max()
     let mm = Float32x16(repeating: m)
     var acc = Float32x16()
     i = 0
     while i + 16 <= n { let e = simdExp(load16(x + i) - mm); store16(e, x + i); acc += e; i += 16 }
     var s = acc.sum()
-    if i < n {
-        // The tail goes through one padded vector, built in memory (inserting lanes one by
-        // one into a vector register costs more than the row's exponentials).
-        let first = i
-        withUnsafeTemporaryAllocation(of: Float.self, capacity: 16) { buffer in
-            let b = buffer.baseAddress!
-            for j in 0..<16 { b[j] = first + j < n ? x[first + j] - m : -.infinity }
-            store16(simdExp(load16(b)), b)
-            for j in first..<n { x[j] = b[j - first]; s += b[j - first] }
-        }
+    let tail = n - i
+    if tail > 0 {
+        let e = simdExp(gen_load_first16(x + i, tail, -.infinity) - mm)
+        gen_store_first16(x + i, e, tail)
+        for j in 0..<tail { s += e[j] }
     }
     let inv = 1 / s
     let iv = Float32x16(repeating: inv)
     i = 0
     while i + 16 <= n { store16(load16(x + i) * iv, x + i); i += 16 }
-    while i < n { x[i] *= inv; i += 1 }
+    if tail > 0 { gen_store_first16(x + i, gen_load_first16(x + i, tail, 0) * iv, tail) }
     return (m, log(s))
 }
 
@@ -98,14 +95,11 @@ public func shiftedExp(_ w: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Floa
         }
         var s = treeSum(acc)
         if i < end {
-            // The tail through one padded vector built in memory, as in `softmaxRow`.
-            let first = i
-            withUnsafeTemporaryAllocation(of: Float.self, capacity: 16) { buffer in
-                let t = buffer.baseAddress!
-                for j in 0..<16 { t[j] = first + j < end ? (a[first + j] + b[first + j]) * scale - m : -.infinity }
-                store16(simdExp(load16(t)), t)
-                for j in first..<end { w[j] = t[j - first]; s += t[j - first] }
-            }
+            // The tail (1 to 15 entries) in one vector.
+            let tail = end - i
+            let e = simdExp((gen_load_first16(a + i, tail, 0) + gen_load_first16(b + i, tail, 0)) * sv - mm)
+            gen_store_first16(w + i, e, tail)
+            for j in 0..<tail { s += e[j] }
             i = end
         }
         sums[block] = s
