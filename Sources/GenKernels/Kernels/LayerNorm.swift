@@ -54,6 +54,27 @@ public enum LayerNorm {
         func run(_ range: Range<Int>) {
             let c0 = range.lowerBound * 16, c1 = min(C, range.upperBound * 16)
             var c = c0
+            // Four vectors of columns at a time (256 contiguous bytes of each row, as in
+            // `Matmul.columnSums`); each column's sums are the same chains over the rows.
+            while c + 64 <= c1 {
+                var w0 = Float32x16(), w1 = Float32x16(), w2 = Float32x16(), w3 = Float32x16()
+                var b0 = Float32x16(), b1 = Float32x16(), b2 = Float32x16(), b3 = Float32x16()
+                for r in 0..<M {
+                    let d = dout + r * C + c, x = inp + r * C + c
+                    let mv = Float32x16(repeating: mean[r]), sv = Float32x16(repeating: rstd[r])
+                    let d0 = load16(d), d1 = load16(d + 16), d2 = load16(d + 32), d3 = load16(d + 48)
+                    b0 += d0; b1 += d1; b2 += d2; b3 += d3
+                    w0 = w0.addingProduct(d0, (load16(x) - mv) * sv)
+                    w1 = w1.addingProduct(d1, (load16(x + 16) - mv) * sv)
+                    w2 = w2.addingProduct(d2, (load16(x + 32) - mv) * sv)
+                    w3 = w3.addingProduct(d3, (load16(x + 48) - mv) * sv)
+                }
+                store16(load16(dweight + c) + w0, dweight + c); store16(load16(dbias + c) + b0, dbias + c)
+                store16(load16(dweight + c + 16) + w1, dweight + c + 16); store16(load16(dbias + c + 16) + b1, dbias + c + 16)
+                store16(load16(dweight + c + 32) + w2, dweight + c + 32); store16(load16(dbias + c + 32) + b2, dbias + c + 32)
+                store16(load16(dweight + c + 48) + w3, dweight + c + 48); store16(load16(dbias + c + 48) + b3, dbias + c + 48)
+                c += 64
+            }
             while c + 16 <= c1 {
                 var gw = Float32x16(), gb = Float32x16()
                 for r in 0..<M {
