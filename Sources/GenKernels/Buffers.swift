@@ -27,7 +27,14 @@ public final class FloatBuffer {
 
     deinit { munmap(pointer, bytes) }
 
-    public func zero() { pointer.update(repeating: 0, count: count) }
+    /// Sets every float to zero, split across the pool (a model's gradients are zeroed each
+    /// step: on one thread the other would wait).
+    public func zero() { Parallel.forRanges(count, minimumPerThread: 1 << 16, Zeros(pointer: pointer)) }
+
+    struct Zeros: RangeKernel {
+        let pointer: UnsafeMutablePointer<Float>
+        func run(_ r: Range<Int>) { (pointer + r.lowerBound).update(repeating: 0, count: r.count) }
+    }
 
     /// A copy of the contents (for tests and checkpoints; never in a training step).
     public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
