@@ -272,6 +272,45 @@ import GenKernels
         }
     }
 
+    /// Runs of a buffer updated in one region, split over threads anywhere (counts that are no
+    /// multiple of 16, gaps between the runs): each float as the one-run update leaves it, bit
+    /// for bit, on one thread or on three.
+    @Test func adamWRunsMatchOneRunEach() {
+        var rng = Random(seed: 9)
+        let runs = [AdamW.Run(offset: 3, count: 37, stateOffset: 0, weightDecay: 0.1),
+                    AdamW.Run(offset: 45, count: 16_411, stateOffset: 37, weightDecay: 0),
+                    AdamW.Run(offset: 16_460, count: 5, stateOffset: 16_448, weightDecay: 0.1)]
+        let n = 16_470, states = 16_453
+        let p0 = randomArray(n, &rng), g = randomArray(n, &rng)
+        let m0 = randomArray(states, &rng, scale: 0.1), v0 = randomArray(states, &rng, scale: 0.1).map { $0 * $0 }
+        var pr = p0, mr = m0, vr = v0
+        for r in runs {
+            pr.withUnsafeMutableBufferPointer { p in
+                mr.withUnsafeMutableBufferPointer { m in
+                    vr.withUnsafeMutableBufferPointer { v in
+                        g.withUnsafeBufferPointer { g in
+                            Parallel.withThreads(1) {
+                                AdamW.update(param: p.baseAddress! + r.offset, grad: g.baseAddress! + r.offset,
+                                             m: m.baseAddress! + r.stateOffset, v: v.baseAddress! + r.stateOffset, count: r.count,
+                                             lr: 0.01, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: r.weightDecay, step: 3)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for threads in [1, 3] {
+            var p = p0, m = m0, v = v0
+            runs.withUnsafeBufferPointer { runs in
+                Parallel.withThreads(threads) {
+                    AdamW.update(param: &p, grad: g, m: &m, v: &v, runs: runs, lr: 0.01, beta1: 0.9, beta2: 0.95, eps: 1e-8, step: 3)
+                }
+            }
+            #expect(p == pr && m == mr && v == vr)
+            #expect(p[0..<3] == p0[0..<3] && p[40..<45] == p0[40..<45])   // gaps untouched
+        }
+    }
+
     @Test func expAndTanh() {
         for x in stride(from: Float(-20), through: 20, by: 0.37) {
             #expect(abs(fastExp(x) - exp(x)) <= 3e-7 * exp(x))

@@ -28,6 +28,8 @@ public final class Trainer {
     /// Called with the accumulated gradients of each step, before clipping: where gradients
     /// from other processes would be summed in.
     public var gradientHook: ((FloatBuffer) -> Void)?
+    /// `trainable`'s runs as AdamW takes them, their weight decay set from `settings` each step.
+    private var adamRuns: [AdamW.Run]
 
     public init(model: GPTModel, settings: TrainingSettings, context: Int? = nil, seed: UInt64 = 0,
                 trainable: TrainableSet? = nil, objective: TrainingObjective = NextTokenLoss()) {
@@ -53,6 +55,7 @@ public final class Trainer {
         activations = Activations(model: model, B: settings.batchSize, T: T, training: true)
         batch = TokenBatch(B: settings.batchSize, T: T)
         dropoutRandom = Random(seed: seed ^ 0x5EED_D20B)
+        adamRuns = self.trainable.runs.map { AdamW.Run(offset: $0.offset, count: $0.count, stateOffset: $0.stateOffset, weightDecay: 0) }
     }
 
     /// Result of one optimizer step.
@@ -113,11 +116,10 @@ public final class Trainer {
     /// One AdamW update of every trained parameter from the current gradients.
     public func applyAdamW(lr: Float) {
         step += 1
-        for run in trainable.runs {
-            AdamW.update(param: optimized.pointer + run.offset, grad: gradients.pointer + run.offset,
-                         m: m.pointer + run.stateOffset, v: v.pointer + run.stateOffset, count: run.count,
-                         lr: lr, beta1: settings.beta1, beta2: settings.beta2, eps: settings.eps,
-                         weightDecay: run.decays ? settings.weightDecay : 0, step: step)
+        for i in adamRuns.indices { adamRuns[i].weightDecay = trainable.runs[i].decays ? settings.weightDecay : 0 }
+        adamRuns.withUnsafeBufferPointer { runs in
+            AdamW.update(param: optimized.pointer, grad: gradients.pointer, m: m.pointer, v: v.pointer, runs: runs,
+                         lr: lr, beta1: settings.beta1, beta2: settings.beta2, eps: settings.eps, step: step)
         }
     }
 
