@@ -5,8 +5,9 @@
 // training step allocates nothing,
 // the CPU's spin-wait hint, for the thread pool, a prefetch hint, for kernels that stream
 // weights faster than the hardware prefetchers fetch them, a vector square root, the
-// counter-based draws of dropout masks, the rounding and packing of 8-bit weights, and the
-// integer products of the output layer's 8-bit screen.
+// counter-based draws of dropout masks, the rounding and packing of 8-bit weights, the
+// integer products of the output layer's 8-bit screen, and masked moves of a vector's first
+// lanes (for the tails of rows).
 #include <malloc.h>
 // mtrace/muntrace log every malloc and free (with libc_malloc_debug.so preloaded).
 #include <mcheck.h>
@@ -19,13 +20,10 @@ static inline void gen_cpu_relax(void) {
 #endif
 }
 
-static inline void gen_prefetch(const void *p) {
-    __builtin_prefetch(p, 0, 3);
-}
-
-// For data read once and not again soon: kept out of the outer caches where the CPU allows.
-static inline void gen_prefetch_once(const void *p) {
-    __builtin_prefetch(p, 0, 0);
+// A fetch of p's line ahead of its use: into every cache level (temporal), or marked as read
+// once and not again soon, kept out of the outer caches where the CPU allows (not temporal).
+static inline void gen_prefetch(const void *p, int temporal) {
+    if (temporal) __builtin_prefetch(p, 0, 3); else __builtin_prefetch(p, 0, 0);
 }
 
 // Whether the CPU is Intel's (cpuid's vendor "GenuineIntel"): kernels whose best prefetch hint
@@ -177,8 +175,8 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
         const char *ahead = (const char *)(w0 + 8 * bytes);
         for (; k + 64 <= bytes; k += 64, b++) {
             if (prefetch) {
-                __builtin_prefetch(ahead + 4 * k, 0, 3); __builtin_prefetch(ahead + 4 * k + 64, 0, 3);
-                __builtin_prefetch(ahead + 4 * k + 128, 0, 3); __builtin_prefetch(ahead + 4 * k + 192, 0, 3);
+                gen_prefetch(ahead + 4 * k, 1); gen_prefetch(ahead + 4 * k + 64, 1);
+                gen_prefetch(ahead + 4 * k + 128, 1); gen_prefetch(ahead + 4 * k + 192, 1);
             }
             gen_int32x16 xv, v0, v1, v2, v3, zero = {0};
             __builtin_memcpy(&xv, x + k, 64);
@@ -194,7 +192,7 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
         gen_f32x8 h2 = __builtin_shufflevector(a2, a2, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(a2, a2, 8, 9, 10, 11, 12, 13, 14, 15);
         gen_f32x8 h3 = __builtin_shufflevector(a3, a3, 0, 1, 2, 3, 4, 5, 6, 7) + __builtin_shufflevector(a3, a3, 8, 9, 10, 11, 12, 13, 14, 15);
         if (k < bytes) {   // 32 values after the whole blocks
-            if (prefetch) { __builtin_prefetch(ahead + 4 * k, 0, 3); __builtin_prefetch(ahead + 4 * k + 64, 0, 3); }
+            if (prefetch) { gen_prefetch(ahead + 4 * k, 1); gen_prefetch(ahead + 4 * k + 64, 1); }
             gen_int32x8 xv, v0, v1, v2, v3, zero = {0};
             __builtin_memcpy(&xv, x + k, 32);
             __builtin_memcpy(&v0, w0 + k, 32); __builtin_memcpy(&v1, w1 + k, 32);

@@ -306,16 +306,11 @@ public enum Int8Blocks {
             let groups = K / 64
             // The four rows are one run of 4·stride bytes; fetch the run two groups of rows on,
             // four lines per step, so that it is in cache when they come.
-            let ahead = UnsafeRawPointer(q0 + 8 * stride), temporal = Int8Blocks.temporalPrefetch
+            let ahead = UnsafeRawPointer(q0 + 8 * stride), temporal: Int32 = Int8Blocks.temporalPrefetch ? 1 : 0
             for g in 0..<groups {
                 let k = g * 64
-                if temporal {
-                    gen_prefetch(ahead + 256 * g); gen_prefetch(ahead + 256 * g + 64)
-                    gen_prefetch(ahead + 256 * g + 128); gen_prefetch(ahead + 256 * g + 192)
-                } else {
-                    gen_prefetch_once(ahead + 256 * g); gen_prefetch_once(ahead + 256 * g + 64)
-                    gen_prefetch_once(ahead + 256 * g + 128); gen_prefetch_once(ahead + 256 * g + 192)
-                }
+                gen_prefetch(ahead + 256 * g, temporal); gen_prefetch(ahead + 256 * g + 64, temporal)
+                gen_prefetch(ahead + 256 * g + 128, temporal); gen_prefetch(ahead + 256 * g + 192, temporal)
                 let x0 = load16(x + k), x1 = load16(x + k + 16), x2 = load16(x + k + 32), x3 = load16(x + k + 48)
                 // Σ (1.5 + q/256)·x − 1.5·Σ x = Σ q·x / 256, per half block
                 let h0 = -1.5 * (x0 + x1), h1 = -1.5 * (x2 + x3)
