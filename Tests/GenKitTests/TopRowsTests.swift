@@ -9,15 +9,20 @@ import Foundation
     /// Against the full product (`Matmul.vectorForwardTransposed`): every row it computed has the
     /// full product's bits, every row it ruled out (−∞) is below the k-th largest, and the k
     /// largest are among those computed. Shapes with blocks of 64, a tail of 32, a ragged tail;
-    /// logits peaked (one large input direction), flat, and with tied rows; one thread and two.
+    /// logits peaked (one large input direction), flat, with tied rows, and rising row after row
+    /// (more rows than k = 1's lists hold); one thread and two.
     @Test(arguments: [(288, 1), (288, 7), (200, 1), (64, 40), (300, 3)])
     func keepsTheLargestExactly(_ K: Int, _ k: Int) {
         let N = 1500
         var rng = Random(seed: UInt64(K * 100 + k))
-        for flavour in 0..<3 {
+        for flavour in 0..<4 {
             var w = (0..<(N * K)).map { _ in Float(rng.nextNormal()) * 0.05 }
             if flavour == 2 { for n in stride(from: 10, to: N, by: 97) { for i in 0..<K { w[n * K + i] = w[i] } } }
-            let x = (0..<K).map { i in Float(rng.nextNormal()) * (flavour == 1 ? 0.01 : 1) + (i % 9 == 0 ? 2 : 0) }
+            var x = (0..<K).map { i in Float(rng.nextNormal()) * (flavour == 1 ? 0.01 : 1) + (i % 9 == 0 ? 2 : 0) }
+            if flavour == 3 {   // logits rising row after row: k = 1 keeps too many rows on the way
+                for n in 0..<N { for i in 0..<K { w[n * K + i] = w[i] * (1 + Float(n) / 64) } }
+                x = (0..<K).map { w[$0] }
+            }
             var q = [Int8](repeating: 0, count: N * Int8Blocks.rowBytes(K: K))
             var s = [Float](repeating: 0, count: N * Int8Blocks.blocks(K: K))
             let before = w
@@ -47,6 +52,28 @@ import Foundation
                 // The screen must rule most rows out where the logits spread (else it saves nothing).
                 if flavour == 0 { #expect(computed < N / 4, "computed \(computed) of \(N)") }
                 #expect(computed >= k)
+            }
+        }
+    }
+
+    /// Greedy's pick in vectors: the first largest entry, NaNs passed over, as a scan keeping
+    /// the first strictly larger entry picks it. Lengths around the vector width; entries
+    /// spread, tied, with NaNs, starting with NaN, and all of ±0 and −∞.
+    @Test func indexOfMaxMatchesTheScan() {
+        var rng = Random(seed: 5)
+        for n in [1, 2, 15, 16, 17, 33, 100, 1000] {
+            for flavour in 0..<5 {
+                var x = (0..<n).map { _ in Float(rng.nextNormal()) }
+                switch flavour {
+                case 1: x = x.map { ($0 * 2).rounded() }
+                case 2: for i in stride(from: n / 3, to: n, by: 5) { x[i] = .nan }
+                case 3: x[0] = .nan
+                case 4: x = x.map { $0 > 1 ? -.infinity : $0 > 0 ? 0 : -0.0 }
+                default: break
+                }
+                var best = 0
+                for i in 1..<n where x[i] > x[best] { best = i }
+                #expect(indexOfMax(x, n) == best, "n \(n) flavour \(flavour)")
             }
         }
     }

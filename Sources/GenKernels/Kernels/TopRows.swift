@@ -18,7 +18,7 @@ import CSystem
 public enum TopRows {
     /// Floats of scratch `forward` needs for k.
     public static func scratchCount(K: Int, N: Int, k: Int) -> Int {
-        N + approximateScratchCount(K: K) + k
+        N + approximateScratchCount(K: K) + max(k, Largest.scratchCount)
     }
 
     /// Σ|q| over each block of each row of an 8-bit copy (N, blocks), the screen's third array.
@@ -50,7 +50,13 @@ public enum TopRows {
                                K: Int, N: Int, k: Int, scratch: UnsafeMutablePointer<Float>) {
         precondition(k >= 1 && k <= N)
         let bound = scratch, heap = scratch + N + approximateScratchCount(K: K)
-        approximate(y, bound: bound, x, q: q, scales: scales, absSums: absSums, K: K, N: N, scratch: scratch + N)
+        if k == 1 {
+            let screen = prepare(x, K: K, scratch: scratch + N)
+            if largest(y, bound: bound, x, weight: weight, q: q, scales: scales, absSums: absSums, screen: screen,
+                       K: K, N: N, lists: heap) { return }
+        } else {
+            approximate(y, bound: bound, x, q: q, scales: scales, absSums: absSums, K: K, N: N, scratch: scratch + N)
+        }
         let floor = kthLargestLower(y, bound, N: N, k: k, heap: heap)
         Parallel.forRanges((N + 3) / 4, minimumPerThread: 8,
                            Exact(y: y, x: x, weight: weight, bound: bound, floor: floor, K: K, N: N))
@@ -62,6 +68,21 @@ public enum TopRows {
     public static func approximate(_ y: UnsafeMutablePointer<Float>, bound: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                    q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, absSums: UnsafePointer<Float>,
                                    K: Int, N: Int, scratch: UnsafeMutablePointer<Float>) {
+        let screen = prepare(x, K: K, scratch: scratch)
+        Parallel.forRanges((N + 3) / 4, minimumPerThread: 8,
+                           Approximate(q: UnsafeRawPointer(q).assumingMemoryBound(to: UInt8.self), scales: scales,
+                                       absSums: absSums, screen: screen, N: N, y: y, bound: bound))
+    }
+
+    /// x rounded to 8 bits per block and the per-block terms of the screen's estimates and
+    /// bounds, in `approximateScratchCount(K:)` floats of scratch.
+    struct Input {
+        let xq: UnsafePointer<Int8>
+        let t, xTerm, qTerm, offset: UnsafePointer<Float>
+        let nb, stride: Int
+    }
+
+    static func prepare(_ x: UnsafePointer<Float>, K: Int, scratch: UnsafeMutablePointer<Float>) -> Input {
         let nb = Int8Blocks.blocks(K: K), stride = Int8Blocks.rowBytes(K: K)
         let xTerm = scratch, qTerm = xTerm + nb, offset = qTerm + nb, t = offset + nb
         let xq = UnsafeMutableRawPointer(t + nb).bindMemory(to: Int8.self, capacity: stride)
@@ -85,10 +106,7 @@ public enum TopRows {
             qTerm[b] = g * scale
             offset[b] = 128 * scale * Float(total)
         }
-        Parallel.forRanges((N + 3) / 4, minimumPerThread: 8,
-                           Approximate(y: y, bound: bound, q: UnsafeRawPointer(q).assumingMemoryBound(to: UInt8.self),
-                                       xq: xq, scales: scales, absSums: absSums, t: t, xTerm: xTerm, qTerm: qTerm,
-                                       offset: offset, nb: nb, stride: stride, N: N))
+        return Input(xq: xq, t: t, xTerm: xTerm, qTerm: qTerm, offset: offset, nb: nb, stride: stride)
     }
 
     /// The k-th largest of y − bound (a min-heap of the k largest seen; most entries leave
@@ -130,15 +148,112 @@ public enum TopRows {
 
     /// Each row's approximation and bound, four rows to a group.
     struct Approximate: RangeKernel {
-        let y, bound: UnsafeMutablePointer<Float>
         let q: UnsafePointer<UInt8>
-        let xq: UnsafePointer<Int8>
-        let scales, absSums, t, xTerm, qTerm, offset: UnsafePointer<Float>
-        let nb, stride, N: Int
+        let scales, absSums: UnsafePointer<Float>
+        let screen: Input
+        let N: Int
+        let y, bound: UnsafeMutablePointer<Float>
 
-        func run(_ groups: Range<Int>) {
-            gen_screen_rows(q, xq, scales, absSums, t, xTerm, qTerm, offset, nb, stride,
-                            groups.lowerBound * 4, min(N, groups.upperBound * 4), y, bound, Int8Blocks.temporalPrefetch ? 1 : 0)
+        func run(_ groups: Range<Int>) { rows(groups.lowerBound * 4, min(N, groups.upperBound * 4)) }
+
+        @inline(__always) func rows(_ n0: Int, _ n1: Int) {
+            let s = screen
+            gen_screen_rows(q, s.xq, scales, absSums, s.t, s.xTerm, s.qTerm, s.offset, s.nb, s.stride,
+                            n0, n1, y, bound, Int8Blocks.temporalPrefetch ? 1 : 0)
+        }
+    }
+
+    /// k = 1 of `forward` without its two passes over all N estimates after the screen (the
+    /// largest lower end, then the rows that reach it): each thread's part of the rows keeps,
+    /// as it goes, the largest lower end e so far and the rows whose upper end reaches it, and
+    /// sets the others to −∞ (their upper end is below e, so below the largest lower end of all).
+    /// Of the rows kept, those whose upper end reaches the largest lower end of every part are
+    /// computed from fp32, the others set to −∞: `forward`'s result. Returns false when a part
+    /// kept more rows than its list holds (estimates that rise row after row) or none (estimates
+    /// not finite): `forward` then takes its two passes over the estimates, of which only rows
+    /// below the largest lower end are −∞ (which those passes would rule out as well).
+    static func largest(_ y: UnsafeMutablePointer<Float>, bound: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                        weight: UnsafePointer<Float>, q: UnsafePointer<Int8>, scales: UnsafePointer<Float>,
+                        absSums: UnsafePointer<Float>, screen: Input, K: Int, N: Int,
+                        lists: UnsafeMutablePointer<Float>) -> Bool {
+        let parts = min(Parallel.threads, Largest.parts, max(1, N / 256))
+        let kernel = Largest(screen: Approximate(q: UnsafeRawPointer(q).assumingMemoryBound(to: UInt8.self), scales: scales,
+                                                 absSums: absSums, screen: screen, N: N, y: y, bound: bound),
+                             parts: parts, lists: lists)
+        Parallel.forRanges(parts, kernel)
+        var floor = -Float.infinity
+        for p in 0..<parts {
+            let count = kernel.count(p)
+            guard count > 0 && count <= Largest.capacity else { return false }
+            floor = max(floor, kernel.largestLower(p))
+        }
+        for p in 0..<parts {
+            let rows = kernel.rows(p)
+            for i in 0..<kernel.count(p) {
+                let n = Int(rows[i])
+                y[n] = y[n] + bound[n] >= floor ? Matmul.dot(row: weight + n * K, x, K: K) : -.infinity
+            }
+        }
+        return true
+    }
+
+    /// `largest`'s parts: each writes its largest lower end, its count of kept rows (more than
+    /// `capacity`: too many) and their indices into its own `stride` floats of `lists`.
+    struct Largest: RangeKernel {
+        static let parts = 64, capacity = 61, stride = capacity + 3
+        static let scratchCount = parts * stride
+        let screen: Approximate
+        let parts: Int
+        let lists: UnsafeMutablePointer<Float>
+
+        func largestLower(_ p: Int) -> Float { lists[p * Self.stride] }
+        func count(_ p: Int) -> Int { Int(lists[p * Self.stride + 1]) }
+        func rows(_ p: Int) -> UnsafeMutablePointer<Int32> {
+            UnsafeMutableRawPointer(lists + p * Self.stride + 3).assumingMemoryBound(to: Int32.self)
+        }
+
+        func run(_ range: Range<Int>) {
+            let N = screen.N, y = screen.y, bound = screen.bound
+            for p in range {
+                // Rows in groups of four, 64 at a time: each run's estimates in cache when read.
+                let groups = (N + 3) / 4
+                let n0 = groups * p / parts * 4, n1 = min(N, groups * (p + 1) / parts * 4)
+                let list = rows(p)
+                var count = 0
+                var top = Float32x16(repeating: -.infinity)
+                var n = n0
+                while n < n1 {
+                    let end = min(n1, n + 64)
+                    screen.rows(n, end)
+                    var i = n
+                    while i + 16 <= end {
+                        let lower = load16(y + i) - load16(bound + i)
+                        top = top.replacing(with: lower, where: lower .> top)
+                        i += 16
+                    }
+                    var e = top.max()
+                    while i < end { e = max(e, y[i] - bound[i]); i += 1 }
+                    top = Float32x16(repeating: e)
+                    @inline(__always) func keep(_ i: Int) {
+                        if count < Self.capacity { list[count] = Int32(i) }
+                        count += 1
+                    }
+                    i = n
+                    while i + 16 <= end {
+                        let estimate = load16(y + i), kept = estimate + load16(bound + i) .>= top
+                        store16(Float32x16(repeating: -.infinity).replacing(with: estimate, where: kept), y + i)
+                        if any(kept) { for j in 0..<16 where kept[j] { keep(i + j) } }
+                        i += 16
+                    }
+                    while i < end {
+                        if y[i] + bound[i] >= e { keep(i) } else { y[i] = -.infinity }
+                        i += 1
+                    }
+                    n = end
+                }
+                lists[p * Self.stride] = top.max()
+                lists[p * Self.stride + 1] = Float(min(count, Self.capacity + 1))
+            }
         }
     }
 

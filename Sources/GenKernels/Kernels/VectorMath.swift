@@ -92,3 +92,27 @@ public func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePo
     }
     while i < n { y[i] += alpha * x[i]; i += 1 }
 }
+
+/// The index of the first largest of x[0..<n] (n ≥ 1), NaNs passed over: what a scan that
+/// keeps the first strictly larger entry gives (0 when x[0] is NaN, which none exceeds).
+/// Two passes in vectors: the largest, then where it first occurs.
+public func indexOfMax(_ x: UnsafePointer<Float>, _ n: Int) -> Int {
+    if x[0].isNaN { return 0 }
+    var m = Float32x16(repeating: x[0])
+    var i = 0
+    while i + 16 <= n {
+        let v = load16(x + i)
+        m = m.replacing(with: v, where: v .> m)
+        i += 16
+    }
+    var top = m.max()
+    while i < n { if x[i] > top { top = x[i] }; i += 1 }
+    let t = Float32x16(repeating: top)
+    i = 0
+    while i + 16 <= n {
+        if any(load16(x + i) .== t) { break }
+        i += 16
+    }
+    while x[i] != top { i += 1 }
+    return i
+}

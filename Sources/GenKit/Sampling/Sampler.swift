@@ -347,11 +347,7 @@ public final class Sampler {
         if p.repeatPenalty != 1 {
             markWindow(recent) { i in logits[i] = penalise(logits[i]) }
         }
-        if p.temperature <= 0 {
-            var best = 0
-            for i in 1..<V where logits[i] > logits[best] { best = i }
-            return Int32(best)
-        }
+        if p.temperature <= 0 { return Int32(indexOfMax(logits, V)) }
         let inverse = 1 / p.temperature
         probs.withUnsafeMutableBufferPointer { pr in
             for i in 0..<V { pr[i] = logits[i] * inverse }
