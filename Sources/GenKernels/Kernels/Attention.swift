@@ -496,10 +496,37 @@ public enum Attention {
                 let keys = kCache + h * headStride, values = vCache + h * headStride
                 for t2 in 0..<n { row[t2] = dot(qh, keys + t2 * stride, hs) * scale }
                 softmaxRow(row, n)
-                let o = out + h * hs
-                o.update(repeating: 0, count: hs)
-                for t2 in 0..<n { axpy(row[t2], values + t2 * stride, o, hs) }
+                combine(out + h * hs, row, values)
             }
+        }
+
+        /// o (hs) = Σ_t2 p[t2]·values[t2], up to four vectors of o summed in registers over all
+        /// the keys: the sums `axpy` made key after key in memory, in the same order (the same
+        /// bits), without a store and a load of o per key.
+        @inline(__always)
+        func combine(_ o: UnsafeMutablePointer<Float>, _ p: UnsafePointer<Float>, _ values: UnsafePointer<Float>) {
+            var c = 0
+            while c + 16 <= hs {
+                let w = min(4, (hs - c) / 16)
+                var a0 = Float32x16(), a1 = a0, a2 = a0, a3 = a0
+                var v = values + c
+                for t2 in 0..<n {
+                    let pv = Float32x16(repeating: p[t2])
+                    a0 = a0.addingProduct(pv, load16(v))
+                    if w > 1 { a1 = a1.addingProduct(pv, load16(v + 16)) }
+                    if w > 2 { a2 = a2.addingProduct(pv, load16(v + 32)) }
+                    if w > 3 { a3 = a3.addingProduct(pv, load16(v + 48)) }
+                    v += stride
+                }
+                store16(a0, o + c)
+                if w > 1 { store16(a1, o + c + 16) }
+                if w > 2 { store16(a2, o + c + 32) }
+                if w > 3 { store16(a3, o + c + 48) }
+                c += 16 * w
+            }
+            guard c < hs else { return }
+            (o + c).update(repeating: 0, count: hs - c)
+            for t2 in 0..<n { axpy(p[t2], values + t2 * stride + c, o + c, hs - c) }
         }
     }
 }
