@@ -59,6 +59,12 @@ static inline gen_uint16 gen_bytes16(gen_float16 v) {
 static inline gen_uint16 gen_pack_bytes16(gen_float16 v0, gen_float16 v1, gen_float16 v2, gen_float16 v3) {
     return gen_bytes16(v0) | (gen_bytes16(v1) << 8) | (gen_bytes16(v2) << 16) | (gen_bytes16(v3) << 24);
 }
+// Σ|v| over four vectors of whole numbers (rounded weights, |v| ≤ 127), as a float: exact.
+static inline float gen_absolute_sum64(gen_float16 v0, gen_float16 v1, gen_float16 v2, gen_float16 v3) {
+    gen_float16 a = __builtin_elementwise_abs(v0) + __builtin_elementwise_abs(v1)
+                  + __builtin_elementwise_abs(v2) + __builtin_elementwise_abs(v3);
+    return (float)__builtin_reduce_add(__builtin_convertvector(a, gen_uint16));
+}
 // Dropout's counter-based draws: entry i of the stream `key` is the top 24 bits of SplitMix64's
 // output for state key + (i+1)·γ; an entry is dropped when its draw is below `threshold` (p·2^24
 // rounded up) and kept scaled by `keep` (1/(1-p)) otherwise. Each entry depends on (key, i)

@@ -108,11 +108,14 @@ public enum Int8Blocks {
     }
 
     /// The same for a weight stored (N,K), one row per output (the tied embedding): a whole
-    /// block as four vectors, stored as `slot` lays it out with one 64-byte store. With
-    /// `roundingWeights` false, w is only read (an 8-bit copy beside fp32 weights).
+    /// block as four vectors, stored as `slot` lays it out with one 64-byte store, and a last
+    /// part block likewise from vectors read under a mask (its 32 values in 8 lanes, as `slot`
+    /// lays them out, with one 32-byte store). With `roundingWeights` false, w is only read (an
+    /// 8-bit copy beside fp32 weights). With `absSums`, each block's Σ|q| too (N, blocks), as
+    /// `TopRows.absoluteSums` counts it from the bytes.
     public static func quantize(rowsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
                                 q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>,
-                                roundingWeights: Bool = true) {
+                                roundingWeights: Bool = true, absSums: UnsafeMutablePointer<Float>? = nil) {
         let nb = blocks(K: K), stride = rowBytes(K: K)
         Parallel.forRanges(N, minimumPerThread: 64) { rows in
             for n in rows {
@@ -132,10 +135,36 @@ public enum Int8Blocks {
                         store16(r0 * s, p); store16(r1 * s, p + 16); store16(r2 * s, p + 32); store16(r3 * s, p + 48)
                     }
                     UnsafeMutableRawPointer(qRow + b * block).storeBytes(of: gen_pack_bytes16(r0, r1, r2, r3), as: SIMD16<UInt32>.self)
+                    absSums?[n * nb + b] = gen_absolute_sum64(r0, r1, r2, r3)
                     b += 1
                 }
-                if b < nb {
-                    scales[n * nb + b] = roundOneByOne(row, step: 1, (b * block)..<K, K: K, qRow, roundingWeights: roundingWeights)
+                guard b < nb else { continue }
+                // The last block's r values (1 to 63), the lanes past them read as 0.
+                let k0 = b * block, r = K - k0, p = row + k0
+                func part(_ j: Int) -> Float32x16 { gen_load_first16(p + 16 * j, max(0, min(16, r - 16 * j)), 0) }
+                let v0 = part(0), v1 = part(1), v2 = part(2), v3 = part(3)
+                let m = maxMagnitude(maxMagnitude(maxMagnitude(maxMagnitude(SIMD16<UInt32>(), v0), v1), v2), v3)
+                let s = Float(bitPattern: m.max()) / 127
+                let inverse: Float = s > 0 ? 1 / s : 0
+                scales[n * nb + b] = s
+                absSums?[n * nb + b] = gen_absolute_sum64(gen_round16(v0 * inverse), gen_round16(v1 * inverse),
+                                                   gen_round16(v2 * inverse), gen_round16(v3 * inverse))
+                var k = k0
+                if r >= 32 {   // value 8j+i of the 32 in byte 4i+j: lane i of the j-th run of 8
+                    let u0 = gen_round16(gen_load_first16(p, 8, 0) * inverse), u1 = gen_round16(gen_load_first16(p + 8, 8, 0) * inverse)
+                    let u2 = gen_round16(gen_load_first16(p + 16, 8, 0) * inverse), u3 = gen_round16(gen_load_first16(p + 24, 8, 0) * inverse)
+                    UnsafeMutableRawPointer(qRow + k0).storeBytes(of: gen_pack_bytes16(u0, u1, u2, u3).lowHalf, as: SIMD8<UInt32>.self)
+                    if roundingWeights {
+                        gen_store_first16(p, u0 * s, 8); gen_store_first16(p + 8, u1 * s, 8)
+                        gen_store_first16(p + 16, u2 * s, 8); gen_store_first16(p + 24, u3 * s, 8)
+                    }
+                    k += 32
+                }
+                while k < K {   // the rest in order
+                    let v = (row[k] * inverse).rounded()
+                    qRow[k] = Int8(bitPattern: UInt8(v + 128))
+                    if roundingWeights { row[k] = v * s }
+                    k += 1
                 }
             }
         }

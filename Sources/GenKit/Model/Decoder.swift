@@ -82,10 +82,9 @@ public final class Decoder {
         let C = config.nEmbd, V = config.vocabSize
         let bytes = ByteBuffer(count: V * Int8Blocks.rowBytes(K: C))
         let scales = FloatBuffer(count: V * Int8Blocks.blocks(K: C))
-        Int8Blocks.quantize(rowsOf: model.views.wte, K: C, N: V, q: bytes.pointer, scales: scales.pointer,
-                            roundingWeights: false)
         let absSums = FloatBuffer(count: V * Int8Blocks.blocks(K: C))
-        TopRows.absoluteSums(q: bytes.pointer, K: C, N: V, into: absSums.pointer)
+        Int8Blocks.quantize(rowsOf: model.views.wte, K: C, N: V, q: bytes.pointer, scales: scales.pointer,
+                            roundingWeights: false, absSums: absSums.pointer)
         screen = (bytes, scales, absSums, FloatBuffer(count: TopRows.scratchCount(K: C, N: V, k: V / 16)))
         return screen!
     }
