@@ -113,18 +113,7 @@ public enum TopRows {
     /// at one comparison with its root).
     static func kthLargestLower(_ y: UnsafePointer<Float>, _ bound: UnsafePointer<Float>, N: Int, k: Int,
                                 heap: UnsafeMutablePointer<Float>) -> Float {
-        if k == 1 {
-            var m = Float32x16(repeating: -.infinity)
-            var n = 0
-            while n + 16 <= N {
-                let v = load16(y + n) - load16(bound + n)
-                m = m.replacing(with: v, where: v .> m)
-                n += 16
-            }
-            var best = m.max()
-            while n < N { best = max(best, y[n] - bound[n]); n += 1 }
-            return best
-        }
+        if k == 1 { return largestLower(y, bound, 0..<N, above: -.infinity) }
         func siftDown(_ start: Int) {
             var i = start
             while true {
@@ -144,6 +133,21 @@ public enum TopRows {
             if v > heap[0] { heap[0] = v; siftDown(0) }
         }
         return heap[0]
+    }
+
+    /// The largest of e and y − bound over `rows`.
+    @inline(__always)
+    static func largestLower(_ y: UnsafePointer<Float>, _ bound: UnsafePointer<Float>, _ rows: Range<Int>, above e: Float) -> Float {
+        var m = Float32x16(repeating: e)
+        var n = rows.lowerBound
+        while n + 16 <= rows.upperBound {
+            let v = load16(y + n) - load16(bound + n)
+            m = m.replacing(with: v, where: v .> m)
+            n += 16
+        }
+        var best = m.max()
+        while n < rows.upperBound { best = max(best, y[n] - bound[n]); n += 1 }
+        return best
     }
 
     /// Each row's approximation and bound, four rows to a group.
@@ -220,25 +224,18 @@ public enum TopRows {
                 let n0 = groups * p / parts * 4, n1 = min(N, groups * (p + 1) / parts * 4)
                 let list = rows(p)
                 var count = 0
-                var top = Float32x16(repeating: -.infinity)
+                var e = -Float.infinity
                 var n = n0
                 while n < n1 {
                     let end = min(n1, n + 64)
                     screen.rows(n, end)
-                    var i = n
-                    while i + 16 <= end {
-                        let lower = load16(y + i) - load16(bound + i)
-                        top = top.replacing(with: lower, where: lower .> top)
-                        i += 16
-                    }
-                    var e = top.max()
-                    while i < end { e = max(e, y[i] - bound[i]); i += 1 }
-                    top = Float32x16(repeating: e)
+                    e = TopRows.largestLower(y, bound, n..<end, above: e)
+                    let top = Float32x16(repeating: e)
                     @inline(__always) func keep(_ i: Int) {
                         if count < Self.capacity { list[count] = Int32(i) }
                         count += 1
                     }
-                    i = n
+                    var i = n
                     while i + 16 <= end {
                         let estimate = load16(y + i), kept = estimate + load16(bound + i) .>= top
                         store16(Float32x16(repeating: -.infinity).replacing(with: estimate, where: kept), y + i)
@@ -251,7 +248,7 @@ public enum TopRows {
                     }
                     n = end
                 }
-                lists[p * Self.stride] = top.max()
+                lists[p * Self.stride] = e
                 lists[p * Self.stride + 1] = Float(min(count, Self.capacity + 1))
             }
         }
