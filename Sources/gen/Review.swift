@@ -87,6 +87,10 @@ struct ReviewOptions {
         let terminal = judge == nil ? try Terminal() : nil
         let ck = try loadModel(from, adapter: adapter, weights: weights, forDecoding: true)
         let generator = try Generator(model: ck.model, tokenizer: ck.tokenizer, parameters: parameters, seed: seed, threads: threads)
+        // OpenBLAS only when a prompt needs it, as `gen sample` loads it.
+        if try prompts.contains(where: { generator.multipliesMatrices(promptTokens: try ck.tokenizer.encode($0).count, maxTokens: maxTokens) }) {
+            try loadMatrixKernel()
+        }
         let pairs = try AppendFile(out), passed = try AppendFile(skippedPath)
         var already = 0, written = 0
         for (i, prompt) in prompts.enumerated() {

@@ -8,8 +8,8 @@ let genVersion = "0.1.0"
 struct Command {
     var spec: CommandSpec
     /// Whether the command multiplies matrices: OpenBLAS is loaded before it runs (so that a
-    /// missing library is one clear error); the others start without it (`sample` loads it
-    /// itself when its prompt needs it).
+    /// missing library is one clear error); the others start without it (`sample` and `review`
+    /// load it themselves when their prompts need it).
     var matrices = true
     var run: (ParsedArguments) throws -> Int32
 }
@@ -22,7 +22,7 @@ let commands: [Command] = [
     Command(spec: InfoOptions.spec, matrices: false) { try InfoOptions($0).run() },
     Command(spec: ExportOptions.spec) { try ExportOptions($0).run() },
     Command(spec: MergeOptions.spec) { try MergeOptions($0).run() },
-    Command(spec: ReviewOptions.spec) { try ReviewOptions($0).run() },
+    Command(spec: ReviewOptions.spec, matrices: false) { try ReviewOptions($0).run() },
     Command(spec: PreferOptions.spec) { try PreferOptions($0).run() },
     Command(spec: BenchOptions.spec) { try BenchOptions($0).run() },
     Command(spec: TokenizerTrainOptions.spec, matrices: false) { try TokenizerTrainOptions($0).run() },
