@@ -204,7 +204,7 @@ public enum TopRows {
     /// `largest`'s parts: each writes its largest lower end, its count of kept rows (more than
     /// `capacity`: too many) and their indices into its own `stride` floats of `lists`.
     struct Largest: RangeKernel {
-        static let parts = 64, capacity = 61, stride = capacity + 3
+        static let parts = 64, capacity = 509, stride = capacity + 3
         static let scratchCount = parts * stride
         let screen: Approximate
         let parts: Int
