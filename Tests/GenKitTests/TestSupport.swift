@@ -14,6 +14,23 @@ func relativeError(_ a: [Float], _ b: [Float]) -> Float {
     return scale == 0 ? diff : diff / scale
 }
 
+/// Σ|q| over each block of each row of an 8-bit copy (N, blocks), counted from its bytes one
+/// at a time: what `Int8Blocks.quantize(rowsOf:absSums:)` writes as it rounds.
+func absoluteSums(q: [Int8], K: Int, N: Int) -> [Float] {
+    let nb = Int8Blocks.blocks(K: K), stride = Int8Blocks.rowBytes(K: K)
+    var sums = [Float](repeating: 0, count: N * nb)
+    for n in 0..<N {
+        for b in 0..<nb {
+            var t = 0
+            for i in (b * Int8Blocks.block)..<min(stride, (b + 1) * Int8Blocks.block) {
+                t += abs(Int(UInt8(bitPattern: q[n * stride + i])) - 128)
+            }
+            sums[n * nb + b] = Float(t)
+        }
+    }
+    return sums
+}
+
 /// The folder under which every test's scratch files go: one per test process, removed when the
 /// process exits, so a run leaves nothing behind in the temporary folder.
 let scratchRoot: URL = {

@@ -34,9 +34,8 @@ import Foundation
             for threads in [1, 2] {
                 var y = [Float](repeating: 0, count: N)
                 var scratch = [Float](repeating: 0, count: TopRows.scratchCount(K: K, N: N, k: k))
-                var absSums = [Float](repeating: 0, count: N * Int8Blocks.blocks(K: K))
+                let absSums = absoluteSums(q: q, K: K, N: N)
                 Parallel.withThreads(threads) {
-                    TopRows.absoluteSums(q: q, K: K, N: N, into: &absSums)
                     TopRows.forward(&y, x, weight: w, q: q, scales: s, absSums: absSums, K: K, N: N, k: k, scratch: &scratch)
                 }
                 var computed = 0, wrong = 0
@@ -237,8 +236,7 @@ import Foundation
             Matmul.vectorForwardTransposed(&full, x, w, K: K, N: N)
             var y = [Float](repeating: 0, count: N), bound = [Float](repeating: 0, count: N)
             var scratch = [Float](repeating: 0, count: TopRows.approximateScratchCount(K: K))
-            var absSums = [Float](repeating: 0, count: N * Int8Blocks.blocks(K: K))
-            TopRows.absoluteSums(q: q, K: K, N: N, into: &absSums)
+            let absSums = absoluteSums(q: q, K: K, N: N)
             TopRows.approximate(&y, bound: &bound, x, q: q, scales: s, absSums: absSums, K: K, N: N, scratch: &scratch)
             var outside = 0, tightest = Float.infinity
             for n in 0..<N {

@@ -111,8 +111,8 @@ public enum Int8Blocks {
     /// block as four vectors, stored as `slot` lays it out with one 64-byte store, and a last
     /// part block likewise from vectors read under a mask (its 32 values in 8 lanes, as `slot`
     /// lays them out, with one 32-byte store). With `roundingWeights` false, w is only read (an
-    /// 8-bit copy beside fp32 weights). With `absSums`, each block's Σ|q| too (N, blocks), as
-    /// `TopRows.absoluteSums` counts it from the bytes.
+    /// 8-bit copy beside fp32 weights). With `absSums`, each block's Σ|q| too (N, blocks): the
+    /// screen's third array (`TopRows`).
     public static func quantize(rowsOf w: UnsafeMutablePointer<Float>, K: Int, N: Int,
                                 q: UnsafeMutablePointer<Int8>, scales: UnsafeMutablePointer<Float>,
                                 roundingWeights: Bool = true, absSums: UnsafeMutablePointer<Float>? = nil) {

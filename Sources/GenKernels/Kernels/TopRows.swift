@@ -21,22 +21,6 @@ public enum TopRows {
         N + approximateScratchCount(K: K) + max(k, Largest.scratchCount)
     }
 
-    /// Σ|q| over each block of each row of an 8-bit copy (N, blocks), the screen's third array.
-    public static func absoluteSums(q: UnsafePointer<Int8>, K: Int, N: Int, into sums: UnsafeMutablePointer<Float>) {
-        let nb = Int8Blocks.blocks(K: K), stride = Int8Blocks.rowBytes(K: K)
-        Parallel.forRanges(N, minimumPerThread: 256) { rows in
-            for n in rows {
-                for b in 0..<nb {
-                    var t = 0
-                    for i in (b * Int8Blocks.block)..<min(stride, (b + 1) * Int8Blocks.block) {
-                        t += abs(Int(UInt8(bitPattern: q[n * stride + i])) - 128)
-                    }
-                    sums[n * nb + b] = Float(t)
-                }
-            }
-        }
-    }
-
     /// Floats of scratch `approximate` needs.
     public static func approximateScratchCount(K: Int) -> Int {
         4 * Int8Blocks.blocks(K: K) + Int8Blocks.rowBytes(K: K) / 4
@@ -44,7 +28,7 @@ public enum TopRows {
 
     /// Writes y as described above (the rows not computed are −∞). `weight` is (N,K), one row
     /// per output; q and scales its 8-bit copy (`Int8Blocks.quantize(rowsOf:)` with
-    /// `roundingWeights: false`), absSums from `absoluteSums`; 1 ≤ k ≤ N.
+    /// `roundingWeights: false`), absSums its Σ|q| per block (`quantize`'s `absSums`); 1 ≤ k ≤ N.
     public static func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                                q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, absSums: UnsafePointer<Float>,
                                K: Int, N: Int, k: Int, scratch: UnsafeMutablePointer<Float>) {
