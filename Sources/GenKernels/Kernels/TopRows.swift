@@ -54,8 +54,7 @@ public enum TopRows {
                                    K: Int, N: Int, scratch: UnsafeMutablePointer<Float>) {
         let screen = prepare(x, K: K, scratch: scratch)
         Parallel.forRanges((N + 3) / 4, minimumPerThread: 8,
-                           Approximate(q: UnsafeRawPointer(q).assumingMemoryBound(to: UInt8.self), scales: scales,
-                                       absSums: absSums, screen: screen, N: N, y: y, bound: bound))
+                           Approximate(q: q, scales: scales, absSums: absSums, screen: screen, N: N, y: y, bound: bound))
     }
 
     /// x rounded to 8 bits per block and the per-block terms of the screen's estimates and
@@ -142,6 +141,12 @@ public enum TopRows {
         let N: Int
         let y, bound: UnsafeMutablePointer<Float>
 
+        init(q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, absSums: UnsafePointer<Float>, screen: Input, N: Int,
+             y: UnsafeMutablePointer<Float>, bound: UnsafeMutablePointer<Float>) {
+            self.q = UnsafeRawPointer(q).assumingMemoryBound(to: UInt8.self)   // the C kernel's bytes
+            (self.scales, self.absSums, self.screen, self.N, self.y, self.bound) = (scales, absSums, screen, N, y, bound)
+        }
+
         func run(_ groups: Range<Int>) { rows(groups.lowerBound * 4, min(N, groups.upperBound * 4)) }
 
         @inline(__always) func rows(_ n0: Int, _ n1: Int) {
@@ -165,8 +170,7 @@ public enum TopRows {
                         absSums: UnsafePointer<Float>, screen: Input, K: Int, N: Int,
                         lists: UnsafeMutablePointer<Float>) -> Bool {
         let parts = min(Parallel.threads, Largest.parts, max(1, N / 256))
-        let kernel = Largest(screen: Approximate(q: UnsafeRawPointer(q).assumingMemoryBound(to: UInt8.self), scales: scales,
-                                                 absSums: absSums, screen: screen, N: N, y: y, bound: bound),
+        let kernel = Largest(screen: Approximate(q: q, scales: scales, absSums: absSums, screen: screen, N: N, y: y, bound: bound),
                              parts: parts, lists: lists)
         Parallel.forRanges(parts, kernel)
         var floor = -Float.infinity
