@@ -89,14 +89,36 @@ static inline void gen_dropout_scale(float *y, const float *x, long n, unsigned 
 // The 8-bit screen of an output row: Σ over blocks b of sw[b]·sx[b]·Σ w[k]·x[k], w holding
 // q + 128 (unsigned), x signed, both laid out alike and `bytes` long (a multiple of 32), one
 // block per 64 bytes (the last may be 32). The products are exact integers; with AVX-512 VNNI
-// one instruction takes 64 of them; with AVX2, 16 pairs of them.
+// one instruction takes 64 of them; with AVX2, gen_screen_dot32 takes 32.
 typedef int gen_int32x16 __attribute__((vector_size(64)));
 typedef int gen_int32x8 __attribute__((vector_size(32)));
 typedef float gen_f32x16 __attribute__((vector_size(64)));
 typedef float gen_f32x8 __attribute__((vector_size(32)));
-typedef unsigned char gen_u8x16 __attribute__((vector_size(16)));
-typedef signed char gen_i8x16 __attribute__((vector_size(16)));
 typedef short gen_i16x16 __attribute__((vector_size(32)));
+typedef char gen_c8x32 __attribute__((vector_size(32)));
+#if defined(__AVX2__) && !(defined(__AVX512VNNI__) && defined(__AVX512VL__))
+// What x's 32 bytes give every row without VNNI: |x|, and 128·Σx over each lane's 4 bytes.
+typedef struct { gen_c8x32 x, ax; gen_int32x8 x128; } gen_screen_x32;
+static inline gen_screen_x32 gen_screen_x(const signed char *x) {
+    gen_screen_x32 r;
+    __builtin_memcpy(&r.x, x, 32);
+    r.ax = __builtin_ia32_psignb256(r.x, r.x);
+    gen_i16x16 pairs = __builtin_ia32_pmaddubsw256((gen_c8x32){0} + 1, r.x), ones = (gen_i16x16){0} + 1;
+    r.x128 = __builtin_ia32_pmaddwd256(pairs, ones) * 128;
+    return r;
+}
+// Σ w·x over each lane's 4 bytes of 32 (vpdpbusd's lanes), exact, with AVX2 alone (llama.cpp's
+// way for its 8-bit dot products): q = w − 128 (|q| ≤ 127, as `Int8Blocks` rounds) takes x's
+// sign, so that vpmaddubsw multiplies |x| (unsigned) by q·sign(x) (signed) and its pairs stay
+// within 16 bits (2·127·127 < 2¹⁵); vpmaddwd sums the pairs, and 128·Σx restores w = q + 128.
+static inline gen_int32x8 gen_screen_dot32(const unsigned char *w, gen_screen_x32 x) {
+    gen_c8x32 wv;
+    __builtin_memcpy(&wv, w, 32);
+    gen_c8x32 q = wv ^ (char)0x80;
+    gen_i16x16 pairs = __builtin_ia32_pmaddubsw256(x.ax, __builtin_ia32_psignb256(q, x.x)), ones = (gen_i16x16){0} + 1;
+    return __builtin_ia32_pmaddwd256(pairs, ones) + x.x128;
+}
+#endif
 static inline float gen_screen_row(const unsigned char *w, const signed char *x, const float *sw,
                                    const float *sx, long bytes) {
     float r = 0;
@@ -121,18 +143,11 @@ static inline float gen_screen_row(const unsigned char *w, const signed char *x,
         r += (float)t * (sw[b] * sx[b]);
     }
 #elif defined(__AVX2__)
-    // Without VNNI: bytes widened to 16 bits, pairs of products summed into 32 (vpmaddwd).
+    // Without VNNI: 32 bytes at a time (gen_screen_dot32).
     gen_f32x8 acc = {0};
     for (; k < bytes; k += 64, b++) {
-        gen_int32x8 d = {0};
-        long end = k + 64 <= bytes ? k + 64 : bytes;
-        for (long i = k; i < end; i += 16) {
-            gen_u8x16 wv;
-            gen_i8x16 xv;
-            __builtin_memcpy(&wv, w + i, 16);
-            __builtin_memcpy(&xv, x + i, 16);
-            d += __builtin_ia32_pmaddwd256(__builtin_convertvector(wv, gen_i16x16), __builtin_convertvector(xv, gen_i16x16));
-        }
+        gen_int32x8 d = gen_screen_dot32(w + k, gen_screen_x(x + k));
+        if (k + 64 <= bytes) d += gen_screen_dot32(w + k + 32, gen_screen_x(x + k + 32));
         acc += __builtin_convertvector(d, gen_f32x8) * (sw[b] * sx[b]);
     }
     r = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
@@ -159,12 +174,25 @@ static inline void gen_screen_finish(float r, const float *sw, const float *as, 
     bound[n] = e;
 }
 
+// Rows n..n+3 finished from their lanes [h0 h1 h2 h3]: the lane sums by pairs, then
+// quadruples, then the two halves.
+static inline void gen_screen_finish4(gen_f32x8 h0, gen_f32x8 h1, gen_f32x8 h2, gen_f32x8 h3, const float *sw,
+                                      const float *as, const float *xterm, const float *qterm, const float *off,
+                                      long nb, long n, float *y, float *bound) {
+    gen_f32x8 p01 = __builtin_shufflevector(h0, h1, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(h0, h1, 1, 9, 3, 11, 5, 13, 7, 15);
+    gen_f32x8 p23 = __builtin_shufflevector(h2, h3, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(h2, h3, 1, 9, 3, 11, 5, 13, 7, 15);
+    gen_f32x8 q = __builtin_shufflevector(p01, p23, 0, 1, 8, 9, 4, 5, 12, 13) + __builtin_shufflevector(p01, p23, 2, 3, 10, 11, 6, 7, 14, 15);
+    float r[4] = {q[0] + q[4], q[1] + q[5], q[2] + q[6], q[3] + q[7]};
+    for (int i = 0; i < 4; i++) gen_screen_finish(r[i], sw, as, xterm, qterm, off, nb, n + i, y, bound);
+}
+
 // Rows n0..<n1 of the screen, each an estimate and its bound:
 //   y[n]     = Σ_b sw[n,b]·(sx[b]·Σ w·x over block b − off[b])
 //   bound[n] = Σ_b sw[n,b]·(xterm[b] + qterm[b]·as[n,b])
 // w: rows of `bytes` bytes as gen_screen_row reads them; sw, as: (rows, nb) floats (the rows'
 // scales and Σ|q| per block); x, sx, xterm, qterm, off: the input's bytes and per-block terms;
-// prefetch: fetch the rows two groups of four ahead (with VNNI; the faster on Intel's CPUs).
+// prefetch: fetch the rows two groups of four ahead (the faster on Intel's CPUs; without VNNI,
+// rows go four at a time only then).
 static inline void gen_screen_rows(const unsigned char *w, const signed char *x, const float *sw, const float *as,
                                    const float *sx, const float *xterm, const float *qterm, const float *off,
                                    long nb, long bytes, long n0, long n1, float *y, float *bound, int prefetch) {
@@ -208,12 +236,34 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
             h2 += __builtin_convertvector(__builtin_ia32_vpdpbusd256(zero, v2, xv), gen_f32x8) * (s2[b] * sx[b]);
             h3 += __builtin_convertvector(__builtin_ia32_vpdpbusd256(zero, v3, xv), gen_f32x8) * (s3[b] * sx[b]);
         }
-        // [h0 h1 h2 h3] lane sums: pairs, then quadruples, then the two halves.
-        gen_f32x8 p01 = __builtin_shufflevector(h0, h1, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(h0, h1, 1, 9, 3, 11, 5, 13, 7, 15);
-        gen_f32x8 p23 = __builtin_shufflevector(h2, h3, 0, 8, 2, 10, 4, 12, 6, 14) + __builtin_shufflevector(h2, h3, 1, 9, 3, 11, 5, 13, 7, 15);
-        gen_f32x8 q = __builtin_shufflevector(p01, p23, 0, 1, 8, 9, 4, 5, 12, 13) + __builtin_shufflevector(p01, p23, 2, 3, 10, 11, 6, 7, 14, 15);
-        float r[4] = {q[0] + q[4], q[1] + q[5], q[2] + q[6], q[3] + q[7]};
-        for (int i = 0; i < 4; i++) gen_screen_finish(r[i], sw, as, xterm, qterm, off, nb, n + i, y, bound);
+        gen_screen_finish4(h0, h1, h2, h3, sw, as, xterm, qterm, off, nb, n, y, bound);
+    }
+#elif defined(__AVX2__)
+    // With prefetch, four rows at a time, x's 32 bytes prepared once for the four
+    // (gen_screen_dot32), and the rows two groups ahead fetched as with VNNI; without, one row
+    // after another, a single stream.
+    for (; prefetch && n + 4 <= n1; n += 4) {
+        const unsigned char *w0 = w + n * bytes, *w1 = w0 + bytes, *w2 = w1 + bytes, *w3 = w2 + bytes;
+        const float *s0 = sw + n * nb, *s1 = s0 + nb, *s2 = s1 + nb, *s3 = s2 + nb;
+        const char *ahead = (const char *)(w0 + 8 * bytes);
+        gen_f32x8 h0 = {0}, h1 = {0}, h2 = {0}, h3 = {0};
+        for (long k = 0, b = 0; k < bytes; k += 64, b++) {
+            gen_prefetch(ahead + 4 * k, 1); gen_prefetch(ahead + 4 * k + 64, 1);
+            if (k + 64 <= bytes) { gen_prefetch(ahead + 4 * k + 128, 1); gen_prefetch(ahead + 4 * k + 192, 1); }
+            gen_screen_x32 xa = gen_screen_x(x + k);
+            gen_int32x8 d0 = gen_screen_dot32(w0 + k, xa), d1 = gen_screen_dot32(w1 + k, xa);
+            gen_int32x8 d2 = gen_screen_dot32(w2 + k, xa), d3 = gen_screen_dot32(w3 + k, xa);
+            if (k + 64 <= bytes) {
+                gen_screen_x32 xb = gen_screen_x(x + k + 32);
+                d0 += gen_screen_dot32(w0 + k + 32, xb); d1 += gen_screen_dot32(w1 + k + 32, xb);
+                d2 += gen_screen_dot32(w2 + k + 32, xb); d3 += gen_screen_dot32(w3 + k + 32, xb);
+            }
+            h0 += __builtin_convertvector(d0, gen_f32x8) * (s0[b] * sx[b]);
+            h1 += __builtin_convertvector(d1, gen_f32x8) * (s1[b] * sx[b]);
+            h2 += __builtin_convertvector(d2, gen_f32x8) * (s2[b] * sx[b]);
+            h3 += __builtin_convertvector(d3, gen_f32x8) * (s3[b] * sx[b]);
+        }
+        gen_screen_finish4(h0, h1, h2, h3, sw, as, xterm, qterm, off, nb, n, y, bound);
     }
 #endif
     for (; n < n1; n++) gen_screen_finish(gen_screen_row(w + n * bytes, x, sw + n * nb, sx, bytes), sw, as, xterm, qterm, off, nb, n, y, bound);
