@@ -279,10 +279,26 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
 
 // The first n (1 ≤ n ≤ 16) floats at p in the low lanes of a vector and `fill` in the others,
 // and v's first n lanes to p: nothing past p[n-1] is read or written (masked moves with
-// 512-bit vectors, lane by lane without).
+// 512-bit vectors, two of AVX's 8-lane ones with AVX2, lane by lane without).
+#if !defined(__AVX512F__) && defined(__AVX__)
+// AVX's masked moves (vmaskmovps) take 8 lanes: lanes i of the two halves where i < n and
+// i + 8 < n. Masked-out lanes are neither read nor written (and do not fault).
+static inline gen_int32x8 gen_first8_mask(long n) {
+    const gen_int32x8 lanes = {0, 1, 2, 3, 4, 5, 6, 7};
+    return lanes < (gen_int32x8){0} + (int)n;
+}
+#endif
 static inline gen_float16 gen_load_first16(const float *p, long n, float fill) {
 #if defined(__AVX512F__)
     return __builtin_ia32_loadups512_mask(p, (gen_float16)(fill), (unsigned short)((1u << n) - 1));
+#elif defined(__AVX__)
+    gen_int32x8 m0 = gen_first8_mask(n), m1 = gen_first8_mask(n - 8);
+    gen_f32x8 f = (gen_f32x8){0} + fill;
+    gen_f32x8 lo = __builtin_ia32_maskloadps256((const gen_f32x8 *)p, m0);
+    gen_f32x8 hi = n > 8 ? __builtin_ia32_maskloadps256((const gen_f32x8 *)(p + 8), m1) : f;
+    lo = __builtin_ia32_blendvps256(f, lo, (gen_f32x8)m0);
+    hi = __builtin_ia32_blendvps256(f, hi, (gen_f32x8)m1);
+    return (gen_float16)__builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 #else
     gen_float16 v = fill;
     for (long i = 0; i < n; i++) v[i] = p[i];
@@ -292,6 +308,11 @@ static inline gen_float16 gen_load_first16(const float *p, long n, float fill) {
 static inline void gen_store_first16(float *p, gen_float16 v, long n) {
 #if defined(__AVX512F__)
     __builtin_ia32_storeups512_mask(p, v, (unsigned short)((1u << n) - 1));
+#elif defined(__AVX__)
+    gen_f32x8 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
+    gen_f32x8 hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    __builtin_ia32_maskstoreps256((gen_f32x8 *)p, gen_first8_mask(n), lo);
+    if (n > 8) __builtin_ia32_maskstoreps256((gen_f32x8 *)(p + 8), gen_first8_mask(n - 8), hi);
 #else
     for (long i = 0; i < n; i++) p[i] = v[i];
 #endif
