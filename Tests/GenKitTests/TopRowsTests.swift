@@ -222,9 +222,11 @@ import Foundation
 
     /// The screen's bounds hold for every row: |full product − approximation| ≤ bound, with
     /// the bound below the spread of the logits (else plain sampling would turn most draws down).
-    @Test(arguments: [288, 200, 768])
-    func approximationsAreWithinTheirBounds(_ K: Int) {
-        let N = 1200
+    /// Both of the screen's paths: rows fetched ahead (four at a time) and not (one at a time
+    /// without VNNI), whichever this CPU would take.
+    @Test(arguments: [288, 200, 768], [false, true])
+    func approximationsAreWithinTheirBounds(_ K: Int, fetchingAhead: Bool) {
+        let N = 1202
         var rng = Random(seed: UInt64(K))
         for flavour in 0..<2 {
             var w = (0..<(N * K)).map { _ in Float(rng.nextNormal()) * 0.05 }
@@ -237,7 +239,8 @@ import Foundation
             var y = [Float](repeating: 0, count: N), bound = [Float](repeating: 0, count: N)
             var scratch = [Float](repeating: 0, count: TopRows.approximateScratchCount(K: K))
             let absSums = absoluteSums(q: q, K: K, N: N)
-            TopRows.approximate(&y, bound: &bound, x, q: q, scales: s, absSums: absSums, K: K, N: N, scratch: &scratch)
+            TopRows.approximate(&y, bound: &bound, x, q: q, scales: s, absSums: absSums, K: K, N: N, scratch: &scratch,
+                                fetchingAhead: fetchingAhead)
             var outside = 0, tightest = Float.infinity
             for n in 0..<N {
                 if abs(full[n] - y[n]) > bound[n] { outside += 1 }

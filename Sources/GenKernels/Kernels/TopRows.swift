@@ -49,12 +49,16 @@ public enum TopRows {
     /// The screen alone: each row's approximation y (N) and its bound (N), |W·x − y| ≤ bound
     /// row by row (the exact product's bits are `Matmul.dot(row:)`'s, for any row one needs).
     /// Plain sampling reads nothing else of the output layer but the rows it draws.
+    /// `fetchingAhead`: whether the rows are fetched two groups ahead (and, without VNNI, taken
+    /// four at a time); nil for the CPU's choice (a test asks for each path).
     public static func approximate(_ y: UnsafeMutablePointer<Float>, bound: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                    q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, absSums: UnsafePointer<Float>,
-                                   K: Int, N: Int, scratch: UnsafeMutablePointer<Float>) {
+                                   K: Int, N: Int, scratch: UnsafeMutablePointer<Float>,
+                                   fetchingAhead: Bool? = nil) {
         let screen = prepare(x, K: K, scratch: scratch)
         Parallel.forRanges((N + 3) / 4, minimumPerThread: 8,
-                           Approximate(q: q, scales: scales, absSums: absSums, screen: screen, N: N, y: y, bound: bound))
+                           Approximate(q: q, scales: scales, absSums: absSums, screen: screen, N: N, y: y, bound: bound,
+                                       fetchingAhead: fetchingAhead ?? Int8Blocks.temporalPrefetch))
     }
 
     /// x rounded to 8 bits per block and the per-block terms of the screen's estimates and
@@ -140,11 +144,13 @@ public enum TopRows {
         let screen: Input
         let N: Int
         let y, bound: UnsafeMutablePointer<Float>
+        let fetchingAhead: Bool
 
         init(q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, absSums: UnsafePointer<Float>, screen: Input, N: Int,
-             y: UnsafeMutablePointer<Float>, bound: UnsafeMutablePointer<Float>) {
+             y: UnsafeMutablePointer<Float>, bound: UnsafeMutablePointer<Float>, fetchingAhead: Bool = Int8Blocks.temporalPrefetch) {
             self.q = UnsafeRawPointer(q).assumingMemoryBound(to: UInt8.self)   // the C kernel's bytes
             (self.scales, self.absSums, self.screen, self.N, self.y, self.bound) = (scales, absSums, screen, N, y, bound)
+            self.fetchingAhead = fetchingAhead
         }
 
         func run(_ groups: Range<Int>) { rows(groups.lowerBound * 4, min(N, groups.upperBound * 4)) }
@@ -152,7 +158,7 @@ public enum TopRows {
         @inline(__always) func rows(_ n0: Int, _ n1: Int) {
             let s = screen
             gen_screen_rows(q, s.xq, scales, absSums, s.t, s.xTerm, s.qTerm, s.offset, s.nb, s.stride,
-                            n0, n1, y, bound, Int8Blocks.temporalPrefetch ? 1 : 0)
+                            n0, n1, y, bound, fetchingAhead ? 1 : 0)
         }
     }
 
