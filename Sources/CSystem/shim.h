@@ -269,8 +269,7 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
     for (; n < n1; n++) gen_screen_finish(gen_screen_row(w + n * bytes, x, sw + n * nb, sx, bytes), sw, as, xterm, qterm, off, nb, n, y, bound);
 }
 
-// Whether the build's vector unit has 512-bit registers (the transposer's 16x16 tiles in Swift
-// are then single registers); without them, gen_transpose_band16 does the work in 8x8 tiles.
+// Whether the build's vector unit has 512-bit registers (a Float32x16 is then one register).
 #if defined(__AVX512F__)
 #define GEN_VECTORS_512 1
 #else
@@ -319,8 +318,29 @@ static inline void gen_store_first16(float *p, gen_float16 v, long n) {
 }
 
 // A band of 16 source rows transposed: dst[n*ldd + i] = src[i*lds + n] for i in 0..<16 and n in
-// 0..<n1 (a multiple of 8), by 8x8 tiles in registers (unpack, shuffle, swap 128-bit halves);
-// each destination row gets its 16 values as one 64-byte run.
+// 0..<n1 (a multiple of 16), each destination row getting its 16 values as one 64-byte run.
+// With 512-bit vectors by 16x16 tiles in registers: four perfect unshuffles, each rotating an
+// element's 8-bit address (row, column) right by one bit, so that four swap row and column.
+// Without, by 8x8 tiles (unpack, shuffle, swap 128-bit halves).
+#if defined(__AVX512F__)
+static inline void gen_transpose_band16(const float *src, long lds, float *dst, long ldd, long n1) {
+    for (long n0 = 0; n0 < n1; n0 += 16) {
+        gen_f32x16 a[16], b[16];
+        for (int i = 0; i < 16; i++) __builtin_memcpy(&a[i], src + i * lds + n0, 64);
+        for (int round = 0; round < 2; round++) {
+            for (int i = 0; i < 8; i++) {
+                b[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                b[i + 8] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            }
+            for (int i = 0; i < 8; i++) {
+                a[i] = __builtin_shufflevector(b[2 * i], b[2 * i + 1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                a[i + 8] = __builtin_shufflevector(b[2 * i], b[2 * i + 1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            }
+        }
+        for (int j = 0; j < 16; j++) __builtin_memcpy(dst + (n0 + j) * ldd, &a[j], 64);
+    }
+}
+#else
 static inline void gen_transpose_band16(const float *src, long lds, float *dst, long ldd, long n1) {
     for (long n0 = 0; n0 < n1; n0 += 8) {
         for (int h = 0; h < 16; h += 8) {
@@ -360,4 +380,5 @@ static inline void gen_transpose_band16(const float *src, long lds, float *dst, 
         }
     }
 }
+#endif
 #endif

@@ -184,8 +184,8 @@ public enum Matmul {
         gemm(false, true, M: M, N: N, K: K, inp, lda: K, weight, ldb: K, beta: fill(out, bias, M: M, N: N), out, ldc: N)
     }
 
-    /// dst (N,K) = srcᵀ, src (K,N): by 16×16 tiles transposed in registers, split across the
-    /// pool by blocks of 16 dst rows (src columns), so that each thread writes its own
+    /// dst (N,K) = srcᵀ, src (K,N): by tiles transposed in registers (`gen_transpose_band16`),
+    /// split across the pool by blocks of 16 dst rows (src columns), so that each thread writes its own
     /// contiguous part of dst — a fresh buffer's pages are then faulted in (zeroed) by both
     /// threads at once, where bands of src rows had each thread touch every page. Each thread
     /// walks bands of 16 src rows, reading its columns of them in order (16 runs the prefetchers
@@ -202,43 +202,19 @@ public enum Matmul {
             let c0 = blocks.lowerBound * 16, c1 = min(N, blocks.upperBound * 16)
             // Columns c0..<whole go by tiles, whole..<c1 (the matrix's last, partial block) one by one.
             let whole = c0 + (c1 - c0) / 16 * 16
-            withUnsafeTemporaryAllocation(of: Float32x16.self, capacity: 32) { t in
-                let a = t.baseAddress!, b = a + 16
-                var k0 = 0
-                while k0 + 16 <= K {
-                    if GEN_VECTORS_512 == 0 {
-                        gen_transpose_band16(src + k0 * N + c0, N, dst + c0 * K + k0, K, whole - c0)
-                    } else {
-                        var n0 = c0
-                        while n0 < whole {
-                            for i in 0..<16 { a[i] = load16(src + (k0 + i) * N + n0) }
-                            // Four perfect unshuffles: each rotates the element's 8-bit address
-                            // (row, column) right by one bit, so four of them swap row and column.
-                            for _ in 0..<2 {
-                                for i in 0..<8 {
-                                    b[i] = Float32x16(lowHalf: a[2 * i].evenHalf, highHalf: a[2 * i + 1].evenHalf)
-                                    b[i + 8] = Float32x16(lowHalf: a[2 * i].oddHalf, highHalf: a[2 * i + 1].oddHalf)
-                                }
-                                for i in 0..<8 {
-                                    a[i] = Float32x16(lowHalf: b[2 * i].evenHalf, highHalf: b[2 * i + 1].evenHalf)
-                                    a[i + 8] = Float32x16(lowHalf: b[2 * i].oddHalf, highHalf: b[2 * i + 1].oddHalf)
-                                }
-                            }
-                            for j in 0..<16 { store16(a[j], dst + (n0 + j) * K + k0) }
-                            n0 += 16
-                        }
-                    }
-                    for n in whole..<c1 {
-                        let d = dst + n * K
-                        for k in k0..<(k0 + 16) { d[k] = src[k * N + n] }
-                    }
-                    k0 += 16
-                }
-                // The last rows of src (K not a multiple of 16).
-                for n in c0..<c1 {
+            var k0 = 0
+            while k0 + 16 <= K {
+                gen_transpose_band16(src + k0 * N + c0, N, dst + c0 * K + k0, K, whole - c0)
+                for n in whole..<c1 {
                     let d = dst + n * K
-                    for k in k0..<K { d[k] = src[k * N + n] }
+                    for k in k0..<(k0 + 16) { d[k] = src[k * N + n] }
                 }
+                k0 += 16
+            }
+            // The last rows of src (K not a multiple of 16).
+            for n in c0..<c1 {
+                let d = dst + n * K
+                for k in k0..<K { d[k] = src[k * N + n] }
             }
         }
     }
