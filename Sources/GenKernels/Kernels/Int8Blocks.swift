@@ -147,8 +147,8 @@ public enum Int8Blocks {
                 let s = Float(bitPattern: m.max()) / 127
                 let inverse: Float = s > 0 ? 1 / s : 0
                 scales[n * nb + b] = s
-                absSums?[n * nb + b] = gen_absolute_sum64(gen_round16(v0 * inverse), gen_round16(v1 * inverse),
-                                                   gen_round16(v2 * inverse), gen_round16(v3 * inverse))
+                // Σ|q| as the values are rounded (small integers: exact in any order).
+                var absolute: Float = 0
                 var k = k0
                 if r >= 32 {   // value 8j+i of the 32 in byte 4i+j: lane i of the j-th run of 8
                     let u0 = gen_round16(gen_load_first16(p, 8, 0) * inverse), u1 = gen_round16(gen_load_first16(p + 8, 8, 0) * inverse)
@@ -158,14 +158,17 @@ public enum Int8Blocks {
                         gen_store_first16(p, u0 * s, 8); gen_store_first16(p + 8, u1 * s, 8)
                         gen_store_first16(p + 16, u2 * s, 8); gen_store_first16(p + 24, u3 * s, 8)
                     }
+                    absolute = gen_absolute_sum64(u0, u1, u2, u3)
                     k += 32
                 }
                 while k < K {   // the rest in order
                     let v = (row[k] * inverse).rounded()
                     qRow[k] = Int8(bitPattern: UInt8(v + 128))
                     if roundingWeights { row[k] = v * s }
+                    absolute += abs(v)
                     k += 1
                 }
+                absSums?[n * nb + b] = absolute
             }
         }
     }
