@@ -147,7 +147,7 @@ public enum TopRows {
         let fetchingAhead: Bool
 
         init(q: UnsafePointer<Int8>, scales: UnsafePointer<Float>, absSums: UnsafePointer<Float>, screen: Input, N: Int,
-             y: UnsafeMutablePointer<Float>, bound: UnsafeMutablePointer<Float>, fetchingAhead: Bool = Int8Blocks.temporalPrefetch) {
+             y: UnsafeMutablePointer<Float>, bound: UnsafeMutablePointer<Float>, fetchingAhead: Bool) {
             self.q = UnsafeRawPointer(q).assumingMemoryBound(to: UInt8.self)   // the C kernel's bytes
             (self.scales, self.absSums, self.screen, self.N, self.y, self.bound) = (scales, absSums, screen, N, y, bound)
             self.fetchingAhead = fetchingAhead
@@ -176,7 +176,8 @@ public enum TopRows {
                         absSums: UnsafePointer<Float>, screen: Input, K: Int, N: Int,
                         lists: UnsafeMutablePointer<Float>) -> Bool {
         let parts = min(Parallel.threads, Largest.parts, max(1, N / 256))
-        let kernel = Largest(screen: Approximate(q: q, scales: scales, absSums: absSums, screen: screen, N: N, y: y, bound: bound),
+        let kernel = Largest(screen: Approximate(q: q, scales: scales, absSums: absSums, screen: screen, N: N, y: y, bound: bound,
+                                                 fetchingAhead: Int8Blocks.temporalPrefetch),
                              parts: parts, lists: lists)
         Parallel.forRanges(parts, kernel)
         var floor = -Float.infinity
