@@ -119,6 +119,20 @@ static inline gen_int32x8 gen_screen_dot32(const unsigned char *w, gen_screen_x3
     return __builtin_ia32_pmaddwd256(pairs, ones) + x.x128;
 }
 #endif
+#if defined(__AVX2__) && !(defined(__AVX512VNNI__) && defined(__AVX512VL__))
+// One row without VNNI, 32 bytes at a time (gen_screen_dot32), x's chunks prepared (xs[k/32]).
+static inline float gen_screen_row_avx2(const unsigned char *w, const gen_screen_x32 *xs, const float *sw,
+                                        const float *sx, long bytes) {
+    gen_f32x8 acc = {0};
+    for (long k = 0, b = 0; k < bytes; k += 64, b++) {
+        gen_int32x8 d = gen_screen_dot32(w + k, xs[k / 32]);
+        if (k + 64 <= bytes) d += gen_screen_dot32(w + k + 32, xs[k / 32 + 1]);
+        acc += __builtin_convertvector(d, gen_f32x8) * (sw[b] * sx[b]);
+    }
+    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+}
+#endif
+// One row with VNNI, or one value at a time without AVX2.
 static inline float gen_screen_row(const unsigned char *w, const signed char *x, const float *sw,
                                    const float *sx, long bytes) {
     float r = 0;
@@ -142,15 +156,6 @@ static inline float gen_screen_row(const unsigned char *w, const signed char *x,
         for (int i = 0; i < 8; i++) t += d[i];
         r += (float)t * (sw[b] * sx[b]);
     }
-#elif defined(__AVX2__)
-    // Without VNNI: 32 bytes at a time (gen_screen_dot32).
-    gen_f32x8 acc = {0};
-    for (; k < bytes; k += 64, b++) {
-        gen_int32x8 d = gen_screen_dot32(w + k, gen_screen_x(x + k));
-        if (k + 64 <= bytes) d += gen_screen_dot32(w + k + 32, gen_screen_x(x + k + 32));
-        acc += __builtin_convertvector(d, gen_f32x8) * (sw[b] * sx[b]);
-    }
-    r = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 #else
     for (; k < bytes; k += 64, b++) {
         int t = 0;
@@ -239,9 +244,11 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
         gen_screen_finish4(h0, h1, h2, h3, sw, as, xterm, qterm, off, nb, n, y, bound);
     }
 #elif defined(__AVX2__)
-    // With prefetch, four rows at a time, x's 32 bytes prepared once for the four
-    // (gen_screen_dot32), and the rows two groups ahead fetched as with VNNI; without, one row
-    // after another, a single stream.
+    // x's 32-byte chunks prepared once for every row (gen_screen_dot32). With prefetch, four
+    // rows at a time and the rows two groups ahead fetched, as with VNNI; without, one row after
+    // another, a single stream.
+    gen_screen_x32 xs[bytes / 32];
+    for (long c = 0; c < bytes / 32; c++) xs[c] = gen_screen_x(x + 32 * c);
     for (; prefetch && n + 4 <= n1; n += 4) {
         const unsigned char *w0 = w + n * bytes, *w1 = w0 + bytes, *w2 = w1 + bytes, *w3 = w2 + bytes;
         const float *s0 = sw + n * nb, *s1 = s0 + nb, *s2 = s1 + nb, *s3 = s2 + nb;
@@ -250,11 +257,11 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
         for (long k = 0, b = 0; k < bytes; k += 64, b++) {
             gen_prefetch(ahead + 4 * k, 1); gen_prefetch(ahead + 4 * k + 64, 1);
             if (k + 64 <= bytes) { gen_prefetch(ahead + 4 * k + 128, 1); gen_prefetch(ahead + 4 * k + 192, 1); }
-            gen_screen_x32 xa = gen_screen_x(x + k);
+            gen_screen_x32 xa = xs[k / 32];
             gen_int32x8 d0 = gen_screen_dot32(w0 + k, xa), d1 = gen_screen_dot32(w1 + k, xa);
             gen_int32x8 d2 = gen_screen_dot32(w2 + k, xa), d3 = gen_screen_dot32(w3 + k, xa);
             if (k + 64 <= bytes) {
-                gen_screen_x32 xb = gen_screen_x(x + k + 32);
+                gen_screen_x32 xb = xs[k / 32 + 1];
                 d0 += gen_screen_dot32(w0 + k + 32, xb); d1 += gen_screen_dot32(w1 + k + 32, xb);
                 d2 += gen_screen_dot32(w2 + k + 32, xb); d3 += gen_screen_dot32(w3 + k + 32, xb);
             }
@@ -265,6 +272,8 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
         }
         gen_screen_finish4(h0, h1, h2, h3, sw, as, xterm, qterm, off, nb, n, y, bound);
     }
+    for (; n < n1; n++) gen_screen_finish(gen_screen_row_avx2(w + n * bytes, xs, sw + n * nb, sx, bytes), sw, as, xterm, qterm, off, nb, n, y, bound);
+    return;
 #endif
     for (; n < n1; n++) gen_screen_finish(gen_screen_row(w + n * bytes, x, sw + n * nb, sx, bytes), sw, as, xterm, qterm, off, nb, n, y, bound);
 }
