@@ -39,15 +39,17 @@ let package = Package(
             dependencies: ["GenKit", "CSystem"],
             swiftSettings: native
         ),
+        // Scratch folders for both test targets.
+        .target(name: "TestScratch", path: "Tests/TestScratch"),
         .testTarget(
             name: "GenKitTests",
-            dependencies: ["GenKit", "GenKernels"],
+            dependencies: ["GenKit", "GenKernels", "TestScratch"],
             resources: [.copy("Fixtures")],
             swiftSettings: native
         ),
         .testTarget(
             name: "GenCLITests",
-            dependencies: ["GenKit", "GenKernels", "gen"]
+            dependencies: ["GenKit", "GenKernels", "gen", "TestScratch"]
         ),
     ],
     swiftLanguageModes: [.v5]

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import GenKit
 import GenKernels
+import TestScratch
 
 @Suite struct HelpAndUsageTests {
     @Test func versionAndHelp() throws {

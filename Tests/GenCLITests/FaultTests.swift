@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import GenKit
+import TestScratch
 
 /// Each class of fault an adversarial user found, through the binary: nothing the user had is
 /// lost or overwritten, nothing crashes, every error is one line.

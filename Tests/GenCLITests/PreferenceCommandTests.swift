@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import GenKit
+import TestScratch
 
 /// `gen review` (with a judge program, and with keys typed on a pseudo-terminal) and
 /// `gen prefer` (full and LoRA, resume, bad input), through the binary.

@@ -1,5 +1,6 @@
 import Foundation
 import GenKit
+import TestScratch
 
 /// The `gen` binary built beside this test bundle.
 let genBinary: String = {
@@ -26,22 +27,6 @@ struct RunResult {
 @discardableResult
 func gen(_ args: [String], stdin: String? = nil, stdinData: Data? = nil, cwd: URL? = nil, env: [String: String] = [:]) throws -> RunResult {
     try run(genBinary, args, stdin: stdinData ?? stdin.map { Data($0.utf8) } ?? Data(), cwd: cwd, env: env)
-}
-
-/// The folder under which every test's scratch files go: one per test process, removed when the
-/// process exits, so a run leaves nothing behind in the temporary folder.
-let scratchRoot: URL = {
-    let u = FileManager.default.temporaryDirectory.appendingPathComponent("gen-tests-\(UUID().uuidString)")
-    try! FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
-    atexit { try? FileManager.default.removeItem(at: scratchRoot) }
-    return u
-}()
-
-/// A fresh folder under `scratchRoot`.
-func tempDir() -> URL {
-    let u = scratchRoot.appendingPathComponent(UUID().uuidString)
-    try! FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
-    return u
 }
 
 /// The first `bytes` bytes of the default corpus (cut at a line end), written into `dir`.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import GenKit
+import TestScratch
 
 /// Hugging Face models through the binary: export and read back, every command on a folder,
 /// and a GPT-2 124M-shaped model (random weights, written here) loaded, sampled and finetuned.

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import GenKit
 import GenKernels
+import TestScratch
 
 /// Byte-level BPE against Hugging Face `tokenizers` (fixtures from scripts/bpe_reference.py):
 /// the same ids, token for token, on prose, code, numbers, whitespace runs, contractions,

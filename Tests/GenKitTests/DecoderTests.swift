@@ -1,6 +1,7 @@
 import Testing
 import GenKit
 import GenKernels
+import TestScratch
 
 /// KV-cache decoding against the full forward pass.
 @Suite struct DecoderTests {

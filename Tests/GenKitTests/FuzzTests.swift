@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import GenKit
 import GenKernels
+import TestScratch
 
 /// Mutated checkpoints, state files and tokenizer.json files, read in process: each one loads
 /// or throws a `GenError`; a crash fails the whole suite.

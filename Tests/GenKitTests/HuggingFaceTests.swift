@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import GenKit
 import GenKernels
+import TestScratch
 
 /// Hugging Face GPT-2 folders written by transformers (`scripts/hf_fixtures.py`): gen's logits
 /// equal transformers' for every layout and variant, and its tokenizer gives their ids.

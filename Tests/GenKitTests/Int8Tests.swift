@@ -2,6 +2,7 @@ import Testing
 import GenKit
 import GenKernels
 import Foundation
+import TestScratch
 
 /// Weights in 8 bits: the rounding, the matrix-vector kernel that reads them, and a decoder on
 /// them against the full forward pass of the rounded model.

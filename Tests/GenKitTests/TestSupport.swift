@@ -2,6 +2,7 @@ import Foundation
 import GenKit
 import GenKernels
 import Testing
+import TestScratch
 
 /// Max-norm relative difference: max|a - b| / max|b| (0 when both are zero).
 func relativeError(_ a: [Float], _ b: [Float]) -> Float {
@@ -29,22 +30,6 @@ func absoluteSums(q: [Int8], K: Int, N: Int) -> [Float] {
         }
     }
     return sums
-}
-
-/// The folder under which every test's scratch files go: one per test process, removed when the
-/// process exits, so a run leaves nothing behind in the temporary folder.
-let scratchRoot: URL = {
-    let u = FileManager.default.temporaryDirectory.appendingPathComponent("gen-tests-\(UUID().uuidString)")
-    try! FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
-    atexit { try? FileManager.default.removeItem(at: scratchRoot) }
-    return u
-}()
-
-/// A fresh folder under `scratchRoot`.
-func tempDir() -> URL {
-    let u = scratchRoot.appendingPathComponent(UUID().uuidString)
-    try! FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
-    return u
 }
 
 /// The mask a dropout stream applies, entries 0..<n (the stream applied to ones).

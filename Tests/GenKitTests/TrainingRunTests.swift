@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import GenKit
 import GenKernels
+import TestScratch
 
 /// A `TrainingRun` driven from the library alone: its events, checkpoints, stop and resume,
 /// and the seams (what trains, the gradient hook).
