@@ -88,7 +88,8 @@ struct ReviewOptions {
         let ck = try loadModel(from, adapter: adapter, weights: weights, forDecoding: true)
         let generator = try Generator(model: ck.model, tokenizer: ck.tokenizer, parameters: parameters, seed: seed, threads: threads)
         // OpenBLAS only when a prompt needs it, as `gen sample` loads it.
-        if try prompts.contains(where: { generator.multipliesMatrices(promptTokens: try ck.tokenizer.encode($0).count, maxTokens: maxTokens) }) {
+        let encoded = try prompts.map { try ck.tokenizer.encode($0) }
+        if encoded.contains(where: { generator.multipliesMatrices(promptTokens: $0.count, maxTokens: maxTokens) }) {
             try loadMatrixKernel()
         }
         let pairs = try AppendFile(out), passed = try AppendFile(skippedPath)
@@ -99,8 +100,8 @@ struct ReviewOptions {
             already = 0
             // The samples of prompt i depend only on the seed and i.
             generator.sampler.random = Random(seed: seed &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15)
-            let first = try generator.generate(prompt, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS).text
-            let second = try generator.generate(prompt, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS).text
+            let first = generator.generate(tokens: encoded[i], maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS).text
+            let second = generator.generate(tokens: encoded[i], maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS).text
             let decision: Character
             if first == second {
                 decision = "="   // nothing to prefer

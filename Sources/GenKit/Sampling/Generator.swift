@@ -60,7 +60,14 @@ public final class Generator {
     @discardableResult
     public func generate(_ prompt: String, maxTokens: Int, stops: [String] = [], throughEndOfText: Bool = false,
                          onText: (String) -> Void = { _ in }) throws -> Completion {
-        var ids = try tokenizer.encode(prompt)
+        generate(tokens: try tokenizer.encode(prompt), maxTokens: maxTokens, stops: stops, throughEndOfText: throughEndOfText,
+                 onText: onText)
+    }
+
+    /// The same from a prompt already encoded (`tokenizer.encode`).
+    public func generate(tokens prompt: [Int32], maxTokens: Int, stops: [String] = [], throughEndOfText: Bool = false,
+                         onText: (String) -> Void = { _ in }) -> Completion {
+        var ids = prompt
         if ids.isEmpty {
             ids = [tokenizer.endOfText ?? tokenizer.newlineToken ?? Int32(sampler.random.nextInt(below: model.config.vocabSize))]
         }
