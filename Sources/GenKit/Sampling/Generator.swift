@@ -64,9 +64,11 @@ public final class Generator {
                  onText: onText)
     }
 
-    /// The same from a prompt already encoded (`tokenizer.encode`).
+    /// The same from a prompt already encoded (`tokenizer.encode`): token ids below the
+    /// vocabulary's size.
     public func generate(tokens prompt: [Int32], maxTokens: Int, stops: [String] = [], throughEndOfText: Bool = false,
                          onText: (String) -> Void = { _ in }) -> Completion {
+        precondition(prompt.allSatisfy { $0 >= 0 && Int($0) < model.config.vocabSize }, "a prompt token outside the vocabulary")
         var ids = prompt
         if ids.isEmpty {
             ids = [tokenizer.endOfText ?? tokenizer.newlineToken ?? Int32(sampler.random.nextInt(below: model.config.vocabSize))]
