@@ -198,6 +198,7 @@ static inline void gen_screen_finish4(gen_f32x8 h0, gen_f32x8 h1, gen_f32x8 h2, 
 // scales and Σ|q| per block); x, sx, xterm, qterm, off: the input's bytes and per-block terms;
 // prefetch: fetch the rows two groups of four ahead (the faster on Intel's CPUs; without VNNI,
 // rows go four at a time only then).
+#define GEN_SCREEN_CHUNKS 256
 static inline void gen_screen_rows(const unsigned char *w, const signed char *x, const float *sw, const float *as,
                                    const float *sx, const float *xterm, const float *qterm, const float *off,
                                    long nb, long bytes, long n0, long n1, float *y, float *bound, int prefetch) {
@@ -244,36 +245,40 @@ static inline void gen_screen_rows(const unsigned char *w, const signed char *x,
         gen_screen_finish4(h0, h1, h2, h3, sw, as, xterm, qterm, off, nb, n, y, bound);
     }
 #elif defined(__AVX2__)
-    // x's 32-byte chunks prepared once for every row (gen_screen_dot32). With prefetch, four
-    // rows at a time and the rows two groups ahead fetched, as with VNNI; without, one row after
-    // another, a single stream.
-    gen_screen_x32 xs[bytes / 32];
-    for (long c = 0; c < bytes / 32; c++) xs[c] = gen_screen_x(x + 32 * c);
-    for (; prefetch && n + 4 <= n1; n += 4) {
-        const unsigned char *w0 = w + n * bytes, *w1 = w0 + bytes, *w2 = w1 + bytes, *w3 = w2 + bytes;
-        const float *s0 = sw + n * nb, *s1 = s0 + nb, *s2 = s1 + nb, *s3 = s2 + nb;
-        const char *ahead = (const char *)(w0 + 8 * bytes);
-        gen_f32x8 h0 = {0}, h1 = {0}, h2 = {0}, h3 = {0};
-        for (long k = 0, b = 0; k < bytes; k += 64, b++) {
-            gen_prefetch(ahead + 4 * k, 1); gen_prefetch(ahead + 4 * k + 64, 1);
-            if (k + 64 <= bytes) { gen_prefetch(ahead + 4 * k + 128, 1); gen_prefetch(ahead + 4 * k + 192, 1); }
-            gen_screen_x32 xa = xs[k / 32];
-            gen_int32x8 d0 = gen_screen_dot32(w0 + k, xa), d1 = gen_screen_dot32(w1 + k, xa);
-            gen_int32x8 d2 = gen_screen_dot32(w2 + k, xa), d3 = gen_screen_dot32(w3 + k, xa);
-            if (k + 64 <= bytes) {
-                gen_screen_x32 xb = xs[k / 32 + 1];
-                d0 += gen_screen_dot32(w0 + k + 32, xb); d1 += gen_screen_dot32(w1 + k + 32, xb);
-                d2 += gen_screen_dot32(w2 + k + 32, xb); d3 += gen_screen_dot32(w3 + k + 32, xb);
+    // x's chunks on the stack, for rows of up to GEN_SCREEN_CHUNKS · 32 values (24 KB): wider
+    // rows (no output layer gen screens) take one value at a time below.
+    if (bytes / 32 <= GEN_SCREEN_CHUNKS) {
+        // x's 32-byte chunks prepared once for every row (gen_screen_dot32). With prefetch, four
+        // rows at a time and the rows two groups ahead fetched, as with VNNI; without, one row
+        // after another, a single stream.
+        gen_screen_x32 xs[bytes / 32];
+        for (long c = 0; c < bytes / 32; c++) xs[c] = gen_screen_x(x + 32 * c);
+        for (; prefetch && n + 4 <= n1; n += 4) {
+            const unsigned char *w0 = w + n * bytes, *w1 = w0 + bytes, *w2 = w1 + bytes, *w3 = w2 + bytes;
+            const float *s0 = sw + n * nb, *s1 = s0 + nb, *s2 = s1 + nb, *s3 = s2 + nb;
+            const char *ahead = (const char *)(w0 + 8 * bytes);
+            gen_f32x8 h0 = {0}, h1 = {0}, h2 = {0}, h3 = {0};
+            for (long k = 0, b = 0; k < bytes; k += 64, b++) {
+                gen_prefetch(ahead + 4 * k, 1); gen_prefetch(ahead + 4 * k + 64, 1);
+                if (k + 64 <= bytes) { gen_prefetch(ahead + 4 * k + 128, 1); gen_prefetch(ahead + 4 * k + 192, 1); }
+                gen_screen_x32 xa = xs[k / 32];
+                gen_int32x8 d0 = gen_screen_dot32(w0 + k, xa), d1 = gen_screen_dot32(w1 + k, xa);
+                gen_int32x8 d2 = gen_screen_dot32(w2 + k, xa), d3 = gen_screen_dot32(w3 + k, xa);
+                if (k + 64 <= bytes) {
+                    gen_screen_x32 xb = xs[k / 32 + 1];
+                    d0 += gen_screen_dot32(w0 + k + 32, xb); d1 += gen_screen_dot32(w1 + k + 32, xb);
+                    d2 += gen_screen_dot32(w2 + k + 32, xb); d3 += gen_screen_dot32(w3 + k + 32, xb);
+                }
+                h0 += __builtin_convertvector(d0, gen_f32x8) * (s0[b] * sx[b]);
+                h1 += __builtin_convertvector(d1, gen_f32x8) * (s1[b] * sx[b]);
+                h2 += __builtin_convertvector(d2, gen_f32x8) * (s2[b] * sx[b]);
+                h3 += __builtin_convertvector(d3, gen_f32x8) * (s3[b] * sx[b]);
             }
-            h0 += __builtin_convertvector(d0, gen_f32x8) * (s0[b] * sx[b]);
-            h1 += __builtin_convertvector(d1, gen_f32x8) * (s1[b] * sx[b]);
-            h2 += __builtin_convertvector(d2, gen_f32x8) * (s2[b] * sx[b]);
-            h3 += __builtin_convertvector(d3, gen_f32x8) * (s3[b] * sx[b]);
+            gen_screen_finish4(h0, h1, h2, h3, sw, as, xterm, qterm, off, nb, n, y, bound);
         }
-        gen_screen_finish4(h0, h1, h2, h3, sw, as, xterm, qterm, off, nb, n, y, bound);
+        for (; n < n1; n++) gen_screen_finish(gen_screen_row_avx2(w + n * bytes, xs, sw + n * nb, sx, bytes), sw, as, xterm, qterm, off, nb, n, y, bound);
+        return;
     }
-    for (; n < n1; n++) gen_screen_finish(gen_screen_row_avx2(w + n * bytes, xs, sw + n * nb, sx, bytes), sw, as, xterm, qterm, off, nb, n, y, bound);
-    return;
 #endif
     for (; n < n1; n++) gen_screen_finish(gen_screen_row(w + n * bytes, x, sw + n * nb, sx, bytes), sw, as, xterm, qterm, off, nb, n, y, bound);
 }

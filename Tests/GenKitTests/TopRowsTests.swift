@@ -223,8 +223,9 @@ import Foundation
     /// The screen's bounds hold for every row: |full product − approximation| ≤ bound, with
     /// the bound below the spread of the logits (else plain sampling would turn most draws down).
     /// Both of the screen's paths: rows fetched ahead (four at a time) and not (one at a time
-    /// without VNNI), whichever this CPU would take.
-    @Test(arguments: [288, 200, 768], [false, true])
+    /// without VNNI), whichever this CPU would take; and rows wider than the chunks of x that
+    /// the AVX2 path keeps on the stack (8256 values: one value at a time there).
+    @Test(arguments: [288, 200, 768, 8256], [false, true])
     func approximationsAreWithinTheirBounds(_ K: Int, fetchingAhead: Bool) {
         let N = 1202
         var rng = Random(seed: UInt64(K))
@@ -251,7 +252,8 @@ import Foundation
             let mean = full.reduce(0, +) / Float(N)
             let spread = (full.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(N)).squareRoot()
             let widest = bound.max()!
-            #expect(widest < spread, "K \(K) flavour \(flavour): bound \(widest), spread \(spread)")
+            // Narrower than the logits' spread at output layers' widths (the bound grows with K).
+            if K <= 1600 { #expect(widest < spread, "K \(K) flavour \(flavour): bound \(widest), spread \(spread)") }
         }
     }
 
