@@ -221,7 +221,8 @@ import Foundation
     }
 
     /// The screen's bounds hold for every row: |full product − approximation| ≤ bound, with
-    /// the bound below the spread of the logits (else plain sampling would turn most draws down).
+    /// the bound below the spread of the logits at output layers' widths (else plain sampling
+    /// would turn most draws down).
     /// Both of the screen's paths: rows fetched ahead (four at a time) and not (one at a time
     /// without VNNI), whichever this CPU would take; and rows wider than the chunks of x that
     /// the AVX2 path keeps on the stack (8256 values: one value at a time there).
