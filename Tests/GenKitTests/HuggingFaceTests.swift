@@ -67,6 +67,39 @@ import TestScratch
         }
     }
 
+    /// A config.json, tokenizer.json or adapter_config.json that is not a JSON object is refused
+    /// in one line naming the file and where the text stops being JSON, or what it holds.
+    @Test func malformedJSONFilesAreNamed() throws {
+        let dir = tempDir()
+        let path = dir.appendingPathComponent("config.json").path
+        func message(_ text: String, _ read: (String) throws -> Void) -> String {
+            do {
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                try read(path)
+                Issue.record("\(text) was read")
+            } catch let e as GenError { return e.message } catch { Issue.record("\(error)") }
+            return ""
+        }
+        let readers: [(String) throws -> Void] = [
+            { _ = try HuggingFaceGPT2.config(at: $0) },
+            { _ = try BPETokenizer.huggingFace(path: $0) },
+        ]
+        for read in readers {
+            let cut = message("{\"n_layer\": 2,\n \"n_head\": }", read)
+            #expect(cut == "\(path): invalid JSON at line 2, column 12: unexpected character", "\(cut)")
+            let array = message("[1, 2]", read)
+            #expect(array == "\(path): expected a JSON object, found an array", "\(array)")
+        }
+        let adapter = dir.appendingPathComponent("adapter_config.json").path
+        try "{\"r\": 8,".write(toFile: adapter, atomically: true, encoding: .utf8)
+        do {
+            _ = try LoRAAdapters.load(folder: dir.path, model: Checkpoint.load(Self.root + "/lmhead").model.config)
+            Issue.record("a cut adapter_config.json was read")
+        } catch let e as GenError {
+            #expect(e.message == "\(adapter): invalid JSON at column 9: expected a string key", "\(e.message)")
+        }
+    }
+
     /// gen's files written before version 2 (`format` = gen, `format_version` = 1) still load.
     @Test func readsVersionOneFiles() throws {
         let ck = try Checkpoint.load(Self.root + "/lmhead")

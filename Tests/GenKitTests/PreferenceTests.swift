@@ -109,8 +109,15 @@ import GenKernels
         do { _ = try PreferenceData(jsonLines: text, name: "p.jsonl", tokenizer: chars, context: 8) } catch let e as GenError {
             #expect(e.message.hasPrefix("p.jsonl line 3:"), "\(e.message)")
         }
-        do { _ = try PreferenceData(jsonLines: "{\"prompt\":\"a\"}", name: "p.jsonl", tokenizer: chars, context: 8) } catch let e as GenError {
-            #expect(e.message.hasPrefix("p.jsonl line 1: expected a JSON object"), "\(e.message)")
+        for (lines, expected) in [("{\"prompt\":\"a\"}", "p.jsonl line 1: expected a JSON object with strings"),
+                                  ("\n{\"prompt\": \"a\", chosen}", "p.jsonl line 2: invalid JSON at column 17: expected a string key"),
+                                  ("[\"a\", \"b\", \"c\"]", "p.jsonl line 1: expected a JSON object, found an array")] {
+            do {
+                _ = try PreferenceData(jsonLines: lines, name: "p.jsonl", tokenizer: chars, context: 8)
+                Issue.record("\(lines) was read")
+            } catch let e as GenError {
+                #expect(e.message.hasPrefix(expected), "\(e.message)")
+            }
         }
         let data = try PreferenceData(jsonLines: String(text.split(separator: "\n")[0]), name: "p", tokenizer: chars, context: 8)
         #expect(data.pairs.count == 1 && data.length == 2)

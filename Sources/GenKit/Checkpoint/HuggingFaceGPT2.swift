@@ -85,10 +85,8 @@ public enum HuggingFaceGPT2 {
     /// GPT-2's config.json as a `GPTConfig`.
     /// - Throws: `GenError` naming the key of a variant gen does not compute.
     public static func config(at path: String) throws -> GPTConfig {
-        guard let data = FileManager.default.contents(atPath: path),
-              let o = (try? JSON.parse(data))?.object else {
-            throw GenError("\(path) is not JSON")
-        }
+        guard let data = FileManager.default.contents(atPath: path) else { throw GenError("cannot read \(path)") }
+        let o = try JSON.object(data, name: path)
         func int(_ key: String) throws -> Int {
             guard let v = o[key]?.int else { throw GenError("\(path): \(key) is missing or not an integer") }
             return v

@@ -157,10 +157,10 @@ extension LoRAAdapters {
     ///   trained biases), a missing tensor or a wrong shape.
     public static func load(folder: String, model: GPTConfig) throws -> LoRAAdapters {
         let configPath = folder + "/adapter_config.json"
-        guard let data = FileManager.default.contents(atPath: configPath),
-              let o = try? JSON.parse(data), o.object != nil else {
+        guard let data = FileManager.default.contents(atPath: configPath) else {
             throw GenError("\(folder) is not a PEFT adapter folder (no readable adapter_config.json)")
         }
+        let o = try JSON.object(data, name: configPath)
         guard o["peft_type"]?.string == "LORA" else { throw GenError("\(configPath): peft_type is not LORA") }
         guard let r = o["r"]?.int, let alpha = o["lora_alpha"]?.double.map(Float.init) else {
             throw GenError("\(configPath): r or lora_alpha is missing")

@@ -40,6 +40,35 @@ public enum JSON: Equatable, Sendable {
         public var description: String { "invalid JSON at byte \(offset): \(reason)" }
     }
 
+    /// The JSON object `text` holds, for a message's `name` (a file, or a file's line).
+    /// - Throws: `GenError` naming `name`: where the text stops being JSON (line and column,
+    ///   from 1, as an editor shows them; the column alone for text of one line), or what it
+    ///   holds instead of an object.
+    public static func object<Bytes: Collection>(_ text: Bytes, name: String) throws -> [String: JSON] where Bytes.Element == UInt8 {
+        let value: JSON
+        do { value = try parse(text) } catch let e as ParseError {
+            let before = Array(text.prefix(e.offset)), newline = UInt8(ascii: "\n")
+            let line = 1 + before.count(where: { $0 == newline })
+            let column = e.offset - (before.lastIndex(of: newline).map { $0 + 1 } ?? 0) + 1
+            let at = text.contains(newline) ? "line \(line), column \(column)" : "column \(column)"
+            throw GenError("\(name): invalid JSON at \(at): \(e.reason)")
+        }
+        guard let o = value.object else { throw GenError("\(name): expected a JSON object, found \(value.kind)") }
+        return o
+    }
+
+    /// What the value is, as a message names it: "an array", "a string", ….
+    public var kind: String {
+        switch self {
+        case .null: "null"
+        case .bool: "a boolean"
+        case .int, .double: "a number"
+        case .string: "a string"
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
+
     // MARK: Reading values
 
     public subscript(key: String) -> JSON? {

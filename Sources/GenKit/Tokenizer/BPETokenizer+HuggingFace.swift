@@ -23,10 +23,7 @@ extension BPETokenizer {
     /// pre-tokenizer (GPT-2's split) or a Split by GPT-4's pattern followed by ByteLevel.
     public static func huggingFace(path: String) throws -> BPETokenizer {
         guard let data = FileManager.default.contents(atPath: path) else { throw GenError("cannot read \(path)") }
-        guard let obj = try? JSON.parse(data), obj.object != nil else {
-            throw GenError("\(path) is not JSON")
-        }
-        return try huggingFace(json: obj, path: path)
+        return try huggingFace(json: .object(JSON.object(data, name: path)), path: path)
     }
 
     /// The same from the file's JSON, already parsed (`path` names it in errors).

@@ -43,8 +43,8 @@ public struct PreferenceData: Sendable {
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
             number += 1
             guard !line.allSatisfy(\.isWhitespace) else { continue }
-            guard let obj = try? JSON.parse(String(line)),
-                  let prompt = obj["prompt"]?.string, let chosen = obj["chosen"]?.string,
+            let obj = try JSON.object(line.utf8, name: "\(name) line \(number)")
+            guard let prompt = obj["prompt"]?.string, let chosen = obj["chosen"]?.string,
                   let rejected = obj["rejected"]?.string else {
                 throw GenError("\(name) line \(number): expected a JSON object with strings \"prompt\", \"chosen\" and \"rejected\"")
             }
