@@ -87,21 +87,26 @@ struct ReviewOptions {
         let terminal = judge == nil ? try Terminal() : nil
         let ck = try loadModel(from, adapter: adapter, weights: weights, forDecoding: true)
         let generator = try Generator(model: ck.model, tokenizer: ck.tokenizer, parameters: parameters, seed: seed, threads: threads)
-        // OpenBLAS only when a prompt needs it, as `gen sample` loads it.
-        let encoded = try prompts.map { try ck.tokenizer.encode($0) }
-        if encoded.contains(where: { generator.multipliesMatrices(promptTokens: $0.count, maxTokens: maxTokens) }) {
+        // Each line already in --out or beside it stands for one occurrence of its prompt; the
+        // prompts left are encoded (nil: judged already), and OpenBLAS is loaded only when one
+        // of them needs it, as `gen sample` loads it.
+        let encoded: [[Int32]?] = try prompts.map { prompt in
+            if let n = done[prompt], n > 0 { done[prompt] = n - 1; return nil }
+            return try ck.tokenizer.encode(prompt)
+        }
+        if encoded.contains(where: { $0.map { generator.multipliesMatrices(promptTokens: $0.count, maxTokens: maxTokens) } ?? false }) {
             try loadMatrixKernel()
         }
         let pairs = try AppendFile(out), passed = try AppendFile(skippedPath)
         var already = 0, written = 0
         for (i, prompt) in prompts.enumerated() {
-            if let n = done[prompt], n > 0 { done[prompt] = n - 1; already += 1; continue }
+            guard let tokens = encoded[i] else { already += 1; continue }
             if already > 0 && !quiet { note("\(already) of \(prompts.count) prompts already judged in \(out); continuing") }
             already = 0
             // The samples of prompt i depend only on the seed and i.
             generator.sampler.random = Random(seed: seed &+ UInt64(i) &* 0x9E37_79B9_7F4A_7C15)
-            let first = generator.generate(tokens: encoded[i], maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS).text
-            let second = generator.generate(tokens: encoded[i], maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS).text
+            let first = generator.generate(tokens: tokens, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS).text
+            let second = generator.generate(tokens: tokens, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS).text
             let decision: Character
             if first == second {
                 decision = "="   // nothing to prefer
