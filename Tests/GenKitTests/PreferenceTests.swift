@@ -111,6 +111,7 @@ import GenKernels
         }
         for (lines, expected) in [("{\"prompt\":\"a\"}", "p.jsonl line 1: expected a JSON object with strings"),
                                   ("\n{\"prompt\": \"a\", chosen}", "p.jsonl line 2: invalid JSON at column 17: expected a string key"),
+                                  ("{\"prompt\": \"é\", chosen}", "p.jsonl line 1: invalid JSON at column 17: expected a string key"),
                                   ("[\"a\", \"b\", \"c\"]", "p.jsonl line 1: expected a JSON object, found an array")] {
             do {
                 _ = try PreferenceData(jsonLines: lines, name: "p.jsonl", tokenizer: chars, context: 8)

@@ -49,7 +49,8 @@ public enum JSON: Equatable, Sendable {
         do { value = try parse(text) } catch let e as ParseError {
             let before = Array(text.prefix(e.offset)), newline = UInt8(ascii: "\n")
             let line = 1 + before.count(where: { $0 == newline })
-            let column = e.offset - (before.lastIndex(of: newline).map { $0 + 1 } ?? 0) + 1
+            let lineStart = before.lastIndex(of: newline).map { $0 + 1 } ?? 0
+            let column = String(decoding: before[lineStart...], as: UTF8.self).count + 1   // characters, not bytes
             let at = text.contains(newline) ? "line \(line), column \(column)" : "column \(column)"
             throw GenError("\(name): invalid JSON at \(at): \(e.reason)")
         }
