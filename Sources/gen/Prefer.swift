@@ -81,10 +81,9 @@ struct PreferOptions {
         // The reference: the model as the run starts, before any step (also when resuming).
         let start = try loadModel(from, adapter: adapter)
         let config = start.model.config
-        guard let bytes = FileManager.default.contents(atPath: path), let text = String(data: bytes, encoding: .utf8) else {
-            throw GenError("cannot read \(pairsPath) as UTF-8 text")
-        }
-        let data = try PreferenceData(jsonLines: text, name: pairsPath == "-" ? "standard input" : pairsPath,
+        let name = pairsPath == "-" ? "standard input" : pairsPath
+        let text = String(decoding: try Corpus.mapValidated(path, name: name), as: UTF8.self)
+        let data = try PreferenceData(jsonLines: text, name: name,
                                       tokenizer: start.tokenizer, context: config.blockSize)
         let n = data.pairs.count
         let nVal = train.valFraction > 0 ? Int((Double(n) * Double(train.valFraction)).rounded()) : 0

@@ -12,7 +12,7 @@ struct TokenizerTrainOptions {
         counts, the one with the smaller ids merges first. The file loads in Python's `tokenizers` \
         (Tokenizer.from_file) and in gen (--tokenizer FILE).
         """,
-        arguments: [ArgumentSpec(name: "corpus", help: "Text files (UTF-8) to learn from.", repeated: true)],
+        arguments: [ArgumentSpec(name: "corpus", help: "Text files (UTF-8) to learn from; '-' reads standard input.", repeated: true)],
         options: [
             OptionSpec(name: "vocab-size", value: "n", help: "Ids in all: 256 bytes + merges + special tokens.", defaultValue: "4096"),
             OptionSpec(name: "pattern", value: "name", help: "Pre-tokenization pattern: gpt2 or gpt4.", defaultValue: "gpt2"),
@@ -40,14 +40,25 @@ struct TokenizerTrainOptions {
     }
 
     func run() throws -> Int32 {
+        if isFolder(out) { throw GenError("--out \(out) is a folder") }
         if FileManager.default.fileExists(atPath: out) && !force {
             throw GenError("\(out) already exists; pass --force to replace it, or choose another --out")
         }
+        for input in corpus {
+            if let id = fileIdentity(input), fileIdentity(out).map({ $0 == id }) ?? false {
+                throw GenError("--out \(out) is also an input (\(input)); choose another file")
+            }
+        }
         let started = Date()
         let live = !quiet && isatty(2) != 0
-        let tok = try BPETrainer.train(paths: corpus, vocabSize: vocabSize, pattern: pattern, special: special) { done, total in
-            if live { fputs("\rmerges \(done)/\(total)", stderr) }
-        }
+        // Standard input ("-") and pipes are read once into a file beside --out, as `gen train` reads them.
+        let files = try CorpusFiles(corpus, folder: Paths.folder(of: out))
+        let tok: BPETokenizer
+        do {
+            tok = try BPETrainer.train(paths: files.paths, vocabSize: vocabSize, pattern: pattern, special: special) { done, total in
+                if live { fputs("\rmerges \(done)/\(total)", stderr) }
+            }
+        } catch { throw files.named(error) }
         if live { fputs("\r\u{1B}[K", stderr) }
         try tok.writeHuggingFaceJSON(to: out)
         if !quiet {

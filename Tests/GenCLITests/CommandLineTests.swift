@@ -571,6 +571,20 @@ import TestScratch
         let bad = try gen(["detokenize", "--from", tok], stdin: "1 2 x\n")
         #expect(bad.status == 1 && bad.stderr.contains("'x' is not a token id"))
         #expect(try gen(["tokenizer", "train", c, "--pattern", "gpt5"]).status == 64)
+        // Standard input ("-") learns the same tokenizer as the file; the corpus is never --out.
+        let piped = d.appendingPathComponent("piped.json").path
+        r = try gen(["tokenizer", "train", "-", "--vocab-size", "600", "--special", "<|endoftext|>", "--out", piped, "--quiet"],
+                    stdinData: try Data(contentsOf: URL(fileURLWithPath: c)))
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: piped)) == Data(contentsOf: URL(fileURLWithPath: tok)))
+        r = try gen(["tokenizer", "train", "-", "--out", d.appendingPathComponent("bad.json").path], stdinData: Data([0x61, 0xFF]))
+        #expect(r.status == 1 && r.stderr == "Error: standard input is not valid UTF-8 (byte 1 is 0xFF)\n", "\(r.stderr)")
+        let before = try Data(contentsOf: URL(fileURLWithPath: c))
+        r = try gen(["tokenizer", "train", c, "--out", c, "--force"])
+        #expect(r.status == 1 && r.stderr.contains("is also an input"), "\(r.stderr)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: c)) == before)
+        r = try gen(["tokenizer", "train", c, "--out", d.path])
+        #expect(r.status == 1 && r.stderr.contains("is a folder"), "\(r.stderr)")
     }
 
     @Test func trainSampleEvalWithBPE() throws {

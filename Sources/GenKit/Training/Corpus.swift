@@ -68,21 +68,23 @@ public enum Corpus {
         return n
     }
 
-    /// A file mapped into memory, checked to be non-empty valid UTF-8.
-    public static func mapValidated(_ path: String) throws -> Data {
+    /// A file mapped into memory, checked to be non-empty valid UTF-8; errors call it `name`
+    /// (by default its path: a spooled stream's path is not the user's).
+    public static func mapValidated(_ path: String, name: String? = nil) throws -> Data {
+        let name = name ?? path
         var isDir = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw GenError("cannot read \(path): No such file or directory")
+            throw GenError("cannot read \(name): No such file or directory")
         }
-        if isDir { throw GenError("\(path) is a directory, not a text file") }
+        if isDir { throw GenError("\(name) is a directory, not a text file") }
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
-            throw GenError("cannot read \(path)")
+            throw GenError("cannot read \(name)")
         }
-        if data.isEmpty { throw GenError("\(path) is empty") }
+        if data.isEmpty { throw GenError("\(name) is empty") }
         try data.withUnsafeBytes { raw in
             let p = raw.bindMemory(to: UInt8.self).baseAddress!
-            let done = try decode(p, raw.count, path: path, offset: 0) { _ in }
-            if done < raw.count { throw GenError("\(path) is not valid UTF-8: a character is cut off at byte \(done)") }
+            let done = try decode(p, raw.count, path: name, offset: 0) { _ in }
+            if done < raw.count { throw GenError("\(name) is not valid UTF-8: a character is cut off at byte \(done)") }
         }
         return data
     }
