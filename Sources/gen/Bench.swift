@@ -40,7 +40,7 @@ struct BenchOptions {
         warmup = try a.int("warmup", min: 0)
         threads = try threadCount(a)
         json = a.has("json")
-        if a.has("lora") { let r = try a.int("lora", min: 1, max: 4096); lora = LoRAConfig(rank: r, alpha: Float(2 * r), dropout: try a.float("lora-dropout", min: 0, max: 0.95)) }
+        if a.has("lora") { let r = try a.int("lora", min: 1, max: LoRAConfig.maxRank); lora = LoRAConfig(rank: r, alpha: Float(2 * r), dropout: try a.float("lora-dropout", min: 0, max: 0.95)) }
     }
 
     func run() throws -> Int32 {

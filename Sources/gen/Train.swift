@@ -106,7 +106,7 @@ struct TrainOptions {
         from = a.string("from")
         out = a.string("out")!
         if finetune && a.has("lora") {
-            let r = try a.int("lora", min: 1, max: 4096)
+            let r = try a.int("lora", min: 1, max: LoRAConfig.maxRank)
             let alpha = a.has("lora-alpha") ? try a.float("lora-alpha", min: 0) : Float(2 * r)
             var targets: [LoRATarget] = []
             for name in a.string("lora-targets")!.split(separator: ",").map(String.init) {

@@ -109,4 +109,47 @@ import TestScratch
         // Most mutants are refused, some still load (a flipped weight is still a weight).
         #expect(a.refused > 200 && b.refused > 100 && c.refused > 100, "\(a) \(b) \(c)")
     }
+
+    /// Mutated Hugging Face config.json and PEFT adapter_config.json files (the JSON a user
+    /// edits by hand), each in a copy of its fixture folder, loaded whole.
+    @Test func mutatedFolderConfigs() throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+        let fm = FileManager.default
+        let dir = tempDir()
+        let model = dir.appendingPathComponent("model"), adapter = dir.appendingPathComponent("adapter")
+        try fm.copyItem(at: fixtures.appendingPathComponent("hf/lmhead"), to: model)
+        try fm.copyItem(at: fixtures.appendingPathComponent("lora/adapter"), to: adapter)
+        let base = try Checkpoint.load(model.path).model.config
+        func check(_ file: URL, seed: UInt64, _ load: () throws -> Void) throws -> (loaded: Int, refused: Int) {
+            let bytes = Array(try Data(contentsOf: file))
+            var loaded = 0, refused = 0
+            for m in Self.mutants(of: bytes, count: 200, seed: seed, headerEnd: bytes.count) {
+                try Data(m).write(to: file)
+                do { try load(); loaded += 1 } catch is GenError { refused += 1 }
+            }
+            try Data(bytes).write(to: file)
+            return (loaded, refused)
+        }
+        let a = try check(model.appendingPathComponent("config.json"), seed: 4) { _ = try Checkpoint.load(model.path) }
+        let b = try check(adapter.appendingPathComponent("adapter_config.json"), seed: 5) {
+            _ = try LoRAAdapters.load(folder: adapter.path, model: base)
+        }
+        #expect(a.refused > 50 && b.refused > 50 && a.loaded > 0 && b.loaded > 0, "\(a) \(b)")
+        // Values at the edges, each refused in one line before anything is allocated for them
+        // (a rank of Int.max overflowed the adapters' size).
+        let configFile = adapter.appendingPathComponent("adapter_config.json")
+        let original = try String(contentsOf: configFile, encoding: .utf8)
+        for (key, value, message) in [("r", "9223372036854775807", "gen builds ranks 1 to 4096"), ("r", "0", "gen builds ranks 1 to 4096"),
+                                      ("r", "4097", "gen builds ranks 1 to 4096"), ("lora_alpha", "1e300", "not a finite number"),
+                                      ("lora_dropout", "1.5", "lora_dropout must be in [0, 1)")] {
+            let line = original.split(separator: "\n").first { $0.contains("\"\(key)\":") }!
+            try original.replacing(line, with: "  \"\(key)\": \(value),").write(to: configFile, atomically: true, encoding: .utf8)
+            do {
+                _ = try LoRAAdapters.load(folder: adapter.path, model: base)
+                Issue.record("\(key) \(value) was loaded")
+            } catch let e as GenError {
+                #expect(e.message.contains(message) && !e.message.contains("\n"), "\(e.message)")
+            }
+        }
+    }
 }

@@ -8,6 +8,8 @@ public struct LoRAConfig: Sendable, Equatable {
     public var alpha: Float
     public var dropout: Float = 0
     public var targets: [LoRATarget] = LoRATarget.allCases
+    /// The largest rank gen builds (`--lora`, and an adapter_config.json's r).
+    public static let maxRank = 4096
 
     public init(rank: Int, alpha: Float, dropout: Float = 0, targets: [LoRATarget] = LoRATarget.allCases) {
         self.rank = rank
@@ -165,6 +167,8 @@ extension LoRAAdapters {
         guard let r = o["r"]?.int, let alpha = o["lora_alpha"]?.double.map(Float.init) else {
             throw GenError("\(configPath): r or lora_alpha is missing")
         }
+        guard (1...LoRAConfig.maxRank).contains(r) else { throw GenError("\(configPath): r is \(r); gen builds ranks 1 to \(LoRAConfig.maxRank)") }
+        guard alpha.isFinite else { throw GenError("\(configPath): lora_alpha is not a finite number") }
         for key in ["use_dora", "use_rslora"] where o[key]?.bool == true {
             throw GenError("\(configPath): \(key) is true; gen computes plain LoRA")
         }
@@ -186,6 +190,7 @@ extension LoRAAdapters {
             targets.formUnion(matched)
         }
         let dropout = o["lora_dropout"]?.double.map(Float.init) ?? 0
+        guard dropout >= 0 && dropout < 1 else { throw GenError("\(configPath): lora_dropout must be in [0, 1) (got \(dropout))") }
         let adapters = try LoRAAdapters(config: LoRAConfig(rank: r, alpha: alpha, dropout: dropout,
                                                            targets: LoRATarget.allCases.filter(targets.contains)), model: model)
         let file = try SafeTensorsFile(path: folder + "/adapter_model.safetensors")
