@@ -110,31 +110,49 @@ import TestScratch
         #expect(a.refused > 200 && b.refused > 100 && c.refused > 100, "\(a) \(b) \(c)")
     }
 
-    /// Mutated Hugging Face config.json and PEFT adapter_config.json files (the JSON a user
-    /// edits by hand), each in a copy of its fixture folder, loaded whole.
+    /// Mutated files of Hugging Face GPT-2 folders (config.json, model.safetensors in fp32 and
+    /// fp16, a shard index, vocab.json and merges.txt) and of a PEFT adapter folder, each in a
+    /// copy of its fixture folder, loaded whole.
     @Test func mutatedFolderConfigs() throws {
         let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
         let fm = FileManager.default
         let dir = tempDir()
-        let model = dir.appendingPathComponent("model"), adapter = dir.appendingPathComponent("adapter")
-        try fm.copyItem(at: fixtures.appendingPathComponent("hf/lmhead"), to: model)
-        try fm.copyItem(at: fixtures.appendingPathComponent("lora/adapter"), to: adapter)
-        let base = try Checkpoint.load(model.path).model.config
-        func check(_ file: URL, seed: UInt64, _ load: () throws -> Void) throws -> (loaded: Int, refused: Int) {
+        func copy(_ fixture: String) throws -> URL {
+            let to = dir.appendingPathComponent(fixture.replacing("/", with: "-"))
+            try fm.copyItem(at: fixtures.appendingPathComponent(fixture), to: to)
+            return to
+        }
+        let model = try copy("hf/lmhead"), half = try copy("hf/half"), base = try copy("hf/base")
+        let sharded = try copy("hf/sharded"), adapter = try copy("lora/adapter")
+        let shape = try Checkpoint.load(model.path).model.config
+        func check(_ file: URL, count: Int, seed: UInt64, binary: Bool, _ load: () throws -> Void) throws -> (loaded: Int, refused: Int) {
             let bytes = Array(try Data(contentsOf: file))
             var loaded = 0, refused = 0
-            for m in Self.mutants(of: bytes, count: 200, seed: seed, headerEnd: bytes.count) {
+            for m in Self.mutants(of: bytes, count: count, seed: seed, headerEnd: binary ? Self.headerEnd(bytes) : bytes.count) {
                 try Data(m).write(to: file)
                 do { try load(); loaded += 1 } catch is GenError { refused += 1 }
             }
             try Data(bytes).write(to: file)
             return (loaded, refused)
         }
-        let a = try check(model.appendingPathComponent("config.json"), seed: 4) { _ = try Checkpoint.load(model.path) }
-        let b = try check(adapter.appendingPathComponent("adapter_config.json"), seed: 5) {
-            _ = try LoRAAdapters.load(folder: adapter.path, model: base)
-        }
-        #expect(a.refused > 50 && b.refused > 50 && a.loaded > 0 && b.loaded > 0, "\(a) \(b)")
+        let results = [
+            try check(model.appendingPathComponent("config.json"), count: 200, seed: 4, binary: false) { _ = try Checkpoint.load(model.path) },
+            try check(adapter.appendingPathComponent("adapter_config.json"), count: 200, seed: 5, binary: false) {
+                _ = try LoRAAdapters.load(folder: adapter.path, model: shape)
+            },
+            try check(model.appendingPathComponent("model.safetensors"), count: 100, seed: 6, binary: true) { _ = try Checkpoint.load(model.path) },
+            try check(half.appendingPathComponent("model.safetensors"), count: 100, seed: 7, binary: true) { _ = try Checkpoint.load(half.path) },
+            try check(sharded.appendingPathComponent("model.safetensors.index.json"), count: 100, seed: 8, binary: false) {
+                _ = try Checkpoint.load(sharded.path)
+            },
+            try check(base.appendingPathComponent("vocab.json"), count: 100, seed: 9, binary: false) { _ = try Checkpoint.load(base.path) },
+            try check(base.appendingPathComponent("merges.txt"), count: 100, seed: 10, binary: false) { _ = try Checkpoint.load(base.path) },
+            try check(adapter.appendingPathComponent("adapter_model.safetensors"), count: 100, seed: 11, binary: true) {
+                _ = try LoRAAdapters.load(folder: adapter.path, model: shape)
+            },
+        ]
+        for (i, r) in results.enumerated() { #expect(r.refused > 10, "file \(i): \(r)") }
+        #expect(results[0].loaded > 0 && results[1].loaded > 0, "\(results)")
         // Values at the edges, each refused in one line before anything is allocated for them
         // (a rank of Int.max overflowed the adapters' size).
         let configFile = adapter.appendingPathComponent("adapter_config.json")
@@ -145,7 +163,7 @@ import TestScratch
             let line = original.split(separator: "\n").first { $0.contains("\"\(key)\":") }!
             try original.replacing(line, with: "  \"\(key)\": \(value),").write(to: configFile, atomically: true, encoding: .utf8)
             do {
-                _ = try LoRAAdapters.load(folder: adapter.path, model: base)
+                _ = try LoRAAdapters.load(folder: adapter.path, model: shape)
                 Issue.record("\(key) \(value) was loaded")
             } catch let e as GenError {
                 #expect(e.message.contains(message) && !e.message.contains("\n"), "\(e.message)")
