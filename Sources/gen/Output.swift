@@ -5,10 +5,13 @@ import GenKit
 /// Results to stdout, every write checked: output that cannot be written (a full disk, a
 /// closed pipe's reader gone) is an error, never a silent exit 0.
 enum Output {
-    /// Writes `s` and flushes it, so that text streams as it is made.
+    /// Writes `s` and flushes it, so that text streams as it is made. Every byte goes out, a
+    /// NUL too (byte-level tokens include it; `fputs` would stop there).
     static func write(_ s: String) throws {
         guard !s.isEmpty else { return }
-        if fputs(s, stdout) < 0 || fflush(stdout) != 0 { throw writeError() }
+        var s = s
+        let written = s.withUTF8 { fwrite($0.baseAddress, 1, $0.count, stdout) == $0.count }
+        if !written || fflush(stdout) != 0 { throw writeError() }
     }
 
     static func line(_ s: String) throws { try write(s + "\n") }

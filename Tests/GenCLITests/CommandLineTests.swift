@@ -564,6 +564,10 @@ import TestScratch
         #expect(ids.stdout.split(separator: "\n")[0].split(separator: " ").allSatisfy { Int($0) != nil })
         let back = try gen(["detokenize", "--from", tok], stdin: ids.stdout)
         #expect(back.stdout == text)
+        // A NUL byte is a token like any other and is written out (not the end of the text).
+        let nul = "a\u{0}b\n"
+        let nulIds = try gen(["tokenize", "--from", tok], stdin: nul)
+        #expect(try gen(["detokenize", "--from", tok], stdin: nulIds.stdout).stdout == nul, "\(nulIds.stdout)")
         let count = try gen(["tokenize", "--from", tok, "--count"], stdin: text)
         #expect(Int(count.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) == (try loaded.encode(text)).count)
         let special = try gen(["tokenize", "--from", tok, "--allow-special"], stdin: "a<|endoftext|>b\n")
