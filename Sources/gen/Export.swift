@@ -25,7 +25,7 @@ struct MergeOptions {
     }
 
     func run() throws -> Int32 {
-        let outputs = try RunOutputs(out: out, log: nil, inputs: [from, adapter + "/adapter_model.safetensors"], replace: force, resume: false)
+        let outputs = try RunOutputs(out: out, log: nil, inputs: [from, adapter], replace: force, resume: false)
         let ck = try loadModel(from, adapter: adapter)
         var meta = ck.metadata
         meta["merged_from"] = Paths.fileName(of: from) + " + " + Paths.fileName(of: adapter)

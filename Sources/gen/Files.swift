@@ -67,7 +67,8 @@ final class RunOutputs {
     private var lockFD: Int32 = -1
 
     /// - Parameters:
-    ///   - inputs: files the run reads (corpora, the model finetuned, a tokenizer file).
+    ///   - inputs: files the run reads (corpora, the model finetuned, a tokenizer file), or
+    ///     folders (a Hugging Face or adapter folder), whose every file is an input.
     ///   - replace: an existing model may be replaced (--force); `resume` continues it.
     ///   - adapterFolder: the output is a PEFT adapter folder (created here), not a model file.
     init(out: String, log: String?, inputs: [String], replace: Bool, resume: Bool, adapterFolder: Bool = false) throws {
@@ -84,9 +85,13 @@ final class RunOutputs {
                 throw GenError("\(what) \(path) is a folder; choose another --out")
             }
         }
-        // Inputs are never written: not by the model, its state or the log.
+        // Inputs are never written: not by the model, its state or the log. A folder given as an
+        // input (a Hugging Face or adapter folder) is read file by file: each of its files is one.
         let written = [(out, "--out"), (statePath, "the state file of --out")] + (log.map { [($0, "--log")] } ?? [])
-        for input in inputs {
+        let inputFiles = inputs.flatMap { input in
+            [input] + (isFolder(input) ? ((try? FileManager.default.contentsOfDirectory(atPath: input)) ?? []).sorted().map { input + "/" + $0 } : [])
+        }
+        for input in inputFiles {
             guard let id = fileIdentity(input) else { continue }
             for (path, what) in written where fileIdentity(path).map({ $0 == id }) ?? false {
                 throw GenError("\(what) \(path) is also an input of this run (\(input)); gen never writes its inputs: choose another file")

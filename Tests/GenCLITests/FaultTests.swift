@@ -87,6 +87,22 @@ import TestScratch
         }
         #expect(fileBytes(c) == before)
         #expect(try String(contentsOfFile: ro, encoding: .utf8) == "old")
+
+        // The files of a folder given as an input (a Hugging Face folder, an adapter folder)
+        // are inputs too, even with --force.
+        let m = try tinyModel(in: d, steps: 2)
+        let hf = d.appendingPathComponent("hf").path, adapter = d.appendingPathComponent("adapter").path
+        #expect(try gen(["export", "--from", m, "--hf", hf]).status == 0)
+        #expect(try gen(["finetune", c, "--from", m, "--lora", "2", "--steps", "2", "--out", adapter, "--quiet"]).status == 0)
+        let weights = hf + "/model.safetensors", config = adapter + "/adapter_config.json"
+        let (weightsBefore, configBefore) = (fileBytes(weights), fileBytes(config))
+        for args in [["finetune", c, "--from", hf, "--steps", "2", "--out", weights, "--force"],
+                     ["merge", "--from", hf, "--adapter", adapter, "--out", weights, "--force"],
+                     ["merge", "--from", m, "--adapter", adapter, "--out", config, "--force"]] {
+            let r = try gen(args)
+            #expect(isCleanFailure(r) && r.stderr.contains("is also an input"), "\(args): \(r.stderr)")
+        }
+        #expect(fileBytes(weights) == weightsBefore && fileBytes(config) == configBefore)
     }
 
     /// Output that cannot be written is an error, not a silent exit 0.
