@@ -6,8 +6,8 @@ import GenKit
 struct InfoOptions {
     static let spec = CommandSpec(
         name: "info",
-        abstract: "Describe a model file: shape, tokenizer, training facts.",
-        arguments: [ArgumentSpec(name: "file", help: "A gen model file, or a Hugging Face GPT-2 folder or .safetensors file.")],
+        abstract: "Describe a model file (shape, tokenizer, training facts) or a LoRA adapter folder.",
+        arguments: [ArgumentSpec(name: "file", help: "A gen model file, a Hugging Face GPT-2 folder or .safetensors file, or a LoRA adapter folder.")],
         options: [OptionSpec(name: "json", value: nil, help: "Print the description as one JSON object.")])
 
     /// Training facts in the metadata, and whether each is a number in JSON.
@@ -25,6 +25,10 @@ struct InfoOptions {
     }
 
     func run() throws -> Int32 {
+        if isFolder(path) && !FileManager.default.fileExists(atPath: path + "/config.json")
+            && FileManager.default.fileExists(atPath: path + "/adapter_config.json") {
+            return try adapter()
+        }
         let ck = try Checkpoint.load(path, .headerOnly)
         let c = ck.model.config
         if json {
@@ -50,6 +54,39 @@ struct InfoOptions {
             for (k, _) in Self.facts {
                 if let v = ck.metadata[k] { s += "  " + String((k.replacing("_", with: " ") + String(repeating: " ", count: 12)).prefix(12)) + v + "\n" }
             }
+            try Output.write(s)
+        }
+        return 0
+    }
+
+    /// A PEFT LoRA adapter folder: its configuration, and what its tensors and metadata say
+    /// (no base model is needed).
+    func adapter() throws -> Int32 {
+        let (config, base) = try LoRAAdapters.readConfig(folder: path)
+        let file = try SafeTensorsFile(path: path + "/adapter_model.safetensors")
+        let parameters = file.entries.values.reduce(0) { $0 + $1.count }
+        let layers = Set(file.entries.keys.compactMap { name -> Int? in
+            guard let r = name.firstRange(of: ".h.") else { return nil }
+            return Int(name[r.upperBound...].prefix { $0.isNumber })
+        }).count
+        let step = file.metadata["step"].flatMap { Int($0) }
+        let targets = config.targets.map(\.peftName)
+        if json {
+            var fields = [
+                "\"file\":\(jsonString(path))", "\"source\":\"lora\"", "\"rank\":\(config.rank)", "\"alpha\":\(config.alpha)",
+                "\"dropout\":\(config.dropout)", "\"targets\":[\(targets.map(jsonString).joined(separator: ","))]",
+                "\"layers\":\(layers)", "\"parameters\":\(parameters)",
+            ]
+            if let base { fields.append("\"base_model\":\(jsonString(base))") }
+            if let step { fields.append("\"step\":\(step)") }
+            try Output.line("{" + fields.joined(separator: ",") + "}")
+        } else {
+            var s = "\(path): LoRA adapters (PEFT)\n"
+            s += "  rank        \(config.rank), alpha \(cFormat("%g", Double(config.alpha))) (scaling \(cFormat("%g", Double(config.scaling)))), dropout \(cFormat("%g", Double(config.dropout)))\n"
+            s += "  targets     \(targets.joined(separator: ", ")) in \(layers) layer\(layers == 1 ? "" : "s")\n"
+            s += "  parameters  \(parameters)\n"
+            if let base { s += "  base model  \(base)\n" }
+            if let step { s += "  step        \(step)\n" }
             try Output.write(s)
         }
         return 0

@@ -117,6 +117,13 @@ import TestScratch
         #expect(files == ["adapter_config.json", "adapter_model.safetensors", "training_state.safetensors"])
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: a + "/adapter_config.json"))) as! [String: Any]
         #expect(config["peft_type"] as? String == "LORA" && config["r"] as? Int == 4 && config["fan_in_fan_out"] as? Bool == true)
+        // gen info describes the adapter folder without its base model: 2 layers of (r·in + out·r) a target.
+        let info = try gen(["info", a, "--json"])
+        let o = try JSONSerialization.jsonObject(with: Data(info.stdout.utf8)) as! [String: Any]
+        let (C, rank) = (16, 4)
+        #expect(o["source"] as? String == "lora" && o["rank"] as? Int == rank && o["layers"] as? Int == 2 && o["step"] as? Int == 12, "\(info.stdout)")
+        #expect(o["parameters"] as? Int == 2 * rank * ((C + 3 * C) + (C + C) + (C + 4 * C) + (4 * C + C)), "\(info.stdout)")
+        #expect(try gen(["info", a]).stdout.contains("rank        4, alpha 8 (scaling 2), dropout 0.1"))
         // Stopped at 6 and resumed: adapters bit-identical to the uninterrupted run.
         r = try gen(["finetune", "--from", base, c, "--out", b] + common, env: ["GEN_STOP_AFTER_STEP": "6"])
         #expect(r.status == 130, "\(r.stderr)")

@@ -158,6 +158,23 @@ extension LoRAAdapters {
     /// - Throws: `GenError` for a config gen does not compute (DoRA, rsLoRA, per-layer ranks,
     ///   trained biases), a missing tensor or a wrong shape.
     public static func load(folder: String, model: GPTConfig) throws -> LoRAAdapters {
+        let adapters = try LoRAAdapters(config: readConfig(folder: folder).config, model: model)
+        let file = try SafeTensorsFile(path: folder + "/adapter_model.safetensors")
+        for t in adapters.tensors {
+            guard let e = file.entries[t.name] ?? file.entries[t.name.replacing(".weight", with: ".default.weight")] else {
+                throw GenError("\(folder): missing tensor \(t.name)")
+            }
+            guard e.shape == t.shape else { throw GenError("\(folder): tensor \(t.name) has shape \(e.shape), expected \(t.shape) (is the adapter for this model?)") }
+            let key = file.entries[t.name] != nil ? t.name : t.name.replacing(".weight", with: ".default.weight")
+            try file.copyFloats(key, into: adapters.parameters.pointer + t.offset, count: t.count)
+        }
+        return adapters
+    }
+
+    /// An adapter folder's adapter_config.json: the adapters' configuration, and the base model
+    /// it names (`base_model_name_or_path`), if any.
+    /// - Throws: `GenError` for a config gen does not compute.
+    public static func readConfig(folder: String) throws -> (config: LoRAConfig, base: String?) {
         let configPath = folder + "/adapter_config.json"
         guard let data = FileManager.default.contents(atPath: configPath) else {
             throw GenError("\(folder) is not a PEFT adapter folder (no readable adapter_config.json)")
@@ -191,18 +208,8 @@ extension LoRAAdapters {
         }
         let dropout = o["lora_dropout"]?.double.map(Float.init) ?? 0
         guard dropout >= 0 && dropout < 1 else { throw GenError("\(configPath): lora_dropout must be in [0, 1) (got \(dropout))") }
-        let adapters = try LoRAAdapters(config: LoRAConfig(rank: r, alpha: alpha, dropout: dropout,
-                                                           targets: LoRATarget.allCases.filter(targets.contains)), model: model)
-        let file = try SafeTensorsFile(path: folder + "/adapter_model.safetensors")
-        for t in adapters.tensors {
-            guard let e = file.entries[t.name] ?? file.entries[t.name.replacing(".weight", with: ".default.weight")] else {
-                throw GenError("\(folder): missing tensor \(t.name)")
-            }
-            guard e.shape == t.shape else { throw GenError("\(folder): tensor \(t.name) has shape \(e.shape), expected \(t.shape) (is the adapter for this model?)") }
-            let key = file.entries[t.name] != nil ? t.name : t.name.replacing(".weight", with: ".default.weight")
-            try file.copyFloats(key, into: adapters.parameters.pointer + t.offset, count: t.count)
-        }
-        return adapters
+        return (LoRAConfig(rank: r, alpha: alpha, dropout: dropout, targets: LoRATarget.allCases.filter(targets.contains)),
+                o["base_model_name_or_path"]?.string)
     }
 
     /// Writes the adapters as PEFT does: adapter_config.json and adapter_model.safetensors, each
