@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""Fuzzes gen through its binary with mutated model files, .state files and tokenizer.json files.
+"""Fuzzes gen through its binary with mutated model files, .state files, tokenizer.json files, and
+the config.json of a Hugging Face folder and adapter_config.json of a PEFT adapter folder (copies
+of the test fixtures).
 
-Each mutant is handed to the command that reads it (gen info / sample for models, gen train
---resume for states, gen tokenize for tokenizers) with a 10 s timeout. A run passes when it exits
-0, or exits 1 or 64 with exactly one "Error:" line and no crash report. Prints the counts.
+Each mutant is handed to the command that reads it (gen info / sample for models and folders,
+gen sample --adapter for adapters, gen train --resume for states, gen tokenize for tokenizers)
+with a 10 s timeout. A run passes when it exits 0, or exits 1 or 64 with exactly one "Error:"
+line and no crash report. Prints the counts.
 
 Usage: scripts/fuzz.py [--count N] [--seed S] [--gen PATH]   (N mutants of each kind, default 700)
 """
-import argparse, json, os, random, subprocess, sys, tempfile
+import argparse, json, os, random, shutil, subprocess, sys, tempfile
 
 def main():
     ap = argparse.ArgumentParser()
@@ -27,15 +30,21 @@ def main():
     run([gen, "train", corpus, "--out", model, "--steps", "2", "--quiet", "--tokenizer", "bpe", "--vocab-size", "300"] + shape, check=True)
     tokjson = os.path.join(tmp, "t.json")
     run([gen, "tokenizer", "train", corpus, "--vocab-size", "300", "--special", "<|endoftext|>", "--out", tokjson, "--quiet"], check=True)
+    fixtures = os.path.join(os.path.dirname(__file__), "..", "Tests", "GenKitTests", "Fixtures")
+    hf, adapter = os.path.join(fixtures, "hf", "lmhead"), os.path.join(fixtures, "lora", "adapter")
     kinds = {
         "model": (open(model, "rb").read(), lambda p: [[gen, "info", p], [gen, "sample", "-m", p, "-n", "3", "-s", "1"]]),
         "state": (open(model + ".state", "rb").read(), None),
         "tokenizer": (open(tokjson, "rb").read(), lambda p: [[gen, "tokenize", "-m", p]]),
+        # A Hugging Face folder's config.json and a PEFT adapter's adapter_config.json, each in a
+        # copy of its test fixture folder.
+        "hfconfig": (open(os.path.join(hf, "config.json"), "rb").read(), None),
+        "adapter": (open(os.path.join(adapter, "adapter_config.json"), "rb").read(), None),
     }
     totals = {"files": 0, "runs": 0, "ok": 0, "refused": 0, "crashes": 0, "hangs": 0, "multiline": 0}
     bad = []
     for kind, (data, commands) in kinds.items():
-        header_end = len(data) if kind == "tokenizer" else 8 + int.from_bytes(data[:8], "little")
+        header_end = len(data) if kind in ("tokenizer", "hfconfig", "adapter") else 8 + int.from_bytes(data[:8], "little")
         for i in range(a.count):
             m = mutate(data, header_end, rng)
             d = os.path.join(tmp, f"{kind}-{i}")
@@ -45,6 +54,16 @@ def main():
                 open(p, "wb").write(open(model, "rb").read())
                 open(p + ".state", "wb").write(m)
                 cmds = [[gen, "train", corpus, "--out", p, "--resume", "--steps", "3", "--quiet", "--tokenizer", "bpe"] + shape]
+            elif kind == "hfconfig":
+                p = os.path.join(d, "hf")
+                shutil.copytree(hf, p)
+                open(os.path.join(p, "config.json"), "wb").write(m)
+                cmds = [[gen, "info", p], [gen, "sample", "-m", p, "-n", "3", "-s", "1"]]
+            elif kind == "adapter":
+                p = os.path.join(d, "adapter")
+                shutil.copytree(adapter, p)
+                open(os.path.join(p, "adapter_config.json"), "wb").write(m)
+                cmds = [[gen, "info", p], [gen, "sample", "-m", hf, "--adapter", p, "-n", "3", "-s", "1"]]
             else:
                 p = os.path.join(d, "f")
                 open(p, "wb").write(m)
