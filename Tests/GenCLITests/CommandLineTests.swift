@@ -374,6 +374,10 @@ import TestScratch
         let objects = json.stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         #expect(objects.map { $0["prompt"] as! String } == ["And", "God"])
         #expect(objects.allSatisfy { $0["tokens"] as? Int == 10 })
+        // A line the model cannot encode stops the run, naming the line; the lines before it are out.
+        let bad = try gen(["sample", "--from", m, "--each-line", "--max-tokens", "5", "--seed", "1"], stdin: "And\nGod ☃\nsaid\n")
+        #expect(bad.status == 1 && bad.stdout.split(separator: "\n").count == 1, "\(bad.stdout)")
+        #expect(bad.stderr.hasPrefix("Error: standard input line 2: the model does not know the character '☃'"), "\(bad.stderr)")
         // Prompt from standard input.
         let s = try gen(["sample", "--from", m, "--max-tokens", "5", "--seed", "1"], stdin: "Moses")
         #expect(s.stdout.hasPrefix("Moses"))
