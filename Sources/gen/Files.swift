@@ -154,6 +154,35 @@ final class RunOutputs {
     }
 }
 
+/// Standard input line by line, without the line's end ("\n" or "\r\n"), each line checked to
+/// be UTF-8: an invalid byte is an error naming the line, never a silent U+FFFD (as Swift's
+/// `readLine` would make it).
+final class InputLines {
+    private var buffer: UnsafeMutablePointer<CChar>?
+    private var capacity = 0
+    private(set) var number = 0
+
+    deinit { free(buffer) }
+
+    /// The next line, or nil at the end of the input.
+    func next() throws -> String? {
+        let n = getline(&buffer, &capacity, stdin)
+        guard n >= 0 else {
+            if ferror(stdin) != 0 { throw GenError("cannot read standard input: \(String(cString: strerror(errno)))") }
+            return nil
+        }
+        number += 1
+        var bytes = UnsafeRawBufferPointer(start: buffer, count: n).bindMemory(to: UInt8.self)
+        if bytes.last == UInt8(ascii: "\n") { bytes = UnsafeBufferPointer(rebasing: bytes.dropLast()) }
+        if bytes.last == UInt8(ascii: "\r") { bytes = UnsafeBufferPointer(rebasing: bytes.dropLast()) }
+        if let line = String(validating: bytes, as: UTF8.self) { return line }
+        var parser = Unicode.UTF8.ForwardParser(), it = bytes.makeIterator(), at = 0
+        while case .valid(let scalar) = parser.parseScalar(from: &it) { at += scalar.count }
+        let what = at < bytes.count ? " (byte \(at + 1) of the line is 0x\(String(bytes[at], radix: 16, uppercase: true)))" : ""
+        throw GenError("standard input line \(number) is not valid UTF-8\(what)")
+    }
+}
+
 /// All of standard input.
 /// - Throws: `GenError` when it cannot be read (closed, say).
 func readStandardInput() throws -> Data {

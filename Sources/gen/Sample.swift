@@ -85,13 +85,12 @@ struct SampleOptions {
         }
         if eachLine {
             try loadMatrixKernel()   // prompts not known yet
-            var number = 0
-            while let line = readLine(strippingNewline: true) {
-                number += 1
+            let lines = InputLines()
+            while let line = try lines.next() {
                 for _ in 0..<count {
                     let c: Generator.Completion
                     do { c = try generator.generate(line, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS) } catch var e as GenError {
-                        e.message = "standard input line \(number): " + e.message   // which prompt, in a long input
+                        e.message = "standard input line \(lines.number): " + e.message   // which prompt, in a long input
                         throw e
                     }
                     try Output.write(json ? jsonLine(line, c)

@@ -117,7 +117,8 @@ struct TokenizeOptions {
             }
             return 0
         }
-        while let line = readLine(strippingNewline: true) {
+        let lines = InputLines()
+        while let line = try lines.next() {
             try Output.line(try encode(line).map(String.init).joined(separator: " "))
         }
         return 0

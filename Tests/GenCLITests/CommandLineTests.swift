@@ -378,6 +378,11 @@ import TestScratch
         let bad = try gen(["sample", "--from", m, "--each-line", "--max-tokens", "5", "--seed", "1"], stdin: "And\nGod ☃\nsaid\n")
         #expect(bad.status == 1 && bad.stdout.split(separator: "\n").count == 1, "\(bad.stdout)")
         #expect(bad.stderr.hasPrefix("Error: standard input line 2: the model does not know the character '☃'"), "\(bad.stderr)")
+        // A line that is not UTF-8 is refused, naming the line and the byte (never turned into U+FFFD).
+        for args in [["tokenize", "--from", m], ["sample", "--from", m, "--each-line", "--max-tokens", "2"]] {
+            let r = try gen(args, stdinData: Data("And\nGod \u{E9}".utf8) + Data([0xE2, 0x82, 0x0A]))
+            #expect(r.status == 1 && r.stderr == "Error: standard input line 2 is not valid UTF-8 (byte 7 of the line is 0xE2)\n", "\(args): \(r.stderr)")
+        }
         // Prompt from standard input.
         let s = try gen(["sample", "--from", m, "--max-tokens", "5", "--seed", "1"], stdin: "Moses")
         #expect(s.stdout.hasPrefix("Moses"))
