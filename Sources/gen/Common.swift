@@ -60,8 +60,9 @@ enum Interrupt {
 final class TrainReporter: TrainingRunDelegate {
     let quiet: Bool, printEvery: Int
     let tty = isatty(2) != 0
-    /// The --log file (opened for appending), or -1.
-    let log: Int32
+    /// The --log file (opened for appending), or -1; -1 too after a write failed (said once).
+    var log: Int32
+    let logPath: String?
     let started = Date()
     var lastDraw = Date.distantPast
     var drawn = false
@@ -73,6 +74,7 @@ final class TrainReporter: TrainingRunDelegate {
     init(quiet: Bool, printEvery: Int, logPath: String?) throws {
         self.quiet = quiet
         self.printEvery = printEvery
+        self.logPath = logPath
         if let logPath {
             log = open(logPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
             guard log >= 0 else { throw GenError("cannot open --log \(logPath) for appending") }
@@ -85,9 +87,17 @@ final class TrainReporter: TrainingRunDelegate {
 
     var elapsed: Double { Date().timeIntervalSince(started) }
 
+    /// Appends a line to the log. A write that fails (a full disk) is said once on stderr and
+    /// ends the log, not the run: the model's checkpoints matter more than its log.
     func write(_ json: String) {
         guard log >= 0 else { return }
-        _ = writeAll(log, Array((json + "\n").utf8))
+        if !writeAll(log, Array((json + "\n").utf8)) {
+            let reason = String(cString: strerror(errno))
+            finish()
+            note("warning: cannot write --log \(logPath ?? ""): \(reason); the run goes on without its log")
+            close(log)
+            log = -1
+        }
     }
 
     func trainingRun(_ run: TrainingRun, finished r: TrainingRun.StepReport) {

@@ -113,6 +113,11 @@ import TestScratch
             let r = try shell(cmd + " > /dev/full")
             #expect(r.status == 1 && r.stderr.contains("cannot write to standard output"), "\(cmd): \(r.stderr)")
         }
+        // A log that cannot be written is said once; the run goes on and saves its model.
+        let out = d.appendingPathComponent("logged.safetensors").path
+        let r = try gen(["train", corpus(in: d), "--steps", "3", "--out", out, "--log", "/dev/full", "--quiet"] + tinyShape)
+        #expect(r.status == 0 && FileManager.default.fileExists(atPath: out), "\(r.stderr)")
+        #expect(r.stderr == "warning: cannot write --log /dev/full: No space left on device; the run goes on without its log\n", "\(r.stderr)")
     }
 
     /// Sizes at their edges: refused up front with one line, never a crash or a hang.
