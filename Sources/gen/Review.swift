@@ -90,9 +90,12 @@ struct ReviewOptions {
         // Each line already in --out or beside it stands for one occurrence of its prompt; the
         // prompts left are encoded (nil: judged already), and OpenBLAS is loaded only when one
         // of them needs it, as `gen sample` loads it.
-        let encoded: [[Int32]?] = try prompts.map { prompt in
+        let encoded: [[Int32]?] = try prompts.enumerated().map { i, prompt in
             if let n = done[prompt], n > 0 { done[prompt] = n - 1; return nil }
-            return try ck.tokenizer.encode(prompt)
+            do { return try ck.tokenizer.encode(prompt) } catch var e as GenError {
+                e.message = "prompt \(i + 1) of \(prompts.count): " + e.message
+                throw e
+            }
         }
         if encoded.contains(where: { $0.map { generator.multipliesMatrices(promptTokens: $0.count, maxTokens: maxTokens) } ?? false }) {
             try loadMatrixKernel()

@@ -378,6 +378,12 @@ import TestScratch
         let bad = try gen(["sample", "--from", m, "--each-line", "--max-tokens", "5", "--seed", "1"], stdin: "And\nGod ☃\nsaid\n")
         #expect(bad.status == 1 && bad.stdout.split(separator: "\n").count == 1, "\(bad.stdout)")
         #expect(bad.stderr.hasPrefix("Error: standard input line 2: the model does not know the character '☃'"), "\(bad.stderr)")
+        // gen review names the prompt it cannot encode, before judging anything.
+        let prompts = d.appendingPathComponent("prompts.txt").path
+        try "And\nGod ☃\n".write(toFile: prompts, atomically: true, encoding: .utf8)
+        let rv = try gen(["review", prompts, "--from", m, "--judge", "echo 1", "--out", d.appendingPathComponent("rv.jsonl").path])
+        #expect(rv.status == 1 && rv.stderr.hasPrefix("Error: prompt 2 of 2: the model does not know the character '☃'"), "\(rv.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: d.appendingPathComponent("rv.jsonl").path))
         // A line that is not UTF-8 is refused, naming the line and the byte (never turned into U+FFFD).
         for args in [["tokenize", "--from", m], ["sample", "--from", m, "--each-line", "--max-tokens", "2"]] {
             let r = try gen(args, stdinData: Data("And\nGod \u{E9}".utf8) + Data([0xE2, 0x82, 0x0A]))
