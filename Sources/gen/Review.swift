@@ -92,9 +92,8 @@ struct ReviewOptions {
         // of them needs it, as `gen sample` loads it.
         let encoded: [[Int32]?] = try prompts.enumerated().map { i, prompt in
             if let n = done[prompt], n > 0 { done[prompt] = n - 1; return nil }
-            do { return try ck.tokenizer.encode(prompt) } catch var e as GenError {
-                e.message = "prompt \(i + 1) of \(prompts.count): " + e.message
-                throw e
+            do { return try ck.tokenizer.encode(prompt) } catch let e as GenError {
+                throw GenError("prompt \(i + 1) of \(prompts.count): \(e.message)")
             }
         }
         if encoded.contains(where: { $0.map { generator.multipliesMatrices(promptTokens: $0.count, maxTokens: maxTokens) } ?? false }) {

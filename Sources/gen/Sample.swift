@@ -89,9 +89,8 @@ struct SampleOptions {
             while let line = try lines.next() {
                 for _ in 0..<count {
                     let c: Generator.Completion
-                    do { c = try generator.generate(line, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS) } catch var e as GenError {
-                        e.message = "standard input line \(lines.number): " + e.message   // which prompt, in a long input
-                        throw e
+                    do { c = try generator.generate(line, maxTokens: maxTokens, stops: stops, throughEndOfText: ignoreEOS) } catch let e as GenError {
+                        throw GenError("standard input line \(lines.number): \(e.message)")   // which prompt, in a long input
                     }
                     try Output.write(json ? jsonLine(line, c)
                                           : escapedLine(c.text) + "\n")
