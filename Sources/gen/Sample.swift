@@ -21,7 +21,7 @@ struct SampleOptions {
             adapterOption,
             weightsOption,
             OptionSpec(name: "prompt", short: "p", value: "text", help: "Text to continue."),
-            OptionSpec(name: "prompt-file", short: "f", value: "file", help: "Read the prompt from this file."),
+            OptionSpec(name: "prompt-file", short: "f", value: "file", help: "Read the prompt from this file (- for standard input)."),
             OptionSpec(name: "max-tokens", short: "n", value: "n", help: "Tokens to generate per sample.", defaultValue: "500"),
             OptionSpec(name: "temperature", aliases: ["temp"], value: "t", help: "Sampling temperature; 0 always picks the most likely token.", defaultValue: "0.8"),
             topKOption,
@@ -120,16 +120,19 @@ struct SampleOptions {
         return 0
     }
 
-    /// --prompt, --prompt-file, else standard input when it is not a terminal, else empty.
+    /// --prompt, --prompt-file (- for standard input), else standard input when it is not a
+    /// terminal, else empty.
     func readPrompt() throws -> String {
         if let prompt { return prompt }
         let data: Data
         let name: String
-        if let promptFile {
-            var isDir = false
-            guard FileManager.default.fileExists(atPath: promptFile, isDirectory: &isDir), !isDir,
-                  let d = FileManager.default.contents(atPath: promptFile) else {
-                throw GenError("cannot read the prompt file \(promptFile)")
+        if promptFile == "-" {
+            data = try readStandardInput()
+            name = "the prompt on standard input"
+        } else if let promptFile {
+            if isFolder(promptFile) { throw GenError("the prompt file \(promptFile) is a folder") }
+            guard let d = FileManager.default.contents(atPath: promptFile) else {
+                throw GenError("cannot read the prompt file \(promptFile)\(FileManager.default.fileExists(atPath: promptFile) ? "" : ": no such file")")
             }
             data = d
             name = promptFile

@@ -392,6 +392,8 @@ import TestScratch
         // Prompt from standard input.
         let s = try gen(["sample", "--from", m, "--max-tokens", "5", "--seed", "1"], stdin: "Moses")
         #expect(s.stdout.hasPrefix("Moses"))
+        // The same named as --prompt-file - gives the same sample.
+        #expect(try gen(["sample", "--from", m, "--max-tokens", "5", "--seed", "1", "--prompt-file", "-"], stdin: "Moses").stdout == s.stdout)
         // Training from standard input, then eval from standard input.
         let text = try String(contentsOfFile: corpus(in: d), encoding: .utf8)
         let out = d.appendingPathComponent("stdin.safetensors").path
