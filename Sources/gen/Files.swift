@@ -40,6 +40,17 @@ final class CorpusFiles {
     }
 }
 
+/// Refuses a command whose --out (or any file in `written`, all of them named by --out) is one of
+/// its inputs, whatever path names it (`gen review`, `gen tokenizer train`; training runs have
+/// `RunOutputs`).
+func refuseInputAsOutput(_ out: String, written: [String], inputs: [String]) throws {
+    for input in inputs {
+        if let id = fileIdentity(input), written.contains(where: { fileIdentity($0).map { $0 == id } ?? false }) {
+            throw GenError("--out \(out) is also an input (\(input)); choose another file")
+        }
+    }
+}
+
 /// Identity of an existing file (device and inode), to tell when two paths name one file.
 func fileIdentity(_ path: String) -> (UInt64, UInt64)? {
     var st = stat()

@@ -76,11 +76,7 @@ struct ReviewOptions {
 
     func run() throws -> Int32 {
         if isFolder(out) { throw GenError("--out \(out) is a folder") }
-        for input in promptFiles + [from] {
-            if let id = fileIdentity(input), [out, skippedPath].contains(where: { fileIdentity($0).map { $0 == id } ?? false }) {
-                throw GenError("--out \(out) is also an input (\(input)); choose another file")
-            }
-        }
+        try refuseInputAsOutput(out, written: [out, skippedPath], inputs: promptFiles + [from])
         signal(SIGPIPE, SIG_IGN)   // a judge that exits without reading its input
         let prompts = try readPrompts()
         var done = try judgedPrompts()

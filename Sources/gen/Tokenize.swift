@@ -44,11 +44,7 @@ struct TokenizerTrainOptions {
         if FileManager.default.fileExists(atPath: out) && !force {
             throw GenError("\(out) already exists; pass --force to replace it, or choose another --out")
         }
-        for input in corpus {
-            if let id = fileIdentity(input), fileIdentity(out).map({ $0 == id }) ?? false {
-                throw GenError("--out \(out) is also an input (\(input)); choose another file")
-            }
-        }
+        try refuseInputAsOutput(out, written: [out], inputs: corpus)
         let started = Date()
         let live = !quiet && isatty(2) != 0
         // Standard input ("-") and pipes are read once into a file beside --out, as `gen train` reads them.
