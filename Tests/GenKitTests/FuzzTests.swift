@@ -113,7 +113,7 @@ import TestScratch
     /// Mutated files of Hugging Face GPT-2 folders (config.json, model.safetensors in fp32 and
     /// fp16, a shard index, vocab.json and merges.txt) and of a PEFT adapter folder, each in a
     /// copy of its fixture folder, loaded whole.
-    @Test func mutatedFolderConfigs() throws {
+    @Test func mutatedFolderFiles() throws {
         let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
         let fm = FileManager.default
         let dir = tempDir()
