@@ -166,8 +166,8 @@ final class RunOutputs {
 }
 
 /// Standard input line by line, without the line's end ("\n" or "\r\n"), each line checked to
-/// be UTF-8: an invalid byte is an error naming the line, never a silent U+FFFD (as Swift's
-/// `readLine` would make it).
+/// be UTF-8: an invalid byte is an error naming the line and the byte's offset in it
+/// (`Corpus.text`), never a silent U+FFFD (as Swift's `readLine` would make it).
 final class InputLines {
     private var buffer: UnsafeMutablePointer<CChar>?
     private var capacity = 0
@@ -186,11 +186,7 @@ final class InputLines {
         var bytes = UnsafeRawBufferPointer(start: buffer, count: n).bindMemory(to: UInt8.self)
         if bytes.last == UInt8(ascii: "\n") { bytes = UnsafeBufferPointer(rebasing: bytes.dropLast()) }
         if bytes.last == UInt8(ascii: "\r") { bytes = UnsafeBufferPointer(rebasing: bytes.dropLast()) }
-        if let line = String(validating: bytes, as: UTF8.self) { return line }
-        var parser = Unicode.UTF8.ForwardParser(), it = bytes.makeIterator(), at = 0
-        while case .valid(let scalar) = parser.parseScalar(from: &it) { at += scalar.count }
-        let what = at < bytes.count ? " (byte \(at + 1) of the line is 0x\(String(bytes[at], radix: 16, uppercase: true)))" : ""
-        throw GenError("standard input line \(number) is not valid UTF-8\(what)")
+        return try Corpus.text(bytes, name: "standard input line \(number)")
     }
 }
 

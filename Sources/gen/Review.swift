@@ -146,7 +146,7 @@ struct ReviewOptions {
         }
         var prompts: [String] = []
         for (name, d) in texts {
-            guard let s = String(data: d, encoding: .utf8) else { throw GenError("\(name) is not valid UTF-8") }
+            let s = try Corpus.text(d, name: name)
             prompts += s.split(separator: "\n", omittingEmptySubsequences: true).map { String($0.hasSuffix("\r") ? $0.dropLast() : $0) }
                 .filter { !$0.allSatisfy(\.isWhitespace) }
         }
@@ -158,9 +158,8 @@ struct ReviewOptions {
     func judgedPrompts() throws -> [String: Int] {
         var counts: [String: Int] = [:]
         for path in [out, skippedPath] where FileManager.default.fileExists(atPath: path) {
-            guard let d = FileManager.default.contents(atPath: path), let text = String(data: d, encoding: .utf8) else {
-                throw GenError("cannot read \(path) as UTF-8 text")
-            }
+            guard let d = FileManager.default.contents(atPath: path) else { throw GenError("cannot read \(path)") }
+            let text = try Corpus.text(d, name: path)
             for (k, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
                 guard let obj = try? JSON.parse(String(line)), let p = obj["prompt"]?.string else {
                     throw GenError("\(path) line \(k + 1) is not a JSON object with a \"prompt\"; gen appends only to its own files")

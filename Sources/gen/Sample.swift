@@ -142,8 +142,7 @@ struct SampleOptions {
         } else {
             return ""
         }
-        guard let s = String(data: data, encoding: .utf8) else { throw GenError("\(name) is not valid UTF-8") }
-        return s
+        return try Corpus.text(data, name: name)
     }
 }
 

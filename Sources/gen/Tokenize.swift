@@ -103,7 +103,7 @@ struct TokenizeOptions {
         }
         if count {
             let data = try readStandardInput()
-            guard let s = String(data: data, encoding: .utf8) else { throw GenError("standard input is not valid UTF-8") }
+            let s = try Corpus.text(data, name: "standard input")
             let t0 = Date()
             let n = try encode(s).count
             let seconds = Date().timeIntervalSince(t0)

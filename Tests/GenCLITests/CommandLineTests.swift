@@ -118,11 +118,11 @@ import TestScratch
         let binary = d.appendingPathComponent("binary.bin").path
         _ = FileManager.default.createFile(atPath: binary, contents: Data([0x7F, 0x45, 0x4C, 0x46, 0x02, 0x01, 0x01, 0x00, 0x00]))
         r = try train(binary)
-        #expect(r.status == 1 && r.stderr.contains("NUL byte at byte 7"), "\(r.stderr)")
+        #expect(r.status == 1 && r.stderr.contains("NUL byte at offset 7"), "\(r.stderr)")
         let latin1 = d.appendingPathComponent("latin1.txt").path
         _ = FileManager.default.createFile(atPath: latin1, contents: Data("caf".utf8) + Data([0xE9]) + Data(" au lait\n".utf8))
         r = try train(latin1)
-        #expect(r.status == 1 && r.stderr.contains("is not valid UTF-8") && r.stderr.contains("byte 4"), "\(r.stderr)")
+        #expect(r.status == 1 && r.stderr == "Error: \(latin1) is not valid UTF-8: byte 0xE9 at offset 3 (invalid continuation byte)\n", "\(r.stderr)")
         let short = d.appendingPathComponent("short.txt").path
         try "a short text\n".write(toFile: short, atomically: true, encoding: .utf8)
         r = try train(short)
@@ -387,7 +387,19 @@ import TestScratch
         // A line that is not UTF-8 is refused, naming the line and the byte (never turned into U+FFFD).
         for args in [["tokenize", "--from", m], ["sample", "--from", m, "--each-line", "--max-tokens", "2"]] {
             let r = try gen(args, stdinData: Data("And\nGod \u{E9}".utf8) + Data([0xE2, 0x82, 0x0A]))
-            #expect(r.status == 1 && r.stderr == "Error: standard input line 2 is not valid UTF-8 (byte 7 of the line is 0xE2)\n", "\(args): \(r.stderr)")
+            #expect(r.status == 1 && r.stderr == "Error: standard input line 2 is not valid UTF-8: byte 0xE2 at offset 6 (its character is cut off at the end)\n", "\(args): \(r.stderr)")
+        }
+        // Every other input that must be UTF-8 says the same of its bad byte: a prompt file,
+        // a prompt on standard input, all of standard input to count, review's prompts.
+        let latin = d.appendingPathComponent("latin.txt").path
+        _ = FileManager.default.createFile(atPath: latin, contents: Data("And G".utf8) + Data([0xE9, 0x64]))
+        let why = "is not valid UTF-8: byte 0xE9 at offset 5 (invalid continuation byte)\n"
+        for (args, stdin, name) in [(["sample", "--from", m, "--prompt-file", latin], nil, latin),
+                                    (["sample", "--from", m, "--prompt-file", "-"], latin, "the prompt on standard input"),
+                                    (["tokenize", "--from", m, "--count"], latin, "standard input"),
+                                    (["review", latin, "--from", m, "--judge", "echo 1", "--out", d.appendingPathComponent("l.jsonl").path], nil, latin)] {
+            let r = try gen(args, stdinData: try stdin.map { try Data(contentsOf: URL(fileURLWithPath: $0)) })
+            #expect(r.status == 1 && r.stderr == "Error: \(name) \(why)", "\(args): \(r.stderr)")
         }
         // Prompt from standard input.
         let s = try gen(["sample", "--from", m, "--max-tokens", "5", "--seed", "1"], stdin: "Moses")
@@ -599,7 +611,7 @@ import TestScratch
         #expect(r.status == 0, "\(r.stderr)")
         #expect(try Data(contentsOf: URL(fileURLWithPath: piped)) == Data(contentsOf: URL(fileURLWithPath: tok)))
         r = try gen(["tokenizer", "train", "-", "--out", d.appendingPathComponent("bad.json").path], stdinData: Data([0x61, 0xFF]))
-        #expect(r.status == 1 && r.stderr == "Error: standard input is not valid UTF-8 (byte 1 is 0xFF)\n", "\(r.stderr)")
+        #expect(r.status == 1 && r.stderr == "Error: standard input is not valid UTF-8: byte 0xFF at offset 1 (invalid start byte)\n", "\(r.stderr)")
         let before = try Data(contentsOf: URL(fileURLWithPath: c))
         r = try gen(["tokenizer", "train", c, "--out", c, "--force"])
         #expect(r.status == 1 && r.stderr.contains("is also an input"), "\(r.stderr)")

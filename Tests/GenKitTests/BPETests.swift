@@ -96,6 +96,11 @@ import TestScratch
         let (_, texts, expected) = try Self.fixture("gpt2")
         for (t, ids) in zip(texts, expected) { #expect(try tok.encode(t) == ids) }
         #expect(tok.special["<|endoftext|>"] == 0)
+        // merges.txt that is not UTF-8 is refused with the byte and its offset.
+        _ = FileManager.default.createFile(atPath: tmp.path + "/merges.txt", contents: Data("#version: 0.2\nĠ t\n".utf8) + Data([0x68, 0x20, 0xE9, 0x0A]))
+        #expect(throws: GenError("\(tmp.path)/merges.txt is not valid UTF-8: byte 0xE9 at offset 21 (invalid continuation byte)")) {
+            try BPETokenizer.gpt2Files(vocab: tmp.path + "/vocab.json", merges: tmp.path + "/merges.txt")
+        }
     }
 
     @Test func splitExamples() {

@@ -58,7 +58,8 @@ extension BPETokenizer {
               let vocab = (try? JSON.parse(vdata)).flatMap(integerMap) else {
             throw GenError("\(vocabPath) is not a vocab.json (a map of token to id)")
         }
-        guard let mtext = try? String(contentsOfFile: mergesPath, encoding: .utf8) else { throw GenError("cannot read \(mergesPath)") }
+        guard let mdata = FileManager.default.contents(atPath: mergesPath) else { throw GenError("cannot read \(mergesPath)") }
+        let mtext = try Corpus.text(mdata, name: mergesPath)
         var merges: [(String, String)] = []
         for line in mtext.split(separator: "\n", omittingEmptySubsequences: true) where !line.hasPrefix("#version") {
             let parts = line.split(separator: " ")

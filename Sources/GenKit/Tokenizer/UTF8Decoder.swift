@@ -43,12 +43,13 @@ enum UTF8Decoder {
         case 0xF0...0xF4: len = 4; v = UInt32(b0 & 0x07); minimum = 0x10000
         default: return .invalid(offset: 0)
         }
-        if i + len > n { return .incomplete }
-        for k in 1..<len {
+        let present = min(len, n - i)   // a bad byte before the end is invalid, not incomplete
+        for k in 1..<present {
             let b = p[i + k]
             guard b & 0xC0 == 0x80 else { return .invalid(offset: k) }
             v = v << 6 | UInt32(b & 0x3F)
         }
+        if present < len { return .incomplete }
         guard v >= minimum, v <= 0x10FFFF, !(0xD800...0xDFFF).contains(v) else { return .invalid(offset: 0) }
         return .scalar(v, length: len)
     }

@@ -26,7 +26,7 @@ public enum Corpus {
                 let n = buf.withUnsafeMutableBufferPointer { fread($0.baseAddress! + carry, 1, chunk, f) }
                 if n == 0 {
                     if ferror(f) != 0 { throw GenError("cannot read \(path): read error") }
-                    if carry > 0 { throw GenError("\(path) is not valid UTF-8: a character is cut off at byte \(offset)") }
+                    if carry > 0 { throw cutOff(path, byte: buf[0], at: offset) }
                     break
                 }
                 total += n
@@ -45,27 +45,52 @@ public enum Corpus {
     }
 
     /// Decodes complete UTF-8 sequences from p[0..<n]; returns how many bytes were consumed
-    /// (an unfinished sequence at the end is left for the next chunk).
+    /// (an unfinished sequence at the end is left for the next chunk). A NUL is refused as the
+    /// sign of a binary file unless `allowNUL`.
     @inline(__always)
-    static func decode(_ p: UnsafePointer<UInt8>, _ n: Int, path: String, offset: Int,
+    static func decode(_ p: UnsafePointer<UInt8>, _ n: Int, path: String, offset: Int, allowNUL: Bool = false,
                        _ body: (UInt32) throws -> Void) throws -> Int {
         var i = 0
         while i < n {
             switch UTF8Decoder.next(p, i, n) {
             case .scalar(let v, let len):
-                if v == 0 { throw GenError("\(path) holds a NUL byte at byte \(offset + i): it looks like a binary file, not text") }
+                if v == 0 && !allowNUL { throw GenError("\(path) holds a NUL byte at offset \(offset + i): it looks like a binary file, not text") }
                 try body(v)
                 i += len
             case .incomplete:
                 return i
             case .invalid(let k):
-                if k == 0 && (0xC2...0xF4).contains(p[i]) {
-                    throw GenError("\(path) is not valid UTF-8 (bad sequence at byte \(offset + i))")
-                }
-                throw GenError("\(path) is not valid UTF-8 (byte \(offset + i + k) is 0x\(String(p[i + k], radix: 16, uppercase: true)))")
+                let why = k > 0 ? "invalid continuation byte" : (0xC2...0xF4).contains(p[i])
+                    ? "an overlong, surrogate or out-of-range character" : "invalid start byte"
+                throw notUTF8(path, byte: p[i], at: offset + i, why)
             }
         }
         return n
+    }
+
+    /// Every input's UTF-8 error: "NAME is not valid UTF-8: byte 0xE9 at offset 3 (invalid
+    /// continuation byte)", the byte that starts the bad character, its offset counted from 0
+    /// (as `xxd` and Python count), and why.
+    static func notUTF8(_ name: String, byte: UInt8, at offset: Int, _ why: String) -> GenError {
+        GenError("\(name) is not valid UTF-8: byte 0x\(String(byte, radix: 16, uppercase: true)) at offset \(offset) (\(why))")
+    }
+
+    /// The error for input that ends inside the character that `byte` at `offset` starts.
+    static func cutOff(_ name: String, byte: UInt8, at offset: Int) -> GenError {
+        notUTF8(name, byte: byte, at: offset, "its character is cut off at the end")
+    }
+
+    /// `bytes` as a String, checked to be UTF-8 (NUL allowed), with `notUTF8`'s error.
+    public static func text(_ bytes: UnsafeBufferPointer<UInt8>, name: String) throws -> String {
+        if let s = String(validating: bytes, as: UTF8.self) { return s }
+        guard let p = bytes.baseAddress else { return "" }
+        let done = try decode(p, bytes.count, path: name, offset: 0, allowNUL: true) { _ in }
+        throw cutOff(name, byte: p[done], at: done)
+    }
+
+    /// `data` as a String, checked as `text(_:name:)` checks.
+    public static func text(_ data: Data, name: String) throws -> String {
+        try data.withUnsafeBytes { try text($0.bindMemory(to: UInt8.self), name: name) }
     }
 
     /// A file mapped into memory, checked to be non-empty valid UTF-8; errors call it `name`
@@ -84,7 +109,7 @@ public enum Corpus {
         try data.withUnsafeBytes { raw in
             let p = raw.bindMemory(to: UInt8.self).baseAddress!
             let done = try decode(p, raw.count, path: name, offset: 0) { _ in }
-            if done < raw.count { throw GenError("\(name) is not valid UTF-8: a character is cut off at byte \(done)") }
+            if done < raw.count { throw cutOff(name, byte: p[done], at: done) }
         }
         return data
     }
