@@ -36,20 +36,39 @@ func threadCount(_ a: ParsedArguments) throws -> Int {
 }
 
 /// Ctrl-C and SIGTERM (what `timeout`, job schedulers and container runtimes send) finish the
-/// running step, save and exit 130. `GEN_STOP_AFTER_STEP=N` does the same after step N.
+/// running step, save and exit 130. A second one ends gen at once, as the signal's default
+/// would (for a step that takes too long; checkpoints are written by rename, so the last one
+/// stays whole). `GEN_STOP_AFTER_STEP=N` does the same as the first after step N.
 enum Interrupt {
     nonisolated(unsafe) static var requested: sig_atomic_t = 0
     static let stopAfter = ProcessInfo.processInfo.environment["GEN_STOP_AFTER_STEP"].flatMap(Int.init)
 
-    static func install() {
+    /// Whether the first signal is acknowledged in silence (--quiet).
+    nonisolated(unsafe) static var quiet = false
+
+    static func install(quiet: Bool) {
+        Self.quiet = quiet
         // A parent (a shell script, a test runner) may have started gen with the signals blocked.
         var mask = sigset_t()
         sigemptyset(&mask)
         sigaddset(&mask, SIGINT)
         sigaddset(&mask, SIGTERM)
         pthread_sigmask(SIG_UNBLOCK, &mask, nil)
-        signal(SIGINT) { _ in Interrupt.requested = 1 }
-        signal(SIGTERM) { _ in Interrupt.requested = 1 }
+        signal(SIGINT) { Interrupt.received($0) }
+        signal(SIGTERM) { Interrupt.received($0) }
+    }
+
+    /// The handler: only async-signal-safe calls (write, signal, raise).
+    static func received(_ signal: Int32) {
+        if requested != 0 {
+            Glibc.signal(signal, SIG_DFL)
+            raise(signal)
+            return
+        }
+        requested = 1
+        if quiet { return }
+        let message: StaticString = "\nstopping after this step, then saving (again to stop at once)\n"
+        _ = write(2, message.utf8Start, message.utf8CodeUnitCount)
     }
 
     static func shouldStop(afterStep step: Int) -> Bool { requested != 0 || step == stopAfter }
@@ -143,7 +162,7 @@ final class TrainReporter: TrainingRunDelegate {
 /// holds the last step). `lossLabel` names the loss in the closing line.
 func runToEnd(_ run: TrainingRun, reporter: TrainReporter, out: String, quiet: Bool, lossLabel: String) throws -> Int32 {
     run.delegate = reporter
-    Interrupt.install()
+    Interrupt.install(quiet: quiet)
     let outcome = try withExtendedLifetime(reporter) {
         do { return try run.run() } catch { reporter.finish(); throw error }
     }

@@ -90,7 +90,7 @@ struct PreferOptions {
         guard n - nVal >= 1 else { throw GenError("\(pairsPath) holds \(n) pairs: too few to keep \(nVal) for validation (lower --val-fraction)") }
         let P = train.settings.batchSize
         var settings = train.settings
-        settings.batchSize = 2 * P
+        settings.batchSize = P <= Int.max / 2 ? 2 * P : Int.max   // too large either way: the memory check says so
         let T = max(1, data.length)
         if !quiet && data.truncated > 0 { note("\(data.truncated) of \(n) pairs are longer than the context of \(config.blockSize) and were truncated") }
         var adapters = start.model.adapters

@@ -47,7 +47,7 @@ struct TrainOptions {
         With --tokenizer char the vocabulary is every character (Unicode scalar) of the corpus; with \
         --tokenizer bpe a byte-level BPE of --vocab-size tokens is first learned from it. The first (1 - val-fraction) \
         of the text trains, the rest validates. Progress goes to stderr; Ctrl-C (or SIGTERM) finishes the step, \
-        saves and exits 130.
+        saves and exits 130; a second one stops at once.
         """,
         arguments: [ArgumentSpec(name: "corpus", help: "Text files (UTF-8) to train on, concatenated; '-' reads standard input.", repeated: true)],
         options: Array(runOptions.prefix(1)) + shapeOptions + runOptions.dropFirst())

@@ -132,6 +132,9 @@ import TestScratch
         ["bench", "--vocab", "9223372036854775807"],
         ["bench", "--embd", "10000000000"],
         ["bench", "--context", "3037000500", "--layers", "1", "--embd", "1", "--heads", "1"],
+        ["train", "C", "--embd", "9223372036854775807", "--heads", "1"],   // 4 × embd overflowed
+        ["bench", "--embd", "9223372036854775807", "--heads", "1"],
+        ["bench", "--steps", "9223372036854775807"],                       // a time kept per step
     ])
     func sizesAreCheckedFirst(args: [String]) throws {
         let d = tempDir()
@@ -140,6 +143,20 @@ import TestScratch
         let r = try gen(args.map { $0 == "C" ? c : $0 } + ["--out", d.appendingPathComponent("m").path].filter { _ in args[0] == "train" })
         #expect(isCleanFailure(r), "\(args): \(r.stderr)")
         #expect(Date().timeIntervalSince(start) < 10)
+    }
+
+    /// Counts near 2⁶³ that used to overflow in a step: a warmup longer than the run trains (the
+    /// learning rate barely above 0), a preference batch that large is refused for its memory.
+    @Test func hugeCountsTrainOrAreRefused() throws {
+        let d = tempDir()
+        let m = try tinyModel(in: d, steps: 2)
+        var r = try gen(["train", corpus(in: d), "--out", d.appendingPathComponent("w").path, "--steps", "2",
+                         "--warmup", "9223372036854775807", "--quiet"] + tinyShape)
+        #expect(r.status == 0, "\(r.stderr)")
+        let pairs = d.appendingPathComponent("pairs.jsonl").path
+        try #"{"prompt":"And","chosen":" God","rejected":" the"}"#.write(toFile: pairs, atomically: true, encoding: .utf8)
+        r = try gen(["prefer", "--from", m, pairs, "--out", d.appendingPathComponent("p").path, "--batch", "9223372036854775807", "--quiet"])
+        #expect(isCleanFailure(r) && r.stderr.contains("memory"), "\(r.stderr)")
     }
 
     /// Tokenizer files with ids outside their vocabulary are refused, whatever the id.
@@ -199,6 +216,23 @@ import TestScratch
         #expect(r.stdout.contains("status 130"), "\(r.stdout) \(r.stderr)")
         let step = Int(try Checkpoint.load(d.appendingPathComponent("m.safetensors").path).metadata["step"] ?? "0") ?? 0
         #expect(step > 0)
+    }
+
+    /// A second signal ends a step that would take too long (here a step of 10⁸ micro-batches):
+    /// the first is acknowledged, the second kills gen as the signal's default would, and
+    /// nothing half-written is left.
+    @Test func secondSignalStopsAtOnce() throws {
+        let d = tempDir()
+        let c = corpus(in: d)
+        let r = try shell("""
+            "$GEN" train \(c) --out m.safetensors --steps 2 --accum 100000000 \(tinyShape.joined(separator: " ")) 2>err & p=$!
+            sleep 1.5; kill -TERM $p; sleep 0.5; kill -TERM $p; wait $p; echo "status $?"
+            """, cwd: d)
+        #expect(r.stdout.contains("status 143"), "\(r.stdout) \(r.stderr)")
+        let err = try String(contentsOf: d.appendingPathComponent("err"), encoding: .utf8)
+        #expect(err.hasSuffix("\nstopping after this step, then saving (again to stop at once)\n"), "\(err)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: d.path).filter { $0.hasPrefix("m.") || $0.hasPrefix(".m.") }
+        #expect(left.allSatisfy { $0 == ".m.safetensors.lock" }, "\(left)")
     }
 
     /// A diverging run never saves non-finite weights as its last good checkpoint.

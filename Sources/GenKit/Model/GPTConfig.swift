@@ -84,22 +84,23 @@ public struct GPTConfig: Codable, Sendable, Equatable {
         if vocabSize < 1 { throw GenError.usage("the vocabulary is empty", setting: "vocab-size") }
         if let nInner, nInner < 1 { throw GenError.usage("the MLP width n_inner must be positive (got \(nInner))") }
         if !(layerNormEpsilon > 0 && layerNormEpsilon < 1) { throw GenError.usage("layer_norm_epsilon must be in (0, 1) (got \(layerNormEpsilon))") }
-        let count = Self.parameterEstimate(nLayer: nLayer, nEmbd: nEmbd, blockSize: blockSize, vocabSize: vocabSize, hidden: nInner ?? 4 * nEmbd)
+        let count = parameterEstimate
         if count > Double(Self.maximumParameters) {
             throw GenError.usage(cFormat("the model is too large (%.3g parameters; gen builds at most %ld)", count, Self.maximumParameters))
         }
     }
 
     /// Parameters of a shape, in floating point (exact below 2^53, never overflowing).
-    static func parameterEstimate(nLayer: Int, nEmbd: Int, blockSize: Int, vocabSize: Int, hidden: Int) -> Double {
-        let L = Double(nLayer), C = Double(nEmbd), H = Double(hidden)
+    static func parameterEstimate(nLayer: Int, nEmbd: Int, blockSize: Int, vocabSize: Int, hidden: Double) -> Double {
+        let L = Double(nLayer), C = Double(nEmbd), H = hidden
         // Per block: qkv 3C²+3C, proj C²+C, fc CH+H, fcproj HC+C, two LayerNorms 4C.
         return (Double(vocabSize) + Double(blockSize)) * C + L * (4 * C * C + 2 * C * H + 9 * C + H) + 2 * C
     }
 
     /// Parameters of this shape, in floating point.
     var parameterEstimate: Double {
-        Self.parameterEstimate(nLayer: nLayer, nEmbd: nEmbd, blockSize: blockSize, vocabSize: vocabSize, hidden: nInner ?? 4 * nEmbd)
+        Self.parameterEstimate(nLayer: nLayer, nEmbd: nEmbd, blockSize: blockSize, vocabSize: vocabSize,
+                               hidden: nInner.map(Double.init) ?? 4 * Double(nEmbd))
     }
 
     /// True when `validate` passes.

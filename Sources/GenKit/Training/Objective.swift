@@ -28,7 +28,7 @@ public final class NextTokenLoss: TrainingObjective {
         let loss = GPT.forward(model.views, model.config, acts, tokens: batch.inputs.pointer,
                                targets: batch.targets.pointer, B: B, t: T)
         GPT.backward(model.views, gradients.base, lora: gradients.lora, model.config, acts, tokens: batch.inputs.pointer,
-                     targets: batch.targets.pointer, B: B, t: T, lossScale: 1 / Float(B * T * microBatches))
+                     targets: batch.targets.pointer, B: B, t: T, lossScale: 1 / Float(Double(B) * Double(T) * Double(microBatches)))   // the count in Double: exact, and no overflow
         return loss
     }
 

@@ -233,7 +233,7 @@ public final class DirectPreferenceLoss: TrainingObjective {
         let B = batch.B, T = batch.T
         GPT.forward(model.views, model.config, acts, tokens: batch.inputs.pointer, targets: batch.targets.pointer, B: B, t: T)
         Self.sequenceLogProbs(acts, batch, rows: batch.B, into: &rowLogProbs)
-        let loss = pairLosses(batch, into: &training, scale: 1 / Float(B / 2 * microBatches), weights: weights.pointer)
+        let loss = pairLosses(batch, into: &training, scale: 1 / Float(Double(B / 2) * Double(microBatches)), weights: weights.pointer)
         GPT.backward(model.views, gradients.base, lora: gradients.lora, model.config, acts, tokens: batch.inputs.pointer,
                      targets: batch.targets.pointer, B: B, t: T, lossScale: 1, rowScales: weights.pointer)
         return loss

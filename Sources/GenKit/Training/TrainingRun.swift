@@ -170,7 +170,7 @@ public final class TrainingRun {
 
     private func loop() throws -> Outcome {
         let s = trainer.settings
-        let tokensPerStep = s.batchSize * trainer.T * max(1, s.accumulation)
+        let tokensPerStep = Double(s.batchSize) * Double(trainer.T) * Double(max(1, s.accumulation))
         let startStep = trainer.step
         let started = Date()
         while trainer.step < s.steps {
@@ -193,7 +193,7 @@ public final class TrainingRun {
             let pace = elapsed / Double(step - startStep)
             delegate?.trainingRun(self, finished: StepReport(
                 step: step, steps: s.steps, loss: r.loss, gradNorm: r.gradNorm, learningRate: r.learningRate,
-                milliseconds: ms, tokensPerSecond: Double(tokensPerStep) / pace, elapsed: elapsed,
+                milliseconds: ms, tokensPerSecond: tokensPerStep / pace, elapsed: elapsed,
                 remaining: pace * Double(s.steps - step), validationLoss: validated))
             if let validated { delegate?.trainingRun(self, validated: validated, atStep: step) }
             let stop = delegate?.trainingRunShouldStop(self) ?? false

@@ -21,7 +21,7 @@ public struct TrainingSettings: Codable, Sendable, Equatable {
 
     /// Linear warmup, then cosine decay to the floor at the last step (nanoGPT's get_lr).
     public func learningRate(atStep it: Int) -> Float {
-        if it < warmup { return learningRate * Float(it + 1) / Float(warmup + 1) }
+        if it < warmup { return learningRate * (Float(it) + 1) / (Float(warmup) + 1) }
         if it >= steps { return minLearningRate }
         let ratio = Double(it - warmup) / Double(max(1, steps - warmup))
         let coeff = 0.5 * (1 + cos(Double.pi * ratio))
