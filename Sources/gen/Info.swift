@@ -65,10 +65,7 @@ struct InfoOptions {
         let (config, base) = try LoRAAdapters.readConfig(folder: path)
         let file = try SafeTensorsFile(path: path + "/adapter_model.safetensors")
         let parameters = file.entries.values.reduce(0) { $0 + $1.count }
-        let layers = Set(file.entries.keys.compactMap { name -> Int? in
-            guard let r = name.firstRange(of: ".h.") else { return nil }
-            return Int(name[r.upperBound...].prefix { $0.isNumber })
-        }).count
+        let layers = Set(file.entries.keys.compactMap(LoRAAdapters.layer(ofTensorNamed:))).count
         let step = file.metadata["step"].flatMap { Int($0) }
         let targets = config.targets.map(\.peftName)
         if json {

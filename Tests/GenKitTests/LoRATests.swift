@@ -14,6 +14,22 @@ import GenKernels
         return ck.model
     }
 
+    /// The layer of a PEFT tensor name: every name of PEFT's own fixture file (written by PEFT
+    /// for this model) names a layer of the model, each layer has its tensors, and names
+    /// outside the pattern have none.
+    @Test func tensorNamesGiveTheirLayer() throws {
+        let c = try Self.model().config
+        let file = try SafeTensorsFile(path: Self.fixtures + "/lora/adapter/adapter_model.safetensors")
+        let layers = file.entries.keys.map(LoRAAdapters.layer(ofTensorNamed:))
+        #expect(layers.allSatisfy { $0 != nil && $0! < c.nLayer } && Set(layers.compactMap { $0 }).count == c.nLayer, "\(file.entries.keys)")
+        #expect(LoRAAdapters.layer(ofTensorNamed: "base_model.model.transformer.h.12.attn.c_attn.lora_A.weight") == 12)
+        for name in ["base_model.model.transformer.h..attn.c_attn.lora_A.weight", "base_model.model.transformer.h.1x.attn",
+                     "base_model.model.transformer.h.3", "transformer.h.3.attn.c_attn.weight", "base_model.model.transformer.h.٣.attn",
+                     "base_model.model.transformer.h.99999999999999999999.attn"] {
+            #expect(LoRAAdapters.layer(ofTensorNamed: name) == nil, "\(name)")
+        }
+    }
+
     /// The memory check's estimate is what training allocates, with and without the adapters'
     /// input dropout (whose dropped-input scratch it once left out).
     @Test(arguments: [false, true])

@@ -118,7 +118,7 @@ public final class LoRAAdapters {
             for t in LoRATarget.allCases {
                 guard config.targets.contains(t) else { row.append(nil); continue }
                 let (K, N) = t.shape(model)
-                let prefix = "base_model.model.transformer.h.\(l).\(t.rawValue)"
+                let prefix = Self.layerPrefix + "\(l).\(t.rawValue)"
                 tensors.append(Tensor(name: prefix + ".lora_A.weight", shape: [r, K], offset: at))
                 tensors.append(Tensor(name: prefix + ".lora_B.weight", shape: [N, r], offset: at + r * K))
                 row.append((at, at + r * K))
@@ -153,6 +153,17 @@ public final class LoRAAdapters {
 }
 
 extension LoRAAdapters {
+    /// What PEFT's tensor names for a GPT-2 start with, before the layer's number.
+    static let layerPrefix = "base_model.model.transformer.h."
+
+    /// The layer a PEFT tensor name belongs to (`base_model.model.transformer.h.3.…` → 3), or nil.
+    public static func layer(ofTensorNamed name: String) -> Int? {
+        guard name.hasPrefix(layerPrefix) else { return nil }
+        let digits = name.dropFirst(layerPrefix.count).prefix { $0.isASCII && $0.isNumber }
+        guard name.dropFirst(layerPrefix.count + digits.count).first == "." else { return nil }
+        return Int(digits)
+    }
+
     /// Reads a PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) made
     /// for a GPT-2 of shape `model`: by gen or by PEFT.
     /// - Throws: `GenError` for a config gen does not compute (DoRA, rsLoRA, per-layer ranks,
