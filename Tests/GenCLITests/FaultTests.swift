@@ -262,5 +262,20 @@ import TestScratch
         #expect(r.status == 0, "\(r.stderr)")
         r = try shell("printf 'ab\\377' | \"$GEN\" train - --out q --steps 2 \(tinyShape.joined(separator: " "))", cwd: d)
         #expect(isCleanFailure(r) && r.stderr.contains("standard input is not valid UTF-8"), "\(r.stderr)")
+        // A stream is checked as it is copied: binary input is refused at once, not spooled
+        // until the disk fills; a bad byte past many partial reads of characters of 1 to 4
+        // bytes is named at its offset in the stream, as in a file.
+        let start = Date()
+        r = try gen(["train", "/dev/zero", "--out", d.appendingPathComponent("z").path] + tinyShape)
+        #expect(isCleanFailure(r) && r.stderr == "Error: /dev/zero holds a NUL byte at offset 0: it looks like a binary file, not text\n", "\(r.stderr)")
+        #expect(Date().timeIntervalSince(start) < 10)
+        let text = Data(String(repeating: "aé€😀\n", count: 150_000).utf8)   // 1.65 MB
+        for (bad, why) in [([UInt8]([0xFF]), "byte 0xFF at offset \(text.count) (invalid start byte)"),
+                           ([0x61, 0xF0, 0x9F, 0x98], "byte 0xF0 at offset \(text.count + 1) (its character is cut off at the end)")] {
+            r = try gen(["train", "-", "--out", d.appendingPathComponent("u").path] + tinyShape, stdinData: text + Data(bad))
+            #expect(isCleanFailure(r) && r.stderr == "Error: standard input is not valid UTF-8: \(why)\n", "\(r.stderr)")
+        }
+        r = try gen(["tokenizer", "train", "-", "--out", d.appendingPathComponent("u.json").path, "--vocab-size", "260", "--quiet"], stdinData: text)
+        #expect(r.status == 0, "\(r.stderr)")
     }
 }

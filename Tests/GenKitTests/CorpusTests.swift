@@ -67,13 +67,21 @@ import TestScratch
     }
 
     /// A corpus read in 1 MB chunks names the same offset when the bad character straddles a
-    /// chunk's end, and the last byte when the file ends inside a character.
+    /// chunk's end, and the last byte when the file ends inside a character; a corpus mapped
+    /// whole (`mapValidated`, which checks without decoding) says the same.
     @Test func corpusOffsetsCrossChunks() throws {
         let dir = tempDir()
         func scanError(_ bytes: [UInt8]) throws -> String? {
             let path = dir.path + "/c.txt"
             try Data(bytes).write(to: URL(fileURLWithPath: path))
-            do { try Corpus.scan([path]) { _ in }; return nil } catch let e as GenError { return e.message }
+            var mapped: String? = nil
+            do { _ = try Corpus.mapValidated(path) } catch let e as GenError { mapped = e.message }
+            do { try Corpus.scan([path]) { _ in } } catch let e as GenError {
+                #expect(mapped == e.message)
+                return e.message
+            }
+            #expect(mapped == nil, "\(mapped ?? "")")
+            return nil
         }
         let chunk = 1 << 20
         let a = [UInt8](repeating: 0x61, count: chunk - 1)
@@ -81,6 +89,7 @@ import TestScratch
         #expect(try scanError(a + [0xE9, 0x20]) == dir.path + "/c.txt is not valid UTF-8: byte 0xE9 at offset \(chunk - 1) (invalid continuation byte)")
         #expect(try scanError(a + [0x61, 0x61, 0xFF]) == dir.path + "/c.txt is not valid UTF-8: byte 0xFF at offset \(chunk + 1) (invalid start byte)")
         #expect(try scanError(a + [0xF0, 0x9F, 0x98]) == dir.path + "/c.txt is not valid UTF-8: byte 0xF0 at offset \(chunk - 1) (its character is cut off at the end)")
+        #expect(try scanError(a + [0x61, 0xFF]) == dir.path + "/c.txt is not valid UTF-8: byte 0xFF at offset \(chunk) (invalid start byte)")
         #expect(try scanError(a + [0x61, 0x00]) == dir.path + "/c.txt holds a NUL byte at offset \(chunk): it looks like a binary file, not text")
     }
 }

@@ -68,6 +68,20 @@ public enum Corpus {
         return n
     }
 
+    /// Checks p[0..<n] as `decode` does (UTF-8, no NUL) without decoding: the standard
+    /// library's validation and memchr, with `decode` only to name a fault. Returns how many
+    /// bytes end in a whole character (the rest start one that the next bytes finish).
+    static func checkText(_ p: UnsafePointer<UInt8>, _ n: Int, name: String, offset: Int) throws -> Int {
+        var whole = n   // back up over an unfinished character at the end
+        var k = n - 1
+        while k >= 0 && k >= n - 3 && p[k] & 0xC0 == 0x80 { k -= 1 }
+        if k >= 0, case .incomplete = UTF8Decoder.next(p, k, n) { whole = k }
+        if memchr(p, 0, whole) == nil && String(validating: UnsafeBufferPointer(start: p, count: whole), as: UTF8.self) != nil {
+            return whole
+        }
+        return try decode(p, n, path: name, offset: offset) { _ in }
+    }
+
     /// Every input's UTF-8 error: "NAME is not valid UTF-8: byte 0xE9 at offset 3 (invalid
     /// continuation byte)", the byte that starts the bad character, its offset counted from 0
     /// (as `xxd` and Python count), and why.
@@ -108,7 +122,7 @@ public enum Corpus {
         if data.isEmpty { throw GenError("\(name) is empty") }
         try data.withUnsafeBytes { raw in
             let p = raw.bindMemory(to: UInt8.self).baseAddress!
-            let done = try decode(p, raw.count, path: name, offset: 0) { _ in }
+            let done = try checkText(p, raw.count, name: name, offset: 0)
             if done < raw.count { throw cutOff(name, byte: p[done], at: done) }
         }
         return data
@@ -126,9 +140,11 @@ public final class SpooledStream {
     public let bytes: Int
     let fd: Int32
 
-    /// Copies `source` (an open descriptor, read to its end) into `folder`, stopping with an
-    /// error before the folder's file system would be left with less than 1 GB (or 5%) free.
-    /// - Throws: `GenError` when the stream is empty, cannot be read, or is too large.
+    /// Copies `source` (an open descriptor, read to its end) into `folder`, checking it as text
+    /// as it goes (UTF-8 without NUL, as `Corpus.scan` checks: binary input such as /dev/zero
+    /// is refused at once, not copied first), and stopping with an error before the folder's
+    /// file system would be left with less than 1 GB (or 5%) free.
+    /// - Throws: `GenError` when the stream is empty, cannot be read, is not text, or is too large.
     public init(reading source: Int32, name: String, into folder: String) throws {
         self.name = name
         var fd: Int32 = -1
@@ -141,23 +157,37 @@ public final class SpooledStream {
         guard fd >= 0 else { throw GenError("cannot keep a copy of \(name) in \(folder): \(String(cString: strerror(errno)))") }
         self.fd = fd
         path = "/proc/self/fd/\(fd)"
-        var buf = [UInt8](repeating: 0, count: 1 << 20)
+        let chunk = 1 << 20
+        var buf = [UInt8](repeating: 0, count: chunk + 4)
+        var carry = 0          // bytes of an unfinished character kept at the front of buf
         var total = 0
         var checked = 0
         while true {
-            let n = buf.withUnsafeMutableBytes { read(source, $0.baseAddress!, $0.count) }
+            let n = buf.withUnsafeMutableBytes { read(source, $0.baseAddress! + carry, chunk) }
             if n < 0 {
                 if errno == EINTR { continue }
                 let message = errno == EBADF ? "it is closed" : String(cString: strerror(errno))
                 close(fd)
                 throw GenError("cannot read \(name): \(message)")
             }
-            if n == 0 { break }
+            if n == 0 {
+                if carry > 0 { close(fd); throw Corpus.cutOff(name, byte: buf[0], at: total - carry) }
+                break
+            }
             var done = 0
             while done < n {
-                let w = buf.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, n - done) }
+                let w = buf.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + carry + done, n - done) }
                 if w <= 0 { close(fd); throw GenError("cannot keep a copy of \(name) in \(folder): \(String(cString: strerror(w < 0 ? errno : ENOSPC)))") }
                 done += w
+            }
+            let end = carry + n
+            do {
+                let whole = try buf.withUnsafeBufferPointer { try Corpus.checkText($0.baseAddress!, end, name: name, offset: total - carry) }
+                for i in 0..<(end - whole) { buf[i] = buf[whole + i] }
+                carry = end - whole
+            } catch {
+                close(fd)
+                throw error
             }
             total += n
             if total - checked >= 64 << 20 {
