@@ -27,3 +27,23 @@ public struct GenError: Error, CustomStringConvertible, Equatable {
 
     public var description: String { message }
 }
+
+/// Text from the user's input, for a message: in single quotes, at most `limit` characters
+/// (then "…"), control and format characters as \u{…}, so that a message stays one line and
+/// sends nothing to the terminal but text.
+public func quoted<S: StringProtocol>(_ text: S, limit: Int = 24) -> String {
+    var out = ""
+    for (i, ch) in text.enumerated() {
+        if i == limit { out += "…"; break }
+        for s in ch.unicodeScalars {
+            let v = s.value
+            if v < 0x20 || (0x7F...0x9F).contains(v) || s.properties.generalCategory == .format
+                || s.properties.generalCategory == .lineSeparator || s.properties.generalCategory == .paragraphSeparator {
+                out += "\\u{" + String(v, radix: 16, uppercase: true) + "}"
+            } else {
+                out.unicodeScalars.append(s)
+            }
+        }
+    }
+    return "'" + out + "'"
+}

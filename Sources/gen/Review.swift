@@ -181,7 +181,7 @@ struct ReviewOptions {
         let line = String(decoding: answer, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false).first
             .map { $0.trimmed() } ?? ""
         guard line.count == 1, let c = line.first, "12=s".contains(c) else {
-            throw GenError("the judge answered \"\(line.prefix(40))\" on prompt \(index), not 1, 2, = or s\(kept)")
+            throw GenError("the judge answered \(quoted(line, limit: 40)) on prompt \(index), not 1, 2, = or s\(kept)")
         }
         return c
     }

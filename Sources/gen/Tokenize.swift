@@ -122,13 +122,12 @@ struct TokenizeOptions {
 
     static func runDetokenize(_ a: ParsedArguments) throws -> Int32 {
         let tok = try loadTokenizer(a.string("from")!)
-        var lineNumber = 0
-        while let line = readLine(strippingNewline: true) {
-            lineNumber += 1
+        let lines = InputLines()
+        while let line = try lines.next() {
             var ids: [Int32] = []
-            for field in line.split(separator: " ", omittingEmptySubsequences: true) {
+            for field in line.split(whereSeparator: { $0 == " " || $0 == "\t" }) {
                 guard let id = Int32(field), id >= 0, Int(id) < tok.vocabSize else {
-                    throw GenError("line \(lineNumber): '\(field)' is not a token id (0..<\(tok.vocabSize))")
+                    throw GenError("standard input line \(lines.number): \(quoted(field)) is not a token id (0..<\(tok.vocabSize))")
                 }
                 ids.append(id)
             }

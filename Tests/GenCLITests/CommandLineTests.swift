@@ -603,6 +603,12 @@ import TestScratch
         #expect(special.stdout.split(separator: " ").contains("599"))
         let bad = try gen(["detokenize", "--from", tok], stdin: "1 2 x\n")
         #expect(bad.status == 1 && bad.stderr.contains("'x' is not a token id"))
+        // What the input holds is quoted safely: at most 24 characters, control characters
+        // (a terminal's escape sequences) as \u{…}; tabs separate ids as spaces do.
+        let odd = try gen(["detokenize", "--from", tok], stdinData: Data("97\t98\n1 \u{1B}[2J\u{1B}]0;title\u{07}andmoreafterthat\n".utf8))
+        #expect(odd.status == 1 && odd.stdout == "ab\n"
+                && odd.stderr == "Error: standard input line 2: '\\u{1B}[2J\\u{1B}]0;title\\u{7}andmoreaft…' is not a token id (0..<600)\n",
+                "\(odd.stdout) \(odd.stderr)")
         #expect(try gen(["tokenizer", "train", c, "--pattern", "gpt5"]).status == 64)
         // Standard input ("-") learns the same tokenizer as the file; the corpus is never --out.
         let piped = d.appendingPathComponent("piped.json").path

@@ -45,7 +45,7 @@ import TestScratch
         let args = ["review", "-m", m, "prompts.txt", "-n", "12", "-s", "5", "--out", "prefs.jsonl"]
         var r = try gen(args + ["--judge", judge], cwd: dir)
         #expect(isCleanFailure(r), "\(r.stderr)")
-        #expect(r.stderr.contains("answered \"maybe\" on prompt 5") && r.stderr.contains("2 pairs"), "\(r.stderr)")
+        #expect(r.stderr.contains("answered 'maybe' on prompt 5") && r.stderr.contains("2 pairs"), "\(r.stderr)")
         let out = dir.appendingPathComponent("prefs.jsonl").path
         var pairs = Self.lines(out)
         let passed = Self.lines(out + ".skipped")
@@ -80,6 +80,9 @@ import TestScratch
             r = try gen(bad, cwd: dir)
             #expect(isCleanFailure(r), "\(bad): \(r.stderr)")
         }
+        // A judge's answer is quoted safely (control characters as \u{…}).
+        r = try gen(args.filter { $0 != "prefs.jsonl" } + ["other.jsonl", "--judge", "printf 'x\\033[2Jy'"], cwd: dir)
+        #expect(isCleanFailure(r) && r.stderr.contains("the judge answered 'x\\u{1B}[2Jy' on prompt 1"), "\(r.stderr)")
         #expect(String(decoding: fileBytes(dir.appendingPathComponent("answers").path), as: UTF8.self) == "1\n=\ns\n2\nmaybe\n")
     }
 
