@@ -94,7 +94,9 @@ final class TrainReporter: TrainingRunDelegate {
         self.quiet = quiet
         self.printEvery = printEvery
         self.logPath = logPath
-        if let logPath {
+        if logPath == "-" {
+            log = 1
+        } else if let logPath {
             log = open(logPath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
             guard log >= 0 else { throw GenError("cannot open --log \(logPath) for appending") }
         } else {
@@ -102,7 +104,7 @@ final class TrainReporter: TrainingRunDelegate {
         }
     }
 
-    deinit { if log >= 0 { close(log) } }
+    deinit { if log > 2 { close(log) } }
 
     var elapsed: Double { Date().timeIntervalSince(started) }
 
@@ -114,7 +116,7 @@ final class TrainReporter: TrainingRunDelegate {
             let reason = String(cString: strerror(errno))
             finish()
             note("warning: cannot write --log \(logPath ?? ""): \(reason); the run goes on without its log")
-            close(log)
+            if log > 2 { close(log) }
             log = -1
         }
     }

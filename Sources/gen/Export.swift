@@ -65,6 +65,7 @@ struct ExportOptions {
     }
 
     func run() throws -> Int32 {
+        try refuseStandardOutput(folder, flag: "--hf", folder: true)
         let fm = FileManager.default
         if fm.fileExists(atPath: folder) {
             guard isFolder(folder) else { throw GenError("\(folder) exists and is not a folder") }

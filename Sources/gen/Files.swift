@@ -40,10 +40,20 @@ final class CorpusFiles {
     }
 }
 
+/// Refuses "-" as a file gen writes: its outputs are files it renames into place, reads back or
+/// writes beside (a state file), never standard output; a file named "-" is still ./- away.
+func refuseStandardOutput(_ path: String, flag: String = "--out", folder: Bool = false) throws {
+    let what = folder ? "a folder" : "a file"
+    if path == "-" {
+        throw GenError.usage("\(flag) -: gen writes \(what) here, not to standard output; name \(what) (./- for one named -)")
+    }
+}
+
 /// Refuses a command whose --out (or any file in `written`, all of them named by --out) is one of
 /// its inputs, whatever path names it (`gen review`, `gen tokenizer train`; training runs have
-/// `RunOutputs`).
+/// `RunOutputs`), or is "-".
 func refuseInputAsOutput(_ out: String, written: [String], inputs: [String]) throws {
+    try refuseStandardOutput(out)
     for input in inputs {
         if let id = fileIdentity(input), written.contains(where: { fileIdentity($0).map { $0 == id } ?? false }) {
             throw GenError("--out \(out) is also an input (\(input)); choose another file")
@@ -83,6 +93,8 @@ final class RunOutputs {
     ///   - replace: an existing model may be replaced (--force); `resume` continues it.
     ///   - adapterFolder: the output is a PEFT adapter folder (created here), not a model file.
     init(out: String, log: String?, inputs: [String], replace: Bool, resume: Bool, adapterFolder: Bool = false) throws {
+        try refuseStandardOutput(out, folder: adapterFolder)
+        let log = log == "-" ? nil : log   // standard output: no file to keep apart
         self.out = out
         folder = Paths.folder(of: out)
         lockPath = folder + "/." + Paths.fileName(of: out) + ".lock"

@@ -33,7 +33,7 @@ struct TrainOptions {
         OptionSpec(name: "save-every", value: "n", help: "Steps between checkpoints (0: only at the end).", defaultValue: "500"),
         OptionSpec(name: "seed", short: "s", value: "n", help: "Seed for initialisation, batches and dropout.", defaultValue: "1337"),
         threadsOption,
-        OptionSpec(name: "log", value: "file", help: "Append one JSON object per step and per evaluation to this file."),
+        OptionSpec(name: "log", value: "file", help: "Append one JSON object per step and per evaluation to this file (- for standard output)."),
         OptionSpec(name: "print-every", value: "n", help: "Steps between progress lines when stderr is not a terminal.", defaultValue: "50"),
         OptionSpec(name: "resume", value: nil, help: "Continue the run saved in --out and its .state file."),
         OptionSpec(name: "force", value: nil, help: "Replace an existing --out file instead of refusing."),

@@ -118,6 +118,22 @@ import TestScratch
         let r = try gen(["train", corpus(in: d), "--steps", "3", "--out", out, "--log", "/dev/full", "--quiet"] + tinyShape)
         #expect(r.status == 0 && FileManager.default.fileExists(atPath: out), "\(r.stderr)")
         #expect(r.stderr == "warning: cannot write --log /dev/full: No space left on device; the run goes on without its log\n", "\(r.stderr)")
+        // --log - is standard output: one JSON object a line, every step and the evaluation.
+        let piped = try gen(["train", corpus(in: d), "--steps", "3", "--eval-every", "3", "--out", d.appendingPathComponent("piped").path,
+                             "--log", "-", "--quiet"] + tinyShape)
+        let lines = piped.stdout.split(separator: "\n").map { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(piped.status == 0 && lines.count == 4 && lines.allSatisfy { $0?["step"] != nil } && lines[3]?["val_loss"] != nil, "\(piped.stdout)")
+        // "-" is never a file gen writes: each writer refuses it, and no file named - appears.
+        let model = m
+        for (args, message) in [(["train", corpus(in: d), "--out", "-"] + tinyShape, "--out -: gen writes a file here"),
+                                (["finetune", "--from", model, corpus(in: d), "--out", "-", "--lora", "2"], "--out -: gen writes a folder here"),
+                                (["export", "--from", model, "--hf", "-"], "--hf -: gen writes a folder here"),
+                                (["tokenizer", "train", corpus(in: d), "--out", "-"], "--out -: gen writes a file here"),
+                                (["review", corpus(in: d), "--from", model, "--judge", "echo 1", "--out", "-"], "--out -: gen writes a file here")] {
+            let r = try gen(args, cwd: d)
+            #expect(r.status == 64 && r.stderr.hasPrefix("Error: \(message), not to standard output"), "\(args): \(r.stderr)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: d.appendingPathComponent("-").path))
     }
 
     /// Sizes at their edges: refused up front with one line, never a crash or a hang.
