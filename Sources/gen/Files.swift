@@ -84,8 +84,7 @@ func isFolder(_ path: String) -> Bool {
 final class RunOutputs {
     let out: String
     let folder: String
-    private let lockPath: String
-    private var lockFD: Int32 = -1
+    private var lock: OutputLock?
 
     /// - Parameters:
     ///   - inputs: files the run reads (corpora, the model finetuned, a tokenizer file), or
@@ -97,7 +96,6 @@ final class RunOutputs {
         let log = log == "-" ? nil : log   // standard output: no file to keep apart
         self.out = out
         folder = Paths.folder(of: out)
-        lockPath = folder + "/." + Paths.fileName(of: out) + ".lock"
         let statePath = adapterFolder ? out + "/training_state.safetensors" : out + ".state"
         guard isFolder(folder) else { throw GenError("cannot write \(out): the folder \(folder) does not exist") }
         guard access(folder, W_OK) == 0 else { throw GenError("cannot write \(out): the folder \(folder) is not writable") }
@@ -124,7 +122,7 @@ final class RunOutputs {
             throw GenError("--log \(log) is the model or its state file; choose another log file")
         }
         if let log, isFolder(log) { throw GenError("--log \(log) is a folder") }
-        try lock()
+        lock = try OutputLock(out)
         let fm = FileManager.default
         if resume {
             guard fm.fileExists(atPath: out) else { throw GenError("cannot resume: \(out) does not exist") }
@@ -144,23 +142,6 @@ final class RunOutputs {
         removeLeftovers()
     }
 
-    /// Takes the run's lock on --out: a second run on the same output fails at once.
-    private func lock() throws {
-        let fd = open(lockPath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw GenError("cannot lock \(out) (\(lockPath)): \(String(cString: strerror(errno)))") }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
-            throw GenError("another gen run is writing \(out); wait for it to end, or choose another --out")
-        }
-        // The run that held it may have removed the file between our open and our lock.
-        var held = stat(), now = stat()
-        guard fstat(fd, &held) == 0, stat(lockPath, &now) == 0, held.st_ino == now.st_ino, held.st_dev == now.st_dev else {
-            close(fd)
-            return try lock()
-        }
-        lockFD = fd
-    }
-
     /// Temporary files of saves that a kill interrupted (only ours: `.NAME.tmp-…`).
     private func removeLeftovers() {
         let prefixes = [out, out + ".state"].map { "." + Paths.fileName(of: $0) + ".tmp-" }
@@ -168,11 +149,41 @@ final class RunOutputs {
             unlink(folder + "/" + name)
         }
     }
+}
+
+/// A run's lock on its --out (`.NAME.lock` beside it, held with flock for the run's length): a
+/// second run on the same output fails at once; a killed run's lock file is taken over.
+final class OutputLock {
+    let out: String
+    private let path: String
+    private var fd: Int32 = -1
+
+    init(_ out: String) throws {
+        self.out = out
+        path = Paths.folder(of: out) + "/." + Paths.fileName(of: out) + ".lock"
+        try take()
+    }
+
+    private func take() throws {
+        let fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw GenError("cannot lock \(out) (\(path)): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw GenError("another gen run is writing \(out); wait for it to end, or choose another --out")
+        }
+        // The run that held it may have removed the file between our open and our lock.
+        var held = stat(), now = stat()
+        guard fstat(fd, &held) == 0, stat(path, &now) == 0, held.st_ino == now.st_ino, held.st_dev == now.st_dev else {
+            close(fd)
+            return try take()
+        }
+        self.fd = fd
+    }
 
     deinit {
-        if lockFD >= 0 {
-            unlink(lockPath)
-            close(lockFD)
+        if fd >= 0 {
+            unlink(path)
+            close(fd)
         }
     }
 }

@@ -77,6 +77,8 @@ struct ReviewOptions {
     func run() throws -> Int32 {
         if isFolder(out) { throw GenError("--out \(out) is a folder") }
         try refuseInputAsOutput(out, written: [out, skippedPath], inputs: promptFiles + [from])
+        let lock = try OutputLock(out)   // two reviews of one --out would judge the same prompts
+        defer { withExtendedLifetime(lock) {} }
         signal(SIGPIPE, SIG_IGN)   // a judge that exits without reading its input
         let prompts = try readPrompts()
         var done = try judgedPrompts()

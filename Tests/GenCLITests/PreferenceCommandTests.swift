@@ -80,6 +80,16 @@ import TestScratch
             r = try gen(bad, cwd: dir)
             #expect(isCleanFailure(r), "\(bad): \(r.stderr)")
         }
+        // Two reviews of one --out at once: the second is refused (it would judge the same prompts).
+        try "And God said\n".write(toFile: dir.appendingPathComponent("one.txt").path, atomically: true, encoding: .utf8)
+        r = try shell("""
+            "$GEN" review -m \(m) one.txt -n 4 --out held.jsonl --judge 'sleep 2; echo 1' 2>first & sleep 0.7
+            "$GEN" review -m \(m) one.txt -n 4 --out held.jsonl --judge 'echo 2'; echo "second $?"; wait
+            """, cwd: dir)
+        #expect(r.stdout.contains("second 1") && r.stderr.contains("another gen run is writing held.jsonl"), "\(r.stdout) \(r.stderr)")
+        let held = Self.lines(dir.appendingPathComponent("held.jsonl").path)
+        #expect(held.count == 1 && held[0]["prompt"] as? String == "And God said", "\(held)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent(".held.jsonl.lock").path))
         // A judge's answer is quoted safely (control characters as \u{…}).
         r = try gen(args.filter { $0 != "prefs.jsonl" } + ["other.jsonl", "--judge", "printf 'x\\033[2Jy'"], cwd: dir)
         #expect(isCleanFailure(r) && r.stderr.contains("the judge answered 'x\\u{1B}[2Jy' on prompt 1"), "\(r.stderr)")
