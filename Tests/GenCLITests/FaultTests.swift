@@ -206,6 +206,13 @@ import TestScratch
             let r = try gen(args)
             #expect(isCleanFailure(r) && r.stderr.contains("is a folder"), "\(args): \(r.stderr)")
         }
+        // A device or a pipe as a model: named as such (gen maps model files).
+        for args in [["info", "/dev/null"], ["sample", "-m", "/dev/zero"]] {
+            let r = try gen(args)
+            #expect(isCleanFailure(r) && r.stderr.contains("is not a model file (a device, pipe or socket"), "\(args): \(r.stderr)")
+        }
+        let r = try shell("exec bash -c '\"$GEN\" info <(cat \(try tinyModel(in: d, steps: 2)))'")
+        #expect(isCleanFailure(r) && r.stderr.contains("is not a model file"), "\(r.stderr)")
     }
 
     /// A write that fails (here a file-size limit, as a full disk) while caching tokens is an

@@ -24,9 +24,14 @@ public struct SafeTensorsFile {
             throw GenError("\(path): no such file")
         }
         if isDir { throw GenError("\(path) is a folder, not a model file") }
+        var st = stat()
+        if stat(path, &st) == 0 && st.st_mode & S_IFMT != S_IFREG {
+            throw GenError("\(path) is not a model file (a device, pipe or socket; gen maps model files, so it needs a file)")
+        }
         // Mapped, not read: a model is copied once, from the page cache into its buffer.
         guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else {
-            throw GenError("\(path): cannot be read")
+            let why = access(path, R_OK) != 0 ? String(cString: strerror(errno)) : "read error"
+            throw GenError("cannot read \(path): \(why)")
         }
         try self.init(data: data, name: path)
     }
