@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Gives every option that takes a value, of every command that trains, samples, evaluates,
-tokenizes or benchmarks, hostile values through gen's binary: negative, zero, huge (2^31 to
+"""Gives every option that takes a value, of every command that trains, samples, reviews,
+evaluates, tokenizes or benchmarks, hostile values through gen's binary: negative, zero, huge (2^31 to
 2^63 - 1 and beyond), not a number, infinite, empty, hexadecimal, padded.
 
 A run passes when it exits 0; or exits 1 with exactly one "Error:" line, the last one (progress
@@ -32,10 +32,12 @@ def main():
     shape = ["--layers", "1", "--heads", "1", "--embd", "16", "--context", "16", "--batch", "2"]
     subprocess.run([gen, "train", "c.txt", "--steps", "3", "--quiet", "--out", "m.safetensors"] + shape, check=True)
     open("pairs.jsonl", "w").write('{"prompt":"And","chosen":" God","rejected":" the"}\n')
+    open("p.txt", "w").write("And\nGod\n")
     base = {
         "train": ["c.txt", "--out", "o", "--steps", "2", "--quiet"] + shape,
         "finetune": ["--from", "m.safetensors", "c.txt", "--out", "o", "--steps", "2", "--quiet"],
         "sample": ["--from", "m.safetensors", "-p", "And", "-n", "3"],
+        "review": ["p.txt", "--from", "m.safetensors", "-n", "3", "--judge", "echo 1", "--out", "o"],
         "eval": ["--from", "m.safetensors", "c.txt"],
         "prefer": ["--from", "m.safetensors", "pairs.jsonl", "--out", "o", "--steps", "1", "--quiet"],
         "bench": ["--steps", "1", "--warmup", "0"] + shape,
