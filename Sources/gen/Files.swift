@@ -215,9 +215,13 @@ final class InputLines {
 
 /// All of standard input.
 /// - Throws: `GenError` when it cannot be read (closed, say).
+/// - Throws: also when it holds more than a sixteenth of the machine's memory (what is read
+///   whole is then copied and tokenized, several times its size): an endless stream such as
+///   /dev/zero stops there instead of exhausting the memory.
 func readStandardInput() throws -> Data {
+    let limit = Int(Machine.memoryBytes / 16)
     var data = Data()
-    var buf = [UInt8](repeating: 0, count: 1 << 16)
+    var buf = [UInt8](repeating: 0, count: 1 << 20)
     while true {
         let n = buf.withUnsafeMutableBytes { read(0, $0.baseAddress!, $0.count) }
         if n < 0 {
@@ -225,6 +229,10 @@ func readStandardInput() throws -> Data {
             throw GenError("cannot read standard input: \(errno == EBADF ? "it is closed" : String(cString: strerror(errno)))")
         }
         if n == 0 { return data }
+        if data.count + n > limit {
+            throw GenError(cFormat("standard input holds more than %.2g GB, more than gen reads whole on a machine of %.1f GB; give it in parts",
+                                   Double(limit) / 1e9, Machine.memoryBytes / 1e9))
+        }
         data.append(contentsOf: buf[0..<n])
     }
 }
