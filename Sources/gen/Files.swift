@@ -214,10 +214,10 @@ final class InputLines {
 }
 
 /// All of standard input.
-/// - Throws: `GenError` when it cannot be read (closed, say).
-/// - Throws: also when it holds more than a sixteenth of the machine's memory (what is read
-///   whole is then copied and tokenized, several times its size): an endless stream such as
-///   /dev/zero stops there instead of exhausting the memory.
+/// - Throws: `GenError` when it cannot be read (closed, say), or when it holds more than a
+///   sixteenth of the machine's memory (what is read whole is then copied and tokenized,
+///   several times its size): an endless stream such as /dev/zero stops there instead of
+///   exhausting the memory.
 func readStandardInput() throws -> Data {
     let limit = Int(Machine.memoryBytes / 16)
     var data = Data()
