@@ -36,7 +36,7 @@ struct BenchOptions {
         try config.validate()
         settings.batchSize = try a.int("batch", min: 1)
         settings.dropout = try a.float("dropout", min: 0, max: 0.95)
-        steps = try a.int("steps", min: 1, max: 1_000_000)   // each step's time is kept for the median
+        steps = try a.int("steps", min: 1, max: TrainingBenchmark.maxSteps)   // each step's time is kept for the median
         warmup = try a.int("warmup", min: 0)
         threads = try threadCount(a)
         json = a.has("json")

@@ -149,4 +149,23 @@ import TestScratch
         }
         #expect(changed >= 4)
     }
+
+    /// The benchmark refuses step counts it cannot keep a time for (it keeps one per measured
+    /// step), in one line naming the setting, and measures the steps it is given.
+    @Test func benchmarkChecksItsStepCounts() throws {
+        let config = GPTConfig(nLayer: 1, nHead: 2, nEmbd: 16, blockSize: 8, vocabSize: 11)
+        var settings = TrainingSettings()
+        settings.batchSize = 2
+        for (steps, warmup, setting) in [(0, 0, "steps"), (-1, 0, "steps"), (Int.max, 0, "steps"),
+                                          (TrainingBenchmark.maxSteps + 1, 0, "steps"), (1, -1, "warmup"), (1, Int.min, "warmup")] {
+            do {
+                _ = try TrainingBenchmark.run(config: config, settings: settings, steps: steps, warmup: warmup, threads: 1)
+                Issue.record("steps \(steps), warmup \(warmup) ran")
+            } catch let e as GenError {
+                #expect(e.setting == setting && !e.message.contains("\n"), "\(e.message)")
+            }
+        }
+        let r = try TrainingBenchmark.run(config: config, settings: settings, steps: 3, warmup: 1, threads: 1)
+        #expect(r.tokensPerSecond > 0 && r.tokensPerSecond.isFinite && r.millisecondsPerStep > 0 && r.loss.isFinite)
+    }
 }

@@ -21,12 +21,19 @@ public enum TrainingBenchmark {
         public var parameters: Int
     }
 
-    /// Runs `warmup` steps, then `steps` measured ones. With MALLOC_TRACE set and
+    /// The most measured steps a run takes: each step's time is kept for the median.
+    public static let maxSteps = 1_000_000
+
+    /// Runs `warmup` steps, then `steps` measured ones (1 to `maxSteps`). With MALLOC_TRACE set and
     /// libc_malloc_debug.so preloaded, every allocation made by the measured steps, on any
     /// thread, is written to that file.
     /// With `lora`, the model's weights are frozen and adapters of that config train.
     public static func run(config: GPTConfig, settings: TrainingSettings, steps: Int, warmup: Int, threads: Int,
                            lora: LoRAConfig? = nil) throws -> Result {
+        guard (1...maxSteps).contains(steps) else {
+            throw GenError.usage("steps must be from 1 to \(maxSteps), not \(steps)", setting: "steps")
+        }
+        guard warmup >= 0 else { throw GenError.usage("warmup steps must be 0 or more, not \(warmup)", setting: "warmup") }
         try config.validate()
         let model = GPTModel(config: config)
         model.initialize(seed: 0)
@@ -37,7 +44,7 @@ public enum TrainingBenchmark {
         }
         let trainer = Trainer(model: model, settings: settings)
         let source = RandomTokens(vocabSize: config.vocabSize)
-        var times = [Double](repeating: 0, count: max(1, steps))
+        var times = [Double](repeating: 0, count: steps)
         let tracing = ProcessInfo.processInfo.environment["MALLOC_TRACE"] != nil
         return Parallel.withThreads(threads) {
             for _ in 0..<warmup { _ = trainer.step(from: source) }
