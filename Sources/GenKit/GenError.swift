@@ -36,14 +36,21 @@ public func quoted<S: StringProtocol>(_ text: S, limit: Int = 24) -> String {
     for (i, ch) in text.enumerated() {
         if i == limit { out += "…"; break }
         for s in ch.unicodeScalars {
-            let v = s.value
-            if v < 0x20 || (0x7F...0x9F).contains(v) || s.properties.generalCategory == .format
-                || s.properties.generalCategory == .lineSeparator || s.properties.generalCategory == .paragraphSeparator {
-                out += "\\u{" + String(v, radix: 16, uppercase: true) + "}"
+            if isUnprintable(s) {
+                out += "\\u{" + String(s.value, radix: 16, uppercase: true) + "}"
             } else {
                 out.unicodeScalars.append(s)
             }
         }
     }
     return "'" + out + "'"
+}
+
+/// True for a character that a message shows by its code rather than as itself: C0 and C1
+/// controls, DEL, format characters, and line and paragraph separators (each could break the
+/// message's line or send the terminal something other than text).
+func isUnprintable(_ s: Unicode.Scalar) -> Bool {
+    let v = s.value, category = s.properties.generalCategory
+    return v < 0x20 || (0x7F...0x9F).contains(v) || category == .format || category == .lineSeparator
+        || category == .paragraphSeparator
 }

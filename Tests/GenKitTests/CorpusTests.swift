@@ -92,4 +92,18 @@ import TestScratch
         #expect(try scanError(a + [0x61, 0xFF]) == dir.path + "/c.txt is not valid UTF-8: byte 0xFF at offset \(chunk) (invalid start byte)")
         #expect(try scanError(a + [0x61, 0x00]) == dir.path + "/c.txt holds a NUL byte at offset \(chunk): it looks like a binary file, not text")
     }
+
+    /// Messages echo the user's text and characters through one rule: controls (C0, DEL, C1),
+    /// format characters and line and paragraph separators by their codes, the rest as they are.
+    @Test func messagesShowUnprintableCharactersByCode() {
+        for (v, shown) in [(0x41, true), (0xE9, true), (0x20, true), (0x09, false), (0x0A, false), (0x1B, false), (0x7F, false),
+                           (0x85, false), (0x9B, false), (0xA0, true), (0x200E, false), (0x2028, false), (0x2029, false),
+                           (0xFEFF, false), (0x1F600, true)] {
+            let s = Unicode.Scalar(UInt32(v))!
+            let code = String(v, radix: 16, uppercase: true)
+            #expect(quoted(String(s)) == (shown ? "'\(s)'" : "'\\u{\(code)}'"), "U+\(code)")
+            #expect(describe(s).hasPrefix("'") == shown && describe(s).hasSuffix(code + (shown ? ")" : "")), "U+\(code): \(describe(s))")
+        }
+        #expect(quoted("abc\u{1B}[2Jdef", limit: 5) == "'abc\\u{1B}[…'")
+    }
 }

@@ -60,12 +60,11 @@ public final class CharTokenizer: Tokenizer {
     }
 }
 
-/// A character as a person reads it in a message: 'x' (U+0078), or just U+000A for controls.
+/// A character as a person reads it in a message: 'x' (U+0078), or just U+000A for what
+/// `quoted` also shows by its code (controls, format characters, line separators).
 public func describe(_ s: Unicode.Scalar) -> String {
     let code = "U+" + String(s.value, radix: 16, uppercase: true).leftPadded(to: 4)
-    if s.value < 0x20 || s.value == 0x7F || (s.properties.generalCategory == .format) {
-        return code
-    }
+    if isUnprintable(s) { return code }
     return "'\(Character(s))' (\(code))"
 }
 
