@@ -228,13 +228,14 @@ import TestScratch
         #expect(isCleanFailure(r) && r.stderr.contains("token cache"), "\(r.status) \(r.stderr)")
     }
 
-    /// SIGTERM saves as Ctrl-C does.
+    /// SIGTERM saves as Ctrl-C does. The signal goes once the log shows a finished step (on a
+    /// busy machine a fixed wait could send it before gen has started).
     @Test func sigtermSaves() throws {
         let d = tempDir()
         let c = corpus(in: d)
         let r = try shell("""
-            "$GEN" train \(c) --out m.safetensors --steps 100000 --quiet \(tinyShape.joined(separator: " ")) & p=$!
-            sleep 1.5; kill -TERM $p; wait $p; echo "status $?"
+            "$GEN" train \(c) --out m.safetensors --steps 100000 --quiet --log log \(tinyShape.joined(separator: " ")) & p=$!
+            \(waitFor("grep -q step log")); kill -TERM $p; wait $p; echo "status $?"
             """, cwd: d)
         #expect(r.stdout.contains("status 130"), "\(r.stdout) \(r.stderr)")
         let step = Int(try Checkpoint.load(d.appendingPathComponent("m.safetensors").path).metadata["step"] ?? "0") ?? 0
@@ -243,19 +244,27 @@ import TestScratch
 
     /// A second signal ends a step that would take too long (here a step of 10⁸ micro-batches):
     /// the first is acknowledged, the second kills gen as the signal's default would, and
-    /// nothing half-written is left.
+    /// nothing half-written is left. Each signal waits for a sign on stderr: the run's first
+    /// line (printed just before the signals are caught, hence the short pause), then the
+    /// acknowledgement.
     @Test func secondSignalStopsAtOnce() throws {
         let d = tempDir()
         let c = corpus(in: d)
         let r = try shell("""
             "$GEN" train \(c) --out m.safetensors --steps 2 --accum 100000000 \(tinyShape.joined(separator: " ")) 2>err & p=$!
-            sleep 1.5; kill -TERM $p; sleep 0.5; kill -TERM $p; wait $p; echo "status $?"
+            \(waitFor("grep -q '^training:' err")); sleep 0.2; kill -TERM $p
+            \(waitFor("grep -q '^stopping after' err")); kill -TERM $p; wait $p; echo "status $?"
             """, cwd: d)
         #expect(r.stdout.contains("status 143"), "\(r.stdout) \(r.stderr)")
         let err = try String(contentsOf: d.appendingPathComponent("err"), encoding: .utf8)
         #expect(err.hasSuffix("\nstopping after this step, then saving (again to stop at once)\n"), "\(err)")
         let left = try FileManager.default.contentsOfDirectory(atPath: d.path).filter { $0.hasPrefix("m.") || $0.hasPrefix(".m.") }
         #expect(left.allSatisfy { $0 == ".m.safetensors.lock" }, "\(left)")
+    }
+
+    /// A shell loop that waits until `condition` holds, for at most a minute.
+    func waitFor(_ condition: String) -> String {
+        "for i in $(seq 600); do \(condition) && break; sleep 0.1; done"
     }
 
     /// A diverging run never saves non-finite weights as its last good checkpoint.
