@@ -44,7 +44,6 @@ struct BenchOptions {
     }
 
     func run() throws -> Int32 {
-        try Machine.checkTrainingFits(config, settings, adapters: try lora.map { try LoRAAdapters(config: $0, model: config) })
         let r = try TrainingBenchmark.run(config: config, settings: settings, steps: steps, warmup: warmup, threads: threads, lora: lora)
         if json {
             try Output.line("{\"ms_per_step\":\(cFormat("%.3f", r.millisecondsPerStep)),\"tokens_per_s\":\(cFormat("%.1f", r.tokensPerSecond)),\"gflops\":\(cFormat("%.1f", r.gflops)),\"heap_growth\":\(r.heapGrowth),\"rss_growth\":\(r.residentGrowth),\"loss\":\(r.loss),\"threads\":\(threads),\"blas_core\":\(jsonString(Machine.matrixKernel)),\"parameters\":\(r.parameters)}")

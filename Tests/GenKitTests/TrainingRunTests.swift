@@ -151,7 +151,7 @@ import TestScratch
     }
 
     /// The benchmark refuses step counts it cannot keep a time for (it keeps one per measured
-    /// step), in one line naming the setting, and measures the steps it is given.
+    /// step) and batches that cannot run, in one line, and measures the steps it is given.
     @Test func benchmarkChecksItsStepCounts() throws {
         let config = GPTConfig(nLayer: 1, nHead: 2, nEmbd: 16, blockSize: 8, vocabSize: 11)
         var settings = TrainingSettings()
@@ -163,6 +163,18 @@ import TestScratch
                 Issue.record("steps \(steps), warmup \(warmup) ran")
             } catch let e as GenError {
                 #expect(e.setting == setting && !e.message.contains("\n"), "\(e.message)")
+            }
+        }
+        // A batch of none, or one that cannot fit in memory, is refused before anything is allocated.
+        for (batch, words) in [(0, "batch size must be 1 or more"), (-5, "batch size must be 1 or more"), (1 << 40, "needs"),
+                                (Int.max, "needs")] {
+            var s = settings
+            s.batchSize = batch
+            do {
+                _ = try TrainingBenchmark.run(config: config, settings: s, steps: 1, warmup: 0, threads: 1)
+                Issue.record("batch \(batch) ran")
+            } catch let e as GenError {
+                #expect(e.message.contains(words) && !e.message.contains("\n"), "\(e.message)")
             }
         }
         let r = try TrainingBenchmark.run(config: config, settings: settings, steps: 3, warmup: 1, threads: 1)

@@ -24,7 +24,8 @@ public enum TrainingBenchmark {
     /// The most measured steps a run takes: each step's time is kept for the median.
     public static let maxSteps = 1_000_000
 
-    /// Runs `warmup` steps, then `steps` measured ones (1 to `maxSteps`). With MALLOC_TRACE set and
+    /// Runs `warmup` steps, then `steps` measured ones (1 to `maxSteps`), after checking that
+    /// the run fits in memory (`Machine.checkTrainingFits`). With MALLOC_TRACE set and
     /// libc_malloc_debug.so preloaded, every allocation made by the measured steps, on any
     /// thread, is written to that file.
     /// With `lora`, the model's weights are frozen and adapters of that config train.
@@ -34,11 +35,14 @@ public enum TrainingBenchmark {
             throw GenError.usage("steps must be from 1 to \(maxSteps), not \(steps)", setting: "steps")
         }
         guard warmup >= 0 else { throw GenError.usage("warmup steps must be 0 or more, not \(warmup)", setting: "warmup") }
-        try config.validate()
+        guard settings.batchSize >= 1 else {
+            throw GenError.usage("the batch size must be 1 or more, not \(settings.batchSize)", setting: "batchSize")
+        }
+        let adapters = try lora.map { try LoRAAdapters(config: $0, model: config) }
+        try Machine.checkTrainingFits(config, settings, adapters: adapters)
         let model = GPTModel(config: config)
         model.initialize(seed: 0)
-        if let lora {
-            let adapters = try LoRAAdapters(config: lora, model: config)
+        if let adapters {
             adapters.initialize(seed: 1)
             model.adapters = adapters
         }
