@@ -152,7 +152,7 @@ import TestScratch
 
     /// The benchmark refuses step counts it cannot keep a time for (it keeps one per measured
     /// step) and batches that cannot run, in one line, and measures the steps it is given.
-    @Test func benchmarkChecksItsStepCounts() throws {
+    @Test func benchmarkChecksStepsAndBatch() throws {
         let config = GPTConfig(nLayer: 1, nHead: 2, nEmbd: 16, blockSize: 8, vocabSize: 11)
         var settings = TrainingSettings()
         settings.batchSize = 2
