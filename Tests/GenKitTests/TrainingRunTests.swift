@@ -177,6 +177,16 @@ import TestScratch
                 #expect(e.message.contains(words) && !e.message.contains("\n"), "\(e.message)")
             }
         }
+        // A model that cannot be built is refused as such, with adapters too (they are laid out from it).
+        for lora in [nil, LoRAConfig(rank: 2, alpha: 4)] as [LoRAConfig?] {
+            do {
+                _ = try TrainingBenchmark.run(config: GPTConfig(nLayer: -1, nHead: 2, nEmbd: 16, blockSize: 8, vocabSize: 11),
+                                              settings: settings, steps: 1, warmup: 0, threads: 1, lora: lora)
+                Issue.record("a model of -1 layers ran")
+            } catch let e as GenError {
+                #expect(e.setting == "layers", "\(e.message)")
+            }
+        }
         let r = try TrainingBenchmark.run(config: config, settings: settings, steps: 3, warmup: 1, threads: 1)
         #expect(r.tokensPerSecond > 0 && r.tokensPerSecond.isFinite && r.millisecondsPerStep > 0 && r.loss.isFinite)
     }

@@ -38,6 +38,7 @@ public enum TrainingBenchmark {
         guard settings.batchSize >= 1 else {
             throw GenError.usage("the batch size must be 1 or more, not \(settings.batchSize)", setting: "batchSize")
         }
+        try config.validate()   // before the adapters, which are laid out from the model's shape
         let adapters = try lora.map { try LoRAAdapters(config: $0, model: config) }
         try Machine.checkTrainingFits(config, settings, adapters: adapters)
         let model = GPTModel(config: config)
