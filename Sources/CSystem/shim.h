@@ -196,8 +196,8 @@ static inline void gen_screen_finish4(gen_f32x8 h0, gen_f32x8 h1, gen_f32x8 h2, 
 //   bound[n] = Σ_b sw[n,b]·(xterm[b] + qterm[b]·as[n,b])
 // w: rows of `bytes` bytes as gen_screen_row reads them; sw, as: (rows, nb) floats (the rows'
 // scales and Σ|q| per block); x, sx, xterm, qterm, off: the input's bytes and per-block terms;
-// prefetch: fetch the rows two groups of four ahead (the faster on Intel's CPUs; without VNNI,
-// rows go four at a time only then).
+// prefetch: fetch the rows two groups of four ahead (the faster on Intel's and AMD's CPUs;
+// without VNNI, rows go four at a time only then).
 #define GEN_SCREEN_CHUNKS 256
 static inline void gen_screen_rows(const unsigned char *w, const signed char *x, const float *sw, const float *as,
                                    const float *sx, const float *xterm, const float *qterm, const float *off,

@@ -305,8 +305,7 @@ public enum Int8Blocks {
 
     /// Whether `vectorForward` fetches the rows ahead into every cache level (Intel's CPUs) or
     /// marked non-temporal (AMD's, where that was the faster; on an Intel Xeon the non-temporal
-    /// fetches left the kernel at less than half the speed of the plain ones). The 8-bit screen
-    /// (`TopRows`) fetches its rows ahead only where this is true.
+    /// fetches left the kernel at less than half the speed of the plain ones).
     static let temporalPrefetch = gen_cpu_is_intel() != 0
 
     struct Rows: RangeKernel {
