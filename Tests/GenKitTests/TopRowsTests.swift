@@ -224,8 +224,9 @@ import Foundation
     /// the bound below the spread of the logits at output layers' widths (else plain sampling
     /// would turn most draws down).
     /// Both of the screen's paths: rows fetched ahead (four at a time) and not (one at a time
-    /// without VNNI), the first of which every CPU takes (`TopRows.fetchesAhead`); and rows wider than the chunks of x that
-    /// the AVX2 path keeps on the stack (8256 values: one value at a time there).
+    /// without VNNI), the first of which every CPU takes (`TopRows.fetchesAhead`); and rows
+    /// wider than the chunks of x that the AVX2 path keeps on the stack (8256 values: one value
+    /// at a time there).
     @Test(arguments: [288, 200, 768, 8256], [false, true])
     func approximationsAreWithinTheirBounds(_ K: Int, fetchingAhead: Bool) {
         let N = 1202

@@ -62,10 +62,10 @@ public enum TopRows {
     }
 
     /// Whether the screen fetches its rows two groups of four ahead: on every CPU. Measured
-    /// where VNNI's path runs: an Intel Xeon's screen gained 8% with it, an AMD EPYC Zen 4's
-    /// greedy decoding 1.1–1.2× (the screen's share of a GPT-2 124M token 18–20% → 10%, about its
-    /// share of the bytes read); without VNNI, an Intel Xeon's AVX2 build preferred it, a Zen 4's
-    /// was even.
+    /// where VNNI's path runs: an Intel Xeon's decoding gained 8% with the four rows and these
+    /// fetches together, an AMD EPYC Zen 4's greedy decoding 1.1–1.2× with the fetches alone
+    /// (the screen's share of a GPT-2 124M token 18–20% → 10%, about its share of the bytes
+    /// read); without VNNI, an Intel Xeon's AVX2 build preferred them, a Zen 4's was even.
     static let fetchesAhead = true
 
     /// x rounded to 8 bits per block and the per-block terms of the screen's estimates and
