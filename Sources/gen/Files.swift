@@ -219,20 +219,45 @@ final class InputLines {
 ///   several times its size): an endless stream such as /dev/zero stops there instead of
 ///   exhausting the memory.
 func readStandardInput() throws -> Data {
-    let limit = Int(Machine.memoryBytes / 16)
     var data = Data()
-    var buf = [UInt8](repeating: 0, count: 1 << 20)
+    try readStandardInput(inParts: { _, _ in nil }) { part, _ in data = Data(buffer: part) }
+    return data
+}
+
+/// Standard input in parts: after each read, `cut(bytes, from)` names where the bytes held so
+/// far may end a part (searching from `from`, the first byte not searched before), or nil to
+/// read on; `body` gets each part and its offset in the stream, and the rest at the end (empty
+/// when nothing is left, or when the input was empty). Only what no cut has ended is held.
+/// - Throws: `GenError` as `readStandardInput()` does, when more than a sixteenth of the
+///   machine's memory would be held at once.
+func readStandardInput(inParts cut: (UnsafeBufferPointer<UInt8>, _ from: Int) -> Int?,
+                       _ body: (UnsafeBufferPointer<UInt8>, _ offset: Int) throws -> Void) throws {
+    let limit = Int(Machine.memoryBytes / 16)
+    let step = 1 << 20
+    var held = [UInt8]()   // bytes read and not yet handed on; held[0] is at `offset` in the stream
+    var offset = 0
     while true {
-        let n = buf.withUnsafeMutableBytes { read(0, $0.baseAddress!, $0.count) }
+        let old = held.count
+        held.append(contentsOf: repeatElement(0, count: step))
+        let n = held.withUnsafeMutableBytes { read(0, $0.baseAddress! + old, step) }
+        let error = errno
+        held.removeLast(step - max(n, 0))
         if n < 0 {
-            if errno == EINTR { continue }
-            throw GenError("cannot read standard input: \(errno == EBADF ? "it is closed" : String(cString: strerror(errno)))")
+            if error == EINTR { continue }
+            throw GenError("cannot read standard input: \(error == EBADF ? "it is closed" : String(cString: strerror(error)))")
         }
-        if n == 0 { return data }
-        if data.count + n > limit {
+        if n == 0 {
+            try held.withUnsafeBufferPointer { try body($0, offset) }
+            return
+        }
+        if let c = held.withUnsafeBufferPointer({ cut($0, old) }), c > 0 {
+            try held.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[..<c]), offset) }
+            held.removeFirst(c)
+            offset += c
+        }
+        if held.count > limit {
             throw GenError(cFormat("standard input holds more than %.2g GB, more than gen reads whole on a machine of %.1f GB; give it in parts",
                                    Double(limit) / 1e9, Machine.memoryBytes / 1e9))
         }
-        data.append(contentsOf: buf[0..<n])
     }
 }

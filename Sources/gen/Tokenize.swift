@@ -102,14 +102,24 @@ struct TokenizeOptions {
             return try tok.encode(s)
         }
         if count {
-            let data = try readStandardInput()
-            let s = try Corpus.text(data, name: "standard input")
-            let t0 = Date()
-            let n = try encode(s).count
-            let seconds = Date().timeIntervalSince(t0)
+            // The input is counted in parts cut where both split patterns always start a chunk
+            // (so the parts' ids are the whole text's), holding only what is not yet cut; a
+            // special token that could span such a cut keeps the input whole.
+            let special = allowSpecial ? (tok as? BPETokenizer)?.special.keys.map { $0 } ?? [] : []
+            let cuts = !special.contains { $0.utf8.contains(0x0A) }
+            var bytes = 0, n = 0, seconds = 0.0
+            try readStandardInput(inParts: { held, from in
+                cuts ? BPETokenizer.lastSafeCut(held.baseAddress!, held.count, from: from) : nil
+            }) { part, offset in
+                let s = try Corpus.text(part, name: "standard input", offset: offset)
+                let t0 = Date()
+                n += try encode(s).count
+                seconds += Date().timeIntervalSince(t0)
+                bytes += part.count
+            }
             try Output.line(String(n))
             if stats {
-                note("{\"bytes\":\(data.count),\"tokens\":\(n),\"seconds\":\(seconds),\"mb_per_s\":\(Double(data.count) / 1e6 / seconds)}")
+                note("{\"bytes\":\(bytes),\"tokens\":\(n),\"seconds\":\(seconds),\"mb_per_s\":\(Double(bytes) / 1e6 / seconds)}")
             }
             return 0
         }

@@ -556,19 +556,8 @@ import TestScratch
         while written < 300_000_000 { h.write(data); written += data.count }
         try h.close()
         let out = d.appendingPathComponent("m.safetensors").path
-        // The child's own high-water mark (VmHWM), read while it runs: the test process's other
-        // children (run in parallel) must not count.
-        let r = try shell("""
-            "$GEN" train \(path) --out \(out) --steps 3 --eval-batches 2 --quiet \(tinyShape.joined(separator: " ")) & p=$!
-            peak=0
-            while kill -0 $p 2>/dev/null; do
-              v=$(awk '/VmHWM/ {print $2}' /proc/$p/status 2>/dev/null); [ -n "$v" ] && peak=$v; sleep 0.02
-            done
-            wait $p; echo "$? $peak"
-            """)
-        let fields = r.stdout.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        #expect(fields.count == 2 && fields[0] == 0, "\(r.stdout) \(r.stderr)")
-        let peakMB = (fields.last ?? 0) / 1024
+        let (status, peakMB) = try peakResidentMB("\"$GEN\" train \(path) --out \(out) --steps 3 --eval-batches 2 --quiet \(tinyShape.joined(separator: " "))")
+        #expect(status == 0)
         #expect(peakMB > 0 && peakMB < 150, "peak resident size \(peakMB) MB for a \(written / 1_000_000) MB corpus")
     }
 }
@@ -624,6 +613,53 @@ import TestScratch
         #expect(try Data(contentsOf: URL(fileURLWithPath: c)) == before)
         r = try gen(["tokenizer", "train", c, "--out", d.path])
         #expect(r.status == 1 && r.stderr.contains("is a folder"), "\(r.stderr)")
+    }
+
+    /// `tokenize --count` reads standard input in parts cut at a line end after a letter (both
+    /// split patterns start a chunk there), holding only the part being read: the count is the
+    /// whole text's, and a 100 MB stream is counted in a small fraction of its size.
+    @Test func countStreamsStandardInput() throws {
+        let d = tempDir()
+        defer { try? FileManager.default.removeItem(at: d) }
+        // Lines ending in every way the patterns treat differently (a letter, a space, a digit,
+        // punctuation, blank lines, "\r\n", letters beyond ASCII), some past a megabyte, so
+        // that parts end inside what one read brings and lines span reads.
+        let endings = ["And God saw\n", "the light, that it was good \n", "\n\n", "verse 31\n", "Amen.\r\n",
+                       "été déjà vu\n", "天地\n", "<|endoftext|>so\n", "  indented\n"]
+        var text = ""
+        var i = 0
+        while text.utf8.count < 3_000_000 {
+            text += endings[i % endings.count]
+            if i % 1000 == 999 { text += String(repeating: "long line without an end ", count: 60_000) }
+            i += 1
+        }
+        // A tokenizer that learned these lines' ends ("\n\n" and " \n\n" merged). Where a part
+        // may end is proved by BPETrainerTests.lastSafeCutKeepsTheIds; this test proves the
+        // reading: the parts together, the offsets, the memory.
+        let tok = d.appendingPathComponent("tok.json").path
+        let lines = d.appendingPathComponent("lines.txt")
+        try Data(String(repeating: endings.joined(), count: 2000).utf8).write(to: lines)
+        var r = try gen(["tokenizer", "train", corpus(in: d, bytes: 200_000), lines.path, "--vocab-size", "600", "--special", "<|endoftext|>", "--out", tok])
+        #expect(r.status == 0, "\(r.stderr)")
+        let loaded = try BPETokenizer.huggingFace(path: tok)
+        for special in [false, true] {
+            r = try gen(["tokenize", "--from", tok, "--count"] + (special ? ["--allow-special"] : []), stdin: text)
+            #expect(r.status == 0 && Int(r.stdout.trimmingCharacters(in: .newlines)) == loaded.encode(text, allowSpecial: special).count,
+                    "special \(special): \(r.stdout) \(r.stderr)")
+        }
+        // A bad byte past the first parts is named at its offset in the stream.
+        r = try gen(["tokenize", "--from", tok, "--count"], stdinData: Data(text.utf8) + Data([0x61, 0xFF]))
+        #expect(r.status == 1 && r.stderr == "Error: standard input is not valid UTF-8: byte 0xFF at offset \(text.utf8.count + 1) (invalid start byte)\n", "\(r.stderr)")
+        // 100 copies of a megabyte: the count follows from one copy's and two's (each join
+        // tokenizes alike), the child's high-water mark (VmHWM) stays far below the stream's size.
+        let piece = corpus(in: d, bytes: 1_000_000, name: "piece.txt")
+        let one = try String(contentsOfFile: piece, encoding: .utf8)
+        let c1 = loaded.encode(one, allowSpecial: false).count, c2 = loaded.encode(one + one, allowSpecial: false).count
+        let (status, peakMB) = try peakResidentMB("for i in $(seq 100); do cat \(piece); done | \"$GEN\" tokenize --from \(tok) --count > \(d.path)/count")
+        #expect(status == 0)
+        let counted = try String(contentsOfFile: d.path + "/count", encoding: .utf8)
+        #expect(Int(counted.trimmingCharacters(in: .newlines)) == c1 + 99 * (c2 - c1), "\(counted)")
+        #expect(peakMB > 0 && peakMB < 60, "peak resident size \(peakMB) MB for 100 MB of standard input")
     }
 
     @Test func trainSampleEvalWithBPE() throws {

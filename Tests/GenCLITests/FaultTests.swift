@@ -309,7 +309,8 @@ import TestScratch
         }
         r = try gen(["tokenizer", "train", "-", "--out", d.appendingPathComponent("u.json").path, "--vocab-size", "260", "--quiet"], stdinData: text)
         #expect(r.status == 0, "\(r.stderr)")
-        // Standard input read whole (to count its tokens) stops at a sixteenth of the memory.
+        // Standard input counted in parts stops at a sixteenth of the memory when nothing
+        // cuts it (no line ends after a letter).
         let m = try tinyModel(in: d, steps: 2)
         r = try shell("\"$GEN\" tokenize -m \(m) --count < /dev/zero")
         #expect(isCleanFailure(r) && r.stderr.hasPrefix("Error: standard input holds more than "), "\(r.stderr)")

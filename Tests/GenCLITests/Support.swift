@@ -73,6 +73,24 @@ func shell(_ script: String, cwd: URL? = nil, env: [String: String] = [:]) throw
     try run("/bin/sh", ["-c", script], cwd: cwd, env: env.merging(["GEN": genBinary]) { a, _ in a })
 }
 
+/// Runs `command` (a shell command line whose last process is the one to measure) in the
+/// background and returns its exit status and peak resident size in MB: the process's own
+/// high-water mark (VmHWM), read while it runs, so that the test process's other children (run
+/// in parallel) do not count.
+func peakResidentMB(_ command: String) throws -> (status: Int, peakMB: Int) {
+    let r = try shell("""
+        \(command) & p=$!
+        peak=0
+        while kill -0 $p 2>/dev/null; do
+          v=$(awk '/VmHWM/ {print $2}' /proc/$p/status 2>/dev/null); [ -n "$v" ] && peak=$v; sleep 0.02
+        done
+        wait $p; echo "$? $peak"
+        """)
+    let fields = r.stdout.split(separator: " ").compactMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    guard fields.count == 2 else { throw GenError("cannot measure \(command): \(r.stdout) \(r.stderr)") }
+    return (fields[0], fields[1] / 1024)
+}
+
 /// Runs a program, feeding it `stdin` (nil: /dev/null); waits for it to end.
 func run(_ program: String, _ args: [String], stdin: Data? = nil, cwd: URL? = nil, env: [String: String] = [:]) throws -> RunResult {
     // A child that exits before reading its input (bad arguments) must fail its test, not end

@@ -159,6 +159,38 @@ import TestScratch
         }
     }
 
+    /// Text cut at `lastSafeCut` encodes in two parts to the whole text's ids, for both
+    /// patterns, wherever the search ends; cut at any line end instead, it does not (the text's
+    /// line ends are ones the merges and patterns treat differently at the end of a text).
+    @Test func lastSafeCutKeepsTheIds() throws {
+        let dir = tempDir()
+        let lines = ["And God saw\n", "it was good \n", "\n\n", "verse 31\n", "Amen.\r\n", "été vu\n", "天地\n", "  indented\n", "so!\n\n"]
+        let path = dir.appendingPathComponent("lines.txt").path
+        try String(repeating: lines.joined(), count: 3000).write(toFile: path, atomically: true, encoding: .utf8)
+        let text = String(repeating: lines.joined(), count: 3)
+        let bytes = Array(text.utf8)
+        for pattern in SplitPattern.allCases {
+            let tok = try BPETrainer.train(paths: [path, Self.corpus], vocabSize: 400, pattern: pattern)
+            let whole = tok.encode(text, allowSpecial: false)
+            func parts(_ c: Int) -> [Int32] {
+                tok.encode(String(decoding: bytes[..<c], as: UTF8.self), allowSpecial: false)
+                    + tok.encode(String(decoding: bytes[c...], as: UTF8.self), allowSpecial: false)
+            }
+            var cuts = Set<Int>()
+            for end in 1...bytes.count {
+                let c = bytes.withUnsafeBufferPointer { BPETokenizer.lastSafeCut($0.baseAddress!, end, from: 0) }
+                if let c { cuts.insert(c); #expect(bytes[c] == 0x0A && c < end) }
+            }
+            #expect(cuts.count == 3 * 3, "\(pattern): \(cuts.count) cuts")   // "saw", "vu" and "indented" end in a letter
+            for c in cuts { #expect(parts(c) == whole, "\(pattern): cut at \(c)") }
+            let unsafe = bytes.indices.filter { bytes[$0] == 0x0A && !cuts.contains($0) && parts($0) != whole }
+            #expect(!unsafe.isEmpty, "\(pattern): every line end kept the ids")
+            // The search looks only from `from` on.
+            #expect(bytes.withUnsafeBufferPointer { BPETokenizer.lastSafeCut($0.baseAddress!, 20, from: 12) } == nil)
+            #expect(bytes.withUnsafeBufferPointer { BPETokenizer.lastSafeCut($0.baseAddress!, 20, from: 11) } == 11)
+        }
+    }
+
     /// A token may end inside a character: the stream holds the bytes back until it is whole.
     @Test func streamingHoldsBackSplitCharacters() {
         var s = Utf8Stream()

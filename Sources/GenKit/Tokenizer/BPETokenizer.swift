@@ -163,6 +163,19 @@ public final class BPETokenizer: Tokenizer {
         return min(c, n)
     }
 
+    /// The last position in p[max(1, from)..<n] where both split patterns always start a chunk
+    /// (a newline right after an ASCII letter, as `safeCut`), or nil: text cut there encodes to
+    /// the same ids in parts as whole.
+    public static func lastSafeCut(_ p: UnsafePointer<UInt8>, _ n: Int, from: Int) -> Int? {
+        var c = n - 1
+        let first = max(1, from)
+        while c >= first {
+            if p[c] == 0x0A && (p[c - 1] | 0x20) >= 0x61 && (p[c - 1] | 0x20) <= 0x7A { return c }
+            c -= 1
+        }
+        return nil
+    }
+
     /// Merges one chunk's bytes into `parts`: repeatedly the adjacent pair of lowest rank.
     @inline(__always)
     func mergeChunk(_ p: UnsafePointer<UInt8>, _ n: Int, _ parts: inout [Int32]) {

@@ -94,12 +94,13 @@ public enum Corpus {
         notUTF8(name, byte: byte, at: offset, "its character is cut off at the end")
     }
 
-    /// `bytes` as a String, checked to be UTF-8 (NUL allowed), with `notUTF8`'s error.
-    public static func text(_ bytes: UnsafeBufferPointer<UInt8>, name: String) throws -> String {
+    /// `bytes` as a String, checked to be UTF-8 (NUL allowed), with `notUTF8`'s error; `offset`
+    /// is where the bytes start in what `name` names (a part of a stream), for the error.
+    public static func text(_ bytes: UnsafeBufferPointer<UInt8>, name: String, offset: Int = 0) throws -> String {
         if let s = String(validating: bytes, as: UTF8.self) { return s }
         guard let p = bytes.baseAddress else { return "" }
-        let done = try decode(p, bytes.count, path: name, offset: 0, allowNUL: true) { _ in }
-        throw cutOff(name, byte: p[done], at: done)
+        let done = try decode(p, bytes.count, path: name, offset: offset, allowNUL: true) { _ in }
+        throw cutOff(name, byte: p[done], at: offset + done)
     }
 
     /// `data` as a String, checked as `text(_:name:)` checks.
