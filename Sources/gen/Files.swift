@@ -219,22 +219,20 @@ final class InputLines {
 ///   several times its size): an endless stream such as /dev/zero stops there instead of
 ///   exhausting the memory.
 func readStandardInput() throws -> Data {
-    var data = Data()
-    try readStandardInput(inParts: { _, _ in nil }) { part, _ in data = Data(buffer: part) }
-    return data
+    try readStandardInput(inParts: { _, _ in nil }) { _, _ in }.rest
 }
 
 /// Standard input in parts: after each read, `cut(bytes, from)` names where the bytes held so
 /// far may end a part (searching from `from`, the first byte not searched before), or nil to
-/// read on; `body` gets each part and its offset in the stream, and the rest at the end (empty
-/// when nothing is left, or when the input was empty). Only what no cut has ended is held.
+/// read on; `body` gets each part and its offset in the stream. Returns what no cut ended (all
+/// of the input when `cut` never cuts) and its offset. Only what no cut has ended is held.
 /// - Throws: `GenError` as `readStandardInput()` does, when more than a sixteenth of the
 ///   machine's memory would be held at once.
 func readStandardInput(inParts cut: (UnsafeBufferPointer<UInt8>, _ from: Int) -> Int?,
-                       _ body: (UnsafeBufferPointer<UInt8>, _ offset: Int) throws -> Void) throws {
+                       _ body: (UnsafeBufferPointer<UInt8>, _ offset: Int) throws -> Void) throws -> (rest: Data, offset: Int) {
     let limit = Int(Machine.memoryBytes / 16)
     let step = 1 << 20
-    var held = [UInt8]()   // bytes read and not yet handed on; held[0] is at `offset` in the stream
+    var held = Data()   // bytes read and not yet handed on; its first is at `offset` in the stream
     var offset = 0
     while true {
         let old = held.count
@@ -246,13 +244,15 @@ func readStandardInput(inParts cut: (UnsafeBufferPointer<UInt8>, _ from: Int) ->
             if error == EINTR { continue }
             throw GenError("cannot read standard input: \(error == EBADF ? "it is closed" : String(cString: strerror(error)))")
         }
-        if n == 0 {
-            try held.withUnsafeBufferPointer { try body($0, offset) }
-            return
+        if n == 0 { return (held, offset) }
+        let c = held.withUnsafeBytes { raw -> Int? in
+            let bytes = raw.bindMemory(to: UInt8.self)
+            guard let c = cut(bytes, old), c > 0 else { return nil }
+            return c
         }
-        if let c = held.withUnsafeBufferPointer({ cut($0, old) }), c > 0 {
-            try held.withUnsafeBufferPointer { try body(UnsafeBufferPointer(rebasing: $0[..<c]), offset) }
-            held.removeFirst(c)
+        if let c {
+            try held.withUnsafeBytes { try body(UnsafeBufferPointer(rebasing: $0.bindMemory(to: UInt8.self)[..<c]), offset) }
+            held = held.subdata(in: c..<held.count)   // a fresh buffer of the few bytes left
             offset += c
         }
         if held.count > limit {

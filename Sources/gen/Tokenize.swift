@@ -108,15 +108,17 @@ struct TokenizeOptions {
             let special = allowSpecial ? (tok as? BPETokenizer)?.special.keys.map { $0 } ?? [] : []
             let cuts = !special.contains { $0.utf8.contains(0x0A) }
             var bytes = 0, n = 0, seconds = 0.0
-            try readStandardInput(inParts: { held, from in
-                cuts ? BPETokenizer.lastSafeCut(held.baseAddress!, held.count, from: from) : nil
-            }) { part, offset in
+            func count(_ part: UnsafeBufferPointer<UInt8>, _ offset: Int) throws {
                 let s = try Corpus.text(part, name: "standard input", offset: offset)
                 let t0 = Date()
                 n += try encode(s).count
                 seconds += Date().timeIntervalSince(t0)
                 bytes += part.count
             }
+            let (rest, offset) = try readStandardInput(inParts: { held, from in
+                cuts ? BPETokenizer.lastSafeCut(held.baseAddress!, held.count, from: from) : nil
+            }, count)
+            try rest.withUnsafeBytes { try count($0.bindMemory(to: UInt8.self), offset) }
             try Output.line(String(n))
             if stats {
                 note("{\"bytes\":\(bytes),\"tokens\":\(n),\"seconds\":\(seconds),\"mb_per_s\":\(Double(bytes) / 1e6 / seconds)}")

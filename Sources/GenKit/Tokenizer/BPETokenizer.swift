@@ -159,8 +159,14 @@ public final class BPETokenizer: Tokenizer {
     /// a newline right after an ASCII letter (or the end of the text).
     public static func safeCut(_ p: UnsafePointer<UInt8>, _ n: Int, near: Int) -> Int {
         var c = max(1, near)
-        while c < n && !(p[c] == 0x0A && (p[c - 1] | 0x20) >= 0x61 && (p[c - 1] | 0x20) <= 0x7A) { c += 1 }
+        while c < n && !isSafeCut(p, c) { c += 1 }
         return min(c, n)
+    }
+
+    /// Whether p[c] (c ≥ 1) is a newline right after an ASCII letter.
+    @inline(__always)
+    static func isSafeCut(_ p: UnsafePointer<UInt8>, _ c: Int) -> Bool {
+        p[c] == 0x0A && (p[c - 1] | 0x20) >= 0x61 && (p[c - 1] | 0x20) <= 0x7A
     }
 
     /// The last position in p[max(1, from)..<n] where both split patterns always start a chunk
@@ -170,7 +176,7 @@ public final class BPETokenizer: Tokenizer {
         var c = n - 1
         let first = max(1, from)
         while c >= first {
-            if p[c] == 0x0A && (p[c - 1] | 0x20) >= 0x61 && (p[c - 1] | 0x20) <= 0x7A { return c }
+            if isSafeCut(p, c) { return c }
             c -= 1
         }
         return nil
