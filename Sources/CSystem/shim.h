@@ -395,4 +395,103 @@ static inline void gen_transpose_band16(const float *src, long lds, float *dst, 
     }
 }
 #endif
+
+// gen's own matrix product for the training step's projections, with 512-bit vectors:
+// C (M,N) = op(A) (M,K) · op(B) (K,N), or C += it, row-major, N a multiple of 32.
+// Each output is one chain of FMAs over k in order (from zero, or from C's value), so its bits
+// depend on neither the block of rows or columns a thread takes nor the number of threads.
+// B is copied in panels of 32 columns (k-major: a panel's row k is 32 floats, two vectors)
+// into `pack`, the calling thread's own buffer of GEN_GEMM_KC·GEN_GEMM_NC floats (aligned to
+// 64 bytes; `Matmul.panels` in GenKernels keeps one per thread); A is read where it
+// lies: a tile of 12 rows by 32 columns holds its 24 sums in registers, and each k broadcasts
+// one value of each of the 12 rows against the panel's two vectors (24 FMAs for 2 loads).
+// gen_gemm32 returns 0 (nothing done) without 512-bit vectors: the caller then uses OpenBLAS.
+#define GEN_GEMM_KC 512
+#define GEN_GEMM_NC 256
+#if defined(__AVX512F__)
+#define GEN_GEMM_OWN 1
+// A tile of ROWS rows (a(r,k) = a[r·ars + k·aks]) by one panel bp (kc rows of 32): c (+)= a·bp.
+#define GEN_GEMM_DECL(r) gen_float16 s##r##a, s##r##b;
+#define GEN_GEMM_LOAD(r) __builtin_memcpy(&s##r##a, c + r * ldc, 64); __builtin_memcpy(&s##r##b, c + r * ldc + 16, 64);
+#define GEN_GEMM_ZERO(r) s##r##a = 0; s##r##b = 0;
+#define GEN_GEMM_FMA(r) x = ak[r * ars]; s##r##a = __builtin_elementwise_fma(x, b0, s##r##a); \
+    s##r##b = __builtin_elementwise_fma(x, b1, s##r##b);
+#define GEN_GEMM_STORE(r) __builtin_memcpy(c + r * ldc, &s##r##a, 64); __builtin_memcpy(c + r * ldc + 16, &s##r##b, 64);
+#define GEN_GEMM_TILE(name, ROWS) \
+static inline void name(const float *a, long ars, long aks, const float *bp, long kc, float *c, long ldc, int acc) { \
+    ROWS(GEN_GEMM_DECL) \
+    if (acc) { ROWS(GEN_GEMM_LOAD) } else { ROWS(GEN_GEMM_ZERO) } \
+    for (long k = 0; k < kc; k++) { \
+        gen_float16 b0, b1, x; \
+        __builtin_memcpy(&b0, bp + k * 32, 64); __builtin_memcpy(&b1, bp + k * 32 + 16, 64); \
+        const float *ak = a + k * aks; \
+        ROWS(GEN_GEMM_FMA) \
+    } \
+    ROWS(GEN_GEMM_STORE) \
+}
+#define GEN_ROWS1(X) X(0)
+#define GEN_ROWS2(X) GEN_ROWS1(X) X(1)
+#define GEN_ROWS4(X) GEN_ROWS2(X) X(2) X(3)
+#define GEN_ROWS8(X) GEN_ROWS4(X) X(4) X(5) X(6) X(7)
+#define GEN_ROWS12(X) GEN_ROWS8(X) X(8) X(9) X(10) X(11)
+GEN_GEMM_TILE(gen_gemm_tile12, GEN_ROWS12)
+GEN_GEMM_TILE(gen_gemm_tile8, GEN_ROWS8)
+GEN_GEMM_TILE(gen_gemm_tile4, GEN_ROWS4)
+GEN_GEMM_TILE(gen_gemm_tile2, GEN_ROWS2)
+GEN_GEMM_TILE(gen_gemm_tile1, GEN_ROWS1)
+
+static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
+                             const float *B, long ldb, int transB, float *C, long ldc, int accumulate,
+                             float *pack) {
+    long ars = transA ? 1 : lda, aks = transA ? lda : 1;
+    // K in near-equal runs of at most GEN_GEMM_KC: a function of K alone, as the bits must be.
+    long runs = (K + GEN_GEMM_KC - 1) / GEN_GEMM_KC;
+    for (long run = 0; run < runs; run++) {
+        long k0 = K * run / runs, kc = K * (run + 1) / runs - k0;
+        int acc = accumulate || run > 0;
+        for (long j0 = 0; j0 < N; j0 += GEN_GEMM_NC) {
+            long panels = (N - j0 < GEN_GEMM_NC ? N - j0 : GEN_GEMM_NC) / 32;
+            for (long p = 0; p < panels; p++) {
+                float *bp = pack + p * kc * 32;
+                if (!transB) {
+                    for (long k = 0; k < kc; k++) __builtin_memcpy(bp + k * 32, B + (k0 + k) * ldb + j0 + p * 32, 128);
+                } else if (kc % 16 == 0) {
+                    const float *s = B + (j0 + p * 32) * ldb + k0;
+                    gen_transpose_band16(s, ldb, bp, 32, kc);
+                    gen_transpose_band16(s + 16 * ldb, ldb, bp + 16, 32, kc);
+                } else {
+                    for (long j = 0; j < 32; j++) {
+                        const float *s = B + (j0 + p * 32 + j) * ldb + k0;
+                        for (long k = 0; k < kc; k++) bp[k * 32 + j] = s[k];
+                    }
+                }
+            }
+            long i = 0;
+            for (; i + 12 <= M; i += 12)
+                for (long p = 0; p < panels; p++)
+                    gen_gemm_tile12(A + i * ars + k0 * aks, ars, aks, pack + p * kc * 32, kc, C + i * ldc + j0 + p * 32, ldc, acc);
+            for (long rows = 8; rows >= 1; rows /= 2) {
+                if (M - i < rows) continue;
+                for (long p = 0; p < panels; p++) {
+                    const float *a = A + i * ars + k0 * aks, *bp = pack + p * kc * 32;
+                    float *c = C + i * ldc + j0 + p * 32;
+                    if (rows == 8) gen_gemm_tile8(a, ars, aks, bp, kc, c, ldc, acc);
+                    else if (rows == 4) gen_gemm_tile4(a, ars, aks, bp, kc, c, ldc, acc);
+                    else if (rows == 2) gen_gemm_tile2(a, ars, aks, bp, kc, c, ldc, acc);
+                    else gen_gemm_tile1(a, ars, aks, bp, kc, c, ldc, acc);
+                }
+                i += rows;
+            }
+        }
+    }
+    return 1;
+}
+#else
+#define GEN_GEMM_OWN 0
+static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
+                             const float *B, long ldb, int transB, float *C, long ldc, int accumulate,
+                             float *pack) {
+    return 0;
+}
+#endif
 #endif

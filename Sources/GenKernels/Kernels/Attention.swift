@@ -105,9 +105,8 @@ public enum Attention {
                     let b = bh / f.NH, h = bh % f.NH
                     let base = f.qkv + b * T * f.C3 + h * f.hs
                     let o = out + (b * T + q0) * f.C + h * f.hs
-                    let beta = Matmul.clearForProduct(o, rows: q1 - q0, columns: f.hs, ldc: f.C, beta: 0)
-                    BLAS.sgemm(CblasNoTrans, CblasNoTrans, Int32(q1 - q0), Int32(f.hs), Int32(q1), 1,
-                                tile, Int32(T), base + 2 * f.C, Int32(f.C3), beta, o, Int32(f.C))
+                    Matmul.block(false, false, M: q1 - q0, N: f.hs, K: q1, alpha: 1, tile, lda: T, base + 2 * f.C,
+                                 ldb: f.C3, beta: 0, o, ldc: f.C)
                     item += parts
                 }
             }
@@ -187,9 +186,8 @@ public enum Attention {
                         // P recomputed from the scores and each row's log-sum-exp.
                         f.scores(p, bh: bh, q0: q0, q1: q1)
                         // dP (n, q1) = dY (n, hs) · Vᵀ
-                        let b0 = Matmul.clearForProduct(dp, rows: n, columns: q1, ldc: T, beta: 0)
-                        BLAS.sgemm(CblasNoTrans, CblasTrans, Int32(n), Int32(q1), Int32(hs), 1,
-                                    dy + q0 * C, Int32(C), base + 2 * C, Int32(C3), b0, dp, Int32(T))
+                        Matmul.block(false, true, M: n, N: q1, K: hs, alpha: 1, dy + q0 * C, lda: C, base + 2 * C,
+                                     ldb: C3, beta: 0, dp, ldc: T)
                         for t in q0..<q1 {
                             let row = p + (t - q0) * T, drow = dp + (t - q0) * T
                             scoreGradient(row, drow, bh: bh, t: t)
@@ -201,9 +199,8 @@ public enum Attention {
                         }
                         // dQ (n, hs) = dS · K;  dK (q1, hs) += dSᵀ · Q;  dV (q1, hs) += (P⊙M)ᵀ · dY.
                         // Key rows q0..<q1 are first reached by this block (set), earlier ones add.
-                        let b1 = Matmul.clearForProduct(dbase + q0 * C3, rows: n, columns: hs, ldc: C3, beta: 0)
-                        BLAS.sgemm(CblasNoTrans, CblasNoTrans, Int32(n), Int32(hs), Int32(q1), 1,
-                                    dp, Int32(T), base + C, Int32(C3), b1, dbase + q0 * C3, Int32(C3))
+                        Matmul.block(false, false, M: n, N: hs, K: q1, alpha: 1, dp, lda: T, base + C, ldb: C3,
+                                     beta: 0, dbase + q0 * C3, ldc: C3)
                         if q0 > 0 { keyGradients(p, dp, first: 0, count: q0, q0: q0, n: n, beta: 1, base, dbase, dy) }
                         keyGradients(p, dp, first: q0, count: n, q0: q0, n: n, beta: 0, base, dbase, dy)
                     }
@@ -289,12 +286,10 @@ public enum Attention {
                           beta: Float, _ base: UnsafePointer<Float>, _ dbase: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>) {
             let f = tiles, T = f.T, C = f.C, C3 = f.C3
             let dk = dbase + first * C3 + C, dv = dbase + first * C3 + 2 * C
-            let bk = Matmul.clearForProduct(dk, rows: count, columns: f.hs, ldc: C3, beta: beta)
-            BLAS.sgemm(CblasTrans, CblasNoTrans, Int32(count), Int32(f.hs), Int32(n), 1,
-                        dp + first, Int32(T), base + q0 * C3, Int32(C3), bk, dk, Int32(C3))
-            let bv = Matmul.clearForProduct(dv, rows: count, columns: f.hs, ldc: C3, beta: beta)
-            BLAS.sgemm(CblasTrans, CblasNoTrans, Int32(count), Int32(f.hs), Int32(n), 1,
-                        p + first, Int32(T), dy + q0 * C, Int32(C), bv, dv, Int32(C3))
+            Matmul.block(true, false, M: count, N: f.hs, K: n, alpha: 1, dp + first, lda: T, base + q0 * C3, ldb: C3,
+                         beta: beta, dk, ldc: C3)
+            Matmul.block(true, false, M: count, N: f.hs, K: n, alpha: 1, p + first, lda: T, dy + q0 * C, ldb: C,
+                         beta: beta, dv, ldc: C3)
         }
     }
 

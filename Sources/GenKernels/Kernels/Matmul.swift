@@ -1,5 +1,8 @@
 import CSystem
 import COpenBLAS
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Matrix products on OpenBLAS's sgemm. Weights are stored `[in, out]` row-major (the layout of
 /// GPT-2's `Conv1D`), so every transpose below is a BLAS flag, never a copy.
@@ -17,18 +20,34 @@ public enum Matmul {
     static func gemm(_ transA: Bool, _ transB: Bool, M: Int, N: Int, K: Int, alpha: Float = 1,
                      _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
                      beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int) {
-        let ta = blasTranspose(transA), tb = blasTranspose(transB)
         let work = M * N * K
         if Parallel.threads <= 1 || work < 1 << 17 {
-            let beta = clearForProduct(C, rows: M, columns: N, ldc: ldc, beta: beta)
-            BLAS.sgemm(ta, tb, Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda), B, Int32(ldb), beta, C, Int32(ldc))
+            block(transA, transB, M: M, N: N, K: K, alpha: alpha, A, lda: lda, B, ldb: ldb, beta: beta, C, ldc: ldc)
             return
         }
-        // Split C by rows (rows of op(A)), or by columns (of op(B), in blocks of 16) when the
-        // rows are few.
+        // Split C by rows (rows of op(A)), or by columns (of op(B), in blocks of `columnBlock`)
+        // when the rows are few.
         let blocks = Blocks(byRows: M >= N, transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha,
                             A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc)
-        Parallel.forRanges(blocks.byRows ? M : (N + 15) / 16, blocks)
+        Parallel.forRanges(blocks.byRows ? M : (N + blocks.columnBlock - 1) / blocks.columnBlock, blocks)
+    }
+
+    /// C (M,N) = alpha · op(A) · op(B) + beta · C on the calling thread: gen's own product
+    /// (`gen_gemm32`, with 512-bit vectors) when `own` allows it, alpha is 1, beta 0 or 1 and N
+    /// a multiple of 32, else OpenBLAS's sgemm. gen's own gives each output the same bits
+    /// however C is split, so a product split by columns takes it in every block or in none
+    /// (`own`): bits that depended on the number of threads would make runs differ.
+    @inline(__always)
+    static func block(_ transA: Bool, _ transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+                      _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
+                      beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int, own: Bool = true) {
+        if own, alpha == 1, beta == 0 || beta == 1, N % 32 == 0, K > 0, let pack = panels(),
+           gen_gemm32(M, N, K, A, lda, transA ? 1 : 0, B, ldb, transB ? 1 : 0, C, ldc, beta == 1 ? 1 : 0, pack) != 0 {
+            return
+        }
+        let beta = clearForProduct(C, rows: M, columns: N, ldc: ldc, beta: beta)
+        BLAS.sgemm(blasTranspose(transA), blasTranspose(transB), Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda),
+                   B, Int32(ldb), beta, C, Int32(ldc))
     }
 
     /// C (M,N) = alpha · op(A) · op(B) + beta · C, row-major with row strides lda, ldb, ldc,
@@ -38,6 +57,33 @@ public enum Matmul {
                                beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int) {
         gemm(transA, transB, M: M, N: N, K: K, alpha: alpha, A, lda: lda, B, ldb: ldb, beta: beta, C, ldc: ldc)
     }
+
+    /// Whether this build multiplies with gen's own product (`block`) where it applies: with
+    /// 512-bit vectors; else every product is OpenBLAS's.
+    public static var ownProduct: Bool { GEN_GEMM_OWN != 0 }
+
+    /// The calling thread's buffer for the panels of B that `gen_gemm32` copies
+    /// (GEN_GEMM_KC · GEN_GEMM_NC floats), mapped at the thread's first product and unmapped
+    /// when the thread ends; nil without 512-bit vectors (OpenBLAS multiplies then) or when the
+    /// memory cannot be had.
+    static func panels() -> UnsafeMutablePointer<Float>? {
+        guard GEN_GEMM_OWN != 0 else { return nil }
+        if let p = pthread_getspecific(panelKey) { return p.assumingMemoryBound(to: Float.self) }
+        guard let m = mmap(nil, panelBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+              m != MAP_FAILED else { return nil }
+        guard pthread_setspecific(panelKey, m) == 0 else {
+            munmap(m, panelBytes)
+            return nil
+        }
+        return m.assumingMemoryBound(to: Float.self)
+    }
+
+    static let panelBytes = Int(GEN_GEMM_KC) * Int(GEN_GEMM_NC) * MemoryLayout<Float>.size
+    static let panelKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key) { p in if let p { munmap(p, Matmul.panelBytes) } }
+        return key
+    }()
 
     struct Blocks: RangeKernel {
         let byRows: Bool
@@ -49,19 +95,20 @@ public enum Matmul {
         let beta: Float
         let C: UnsafeMutablePointer<Float>, ldc: Int
 
+        /// Columns per block when C is split by columns: 32 when N is a multiple of 32, so that
+        /// every block can take gen's own product, else 16.
+        var columnBlock: Int { N % 32 == 0 ? 32 : 16 }
+
         func run(_ r: Range<Int>) {
             if byRows {
                 let a = transA ? A + r.lowerBound : A + r.lowerBound * lda
-                let c = C + r.lowerBound * ldc
-                let beta = clearForProduct(c, rows: r.count, columns: N, ldc: ldc, beta: beta)
-                BLAS.sgemm(blasTranspose(transA), blasTranspose(transB), Int32(r.count), Int32(N), Int32(K),
-                            alpha, a, Int32(lda), B, Int32(ldb), beta, c, Int32(ldc))
+                block(transA, transB, M: r.count, N: N, K: K, alpha: alpha, a, lda: lda, B, ldb: ldb, beta: beta,
+                      C + r.lowerBound * ldc, ldc: ldc)
             } else {
-                let c0 = r.lowerBound * 16, c1 = min(N, r.upperBound * 16)
+                let c0 = r.lowerBound * columnBlock, c1 = min(N, r.upperBound * columnBlock)
                 let b = transB ? B + c0 * ldb : B + c0
-                let beta = clearForProduct(C + c0, rows: M, columns: c1 - c0, ldc: ldc, beta: beta)
-                BLAS.sgemm(blasTranspose(transA), blasTranspose(transB), Int32(M), Int32(c1 - c0), Int32(K),
-                            alpha, A, Int32(lda), b, Int32(ldb), beta, C + c0, Int32(ldc))
+                block(transA, transB, M: M, N: c1 - c0, K: K, alpha: alpha, A, lda: lda, b, ldb: ldb, beta: beta,
+                      C + c0, ldc: ldc, own: columnBlock == 32)
             }
         }
     }
