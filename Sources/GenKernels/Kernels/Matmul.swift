@@ -58,16 +58,18 @@ public enum Matmul {
         gemm(transA, transB, M: M, N: N, K: K, alpha: alpha, A, lda: lda, B, ldb: ldb, beta: beta, C, ldc: ldc)
     }
 
-    /// Whether this build multiplies with gen's own product (`block`) where it applies: with
-    /// 512-bit vectors; else every product is OpenBLAS's.
-    public static var ownProduct: Bool { GEN_GEMM_OWN != 0 }
+    /// Whether gen multiplies with its own product (`block`) where it applies: in builds with
+    /// 512-bit vectors, on CPUs other than Intel's (measured faster than OpenBLAS on an AMD EPYC
+    /// Zen 4; on Intel's Xeons OpenBLAS's SkylakeX kernels stay, as measured before). Else every
+    /// product is OpenBLAS's.
+    public static let ownProduct: Bool = GEN_GEMM_OWN != 0 && gen_cpu_is_intel() == 0
 
     /// The calling thread's buffer for the panels of B that `gen_gemm32` copies
     /// (GEN_GEMM_KC · GEN_GEMM_NC floats), mapped at the thread's first product and unmapped
     /// when the thread ends; nil without 512-bit vectors (OpenBLAS multiplies then) or when the
     /// memory cannot be had.
     static func panels() -> UnsafeMutablePointer<Float>? {
-        guard GEN_GEMM_OWN != 0 else { return nil }
+        guard ownProduct else { return nil }
         if let p = pthread_getspecific(panelKey) { return p.assumingMemoryBound(to: Float.self) }
         guard let m = mmap(nil, panelBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
               m != MAP_FAILED else { return nil }
