@@ -46,10 +46,10 @@ struct BenchOptions {
     func run() throws -> Int32 {
         let r = try TrainingBenchmark.run(config: config, settings: settings, steps: steps, warmup: warmup, threads: threads, lora: lora)
         if json {
-            try Output.line("{\"ms_per_step\":\(cFormat("%.3f", r.millisecondsPerStep)),\"tokens_per_s\":\(cFormat("%.1f", r.tokensPerSecond)),\"gflops\":\(cFormat("%.1f", r.gflops)),\"heap_growth\":\(r.heapGrowth),\"rss_growth\":\(r.residentGrowth),\"loss\":\(r.loss),\"threads\":\(threads),\"blas_core\":\(jsonString(Machine.matrixKernel)),\"parameters\":\(r.parameters)}")
+            try Output.line("{\"ms_per_step\":\(cFormat("%.3f", r.millisecondsPerStep)),\"tokens_per_s\":\(cFormat("%.1f", r.tokensPerSecond)),\"gflops\":\(cFormat("%.1f", r.gflops)),\"heap_growth\":\(r.heapGrowth),\"rss_growth\":\(r.residentGrowth),\"loss\":\(r.loss),\"threads\":\(threads),\"blas_core\":\(jsonString(Machine.matrixKernel)),\"own_products\":\(Machine.ownMatrixProducts),\"parameters\":\(r.parameters)}")
         } else {
             try Output.line(cFormat("%.2f ms/step, %.0f tokens/s, %.1f GFLOP/s (model FLOPs)", r.millisecondsPerStep, r.tokensPerSecond, r.gflops)
-                            + ", heap growth \(r.heapGrowth) bytes, \(threads) threads, OpenBLAS \(Machine.matrixKernel)")
+                            + ", heap growth \(r.heapGrowth) bytes, \(threads) threads, matrix products \(Machine.matrixProducts)")
         }
         return 0
     }

@@ -181,7 +181,7 @@ struct TrainOptions {
         if !quiet {
             let c = model.config
             let what = resume ? "resuming \(out) at step \(training.trainer.step)" : from.map { "finetuning \($0)" } ?? "training"
-            note("\(what): \(c.nLayer) layers, \(c.nHead) heads, \(c.nEmbd) channels, context \(c.blockSize), vocab \(c.vocabSize), \(formatCount(model.parameterCount)) parameters; \(formatCount(nTrain)) training tokens, \(formatCount(data.count - nTrain)) validation; \(options.threads) threads, OpenBLAS \(Machine.matrixKernel)")
+            note("\(what): \(c.nLayer) layers, \(c.nHead) heads, \(c.nEmbd) channels, context \(c.blockSize), vocab \(c.vocabSize), \(formatCount(model.parameterCount)) parameters; \(formatCount(nTrain)) training tokens, \(formatCount(data.count - nTrain)) validation; \(options.threads) threads, matrix products \(Machine.matrixProducts)")
         }
         return try runToEnd(training, reporter: reporter, out: out, quiet: quiet, lossLabel: "train loss")
     }

@@ -121,6 +121,18 @@ import Glibc
         #expect(BLAS.decide(loaded: "armv8", flags: []) == .keep)
     }
 
+    /// Who multiplies: gen's own product with 512-bit vectors on CPUs other than Intel's, or as
+    /// GEN_MATMUL says; never without 512-bit vectors.
+    @Test func productChoice() {
+        #expect(Matmul.ownProduct(choice: nil, vectors512: true, intel: false))
+        #expect(!Matmul.ownProduct(choice: nil, vectors512: true, intel: true))
+        #expect(!Matmul.ownProduct(choice: nil, vectors512: false, intel: false))
+        #expect(Matmul.ownProduct(choice: "own", vectors512: true, intel: true))
+        #expect(!Matmul.ownProduct(choice: "own", vectors512: false, intel: true))
+        #expect(!Matmul.ownProduct(choice: "openblas", vectors512: true, intel: false))
+        #expect(Matmul.ownProduct(choice: "other", vectors512: true, intel: false))
+    }
+
     @Test func forcedKernelWins() {
         #expect(BLAS.decide(loaded: "SkylakeX", flags: avx512, forced: "Prescott") == .reload(coreType: "Prescott"))
         #expect(BLAS.decide(loaded: "Prescott", flags: avx512, forced: "prescott") == .keep)

@@ -4,8 +4,9 @@ import COpenBLAS
 import Glibc
 #endif
 
-/// Matrix products on OpenBLAS's sgemm. Weights are stored `[in, out]` row-major (the layout of
-/// GPT-2's `Conv1D`), so every transpose below is a BLAS flag, never a copy.
+/// Matrix products: gen's own (`gen_gemm32` in shim.h, with 512-bit vectors, see `ownProduct`)
+/// where it applies, else OpenBLAS's sgemm. Weights are stored `[in, out]` row-major (the layout
+/// of GPT-2's `Conv1D`), so every transpose below is a flag, never a copy of the matrix.
 ///
 /// gen owns the cores: OpenBLAS runs single-threaded (loaded so, `BLAS`) and each of gen's
 /// threads multiplies its own block of rows or columns. (OpenBLAS's own pool would spin in
@@ -61,8 +62,20 @@ public enum Matmul {
     /// Whether gen multiplies with its own product (`block`) where it applies: in builds with
     /// 512-bit vectors, on CPUs other than Intel's (measured faster than OpenBLAS on an AMD EPYC
     /// Zen 4; on Intel's Xeons OpenBLAS's SkylakeX kernels stay, as measured before). Else every
-    /// product is OpenBLAS's.
-    public static let ownProduct: Bool = GEN_GEMM_OWN != 0 && gen_cpu_is_intel() == 0
+    /// product is OpenBLAS's. `GEN_MATMUL=openblas` in the environment gives every product to
+    /// OpenBLAS, `GEN_MATMUL=own` takes gen's own on Intel's CPUs too (for comparisons).
+    public static let ownProduct: Bool = ownProduct(choice: environmentVariables()["GEN_MATMUL"],
+                                                    vectors512: GEN_GEMM_OWN != 0, intel: gen_cpu_is_intel() != 0)
+
+    /// The decision `ownProduct` takes, from `GEN_MATMUL`'s value and the build and CPU.
+    public static func ownProduct(choice: String?, vectors512: Bool, intel: Bool) -> Bool {
+        guard vectors512 else { return false }
+        switch choice {
+        case "openblas": return false
+        case "own": return true
+        default: return !intel
+        }
+    }
 
     /// The calling thread's buffer for the panels of B that `gen_gemm32` copies
     /// (GEN_GEMM_KC · GEN_GEMM_NC floats), mapped at the thread's first product and unmapped

@@ -15,6 +15,13 @@ public enum Machine {
     /// The kernel family OpenBLAS loaded, e.g. "SkylakeX", "Haswell".
     public static var matrixKernel: String { BLAS.coreName }
 
+    /// Whether matrix products are gen's own where they apply (`Matmul.ownProduct`).
+    public static var ownMatrixProducts: Bool { Matmul.ownProduct }
+
+    /// Who multiplies matrices, for notes: "OpenBLAS Cooperlake", or "gen's own and OpenBLAS
+    /// Cooperlake".
+    public static var matrixProducts: String { (ownMatrixProducts ? "gen's own and " : "") + "OpenBLAS " + matrixKernel }
+
     /// Loads OpenBLAS now, with the best kernel this CPU runs (`BLAS`); returns a warning when
     /// that kernel could not be had (matrix products will be slow).
     /// - Throws: `GenError` when OpenBLAS cannot be loaded.
