@@ -397,9 +397,10 @@ static inline void gen_transpose_band16(const float *src, long lds, float *dst, 
 #endif
 
 // gen's own matrix product for the training step's projections, with 512-bit vectors:
-// C (M,N) = op(A) (M,K) · op(B) (K,N), or C += it, row-major, N a multiple of 32.
-// Each output is one chain of FMAs over k in order (from zero, or from C's value), so its bits
-// depend on neither the block of rows or columns a thread takes nor the number of threads.
+// C (M,N) = alpha · op(A) (M,K) · op(B) (K,N), or C += op(A)·op(B) (accumulate, alpha 1),
+// row-major, N a multiple of 32. Each output is one chain of FMAs over k in order (from zero, or
+// from C's value), then times alpha (exact when alpha is 1), so its bits depend on neither the
+// block of rows or columns a thread takes nor the number of threads.
 // B is copied in panels of 32 columns (k-major: a panel's row k is 32 floats, two vectors)
 // into `pack`, the calling thread's own buffer of GEN_GEMM_KC·GEN_GEMM_NC floats (aligned to
 // 64 bytes; `Matmul.panels` in GenKernels keeps one per thread); A is read where it
@@ -416,9 +417,11 @@ static inline void gen_transpose_band16(const float *src, long lds, float *dst, 
 #define GEN_GEMM_ZERO(r) s##r##a = 0; s##r##b = 0;
 #define GEN_GEMM_FMA(r) x = ak[r * ars]; s##r##a = __builtin_elementwise_fma(x, b0, s##r##a); \
     s##r##b = __builtin_elementwise_fma(x, b1, s##r##b);
-#define GEN_GEMM_STORE(r) __builtin_memcpy(c + r * ldc, &s##r##a, 64); __builtin_memcpy(c + r * ldc + 16, &s##r##b, 64);
+#define GEN_GEMM_STORE(r) s##r##a *= scale; s##r##b *= scale; \
+    __builtin_memcpy(c + r * ldc, &s##r##a, 64); __builtin_memcpy(c + r * ldc + 16, &s##r##b, 64);
 #define GEN_GEMM_TILE(name, ROWS) \
-static inline void name(const float *a, long ars, long aks, const float *bp, long kc, float *c, long ldc, int acc) { \
+static inline void name(const float *a, long ars, long aks, const float *bp, long kc, float *c, long ldc, int acc, \
+                        float scale) { \
     ROWS(GEN_GEMM_DECL) \
     if (acc) { ROWS(GEN_GEMM_LOAD) } else { ROWS(GEN_GEMM_ZERO) } \
     for (long k = 0; k < kc; k++) { \
@@ -441,14 +444,15 @@ GEN_GEMM_TILE(gen_gemm_tile2, GEN_ROWS2)
 GEN_GEMM_TILE(gen_gemm_tile1, GEN_ROWS1)
 
 static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
-                             const float *B, long ldb, int transB, float *C, long ldc, int accumulate,
-                             float *pack) {
+                             const float *B, long ldb, int transB, float *C, long ldc, float alpha,
+                             int accumulate, float *pack) {
     long ars = transA ? 1 : lda, aks = transA ? lda : 1;
     // K in near-equal runs of at most GEN_GEMM_KC: a function of K alone, as the bits must be.
     long runs = (K + GEN_GEMM_KC - 1) / GEN_GEMM_KC;
     for (long run = 0; run < runs; run++) {
         long k0 = K * run / runs, kc = K * (run + 1) / runs - k0;
         int acc = accumulate || run > 0;
+        float scale = run == runs - 1 ? alpha : 1;
         for (long j0 = 0; j0 < N; j0 += GEN_GEMM_NC) {
             long panels = (N - j0 < GEN_GEMM_NC ? N - j0 : GEN_GEMM_NC) / 32;
             for (long p = 0; p < panels; p++) {
@@ -469,16 +473,16 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
             long i = 0;
             for (; i + 12 <= M; i += 12)
                 for (long p = 0; p < panels; p++)
-                    gen_gemm_tile12(A + i * ars + k0 * aks, ars, aks, pack + p * kc * 32, kc, C + i * ldc + j0 + p * 32, ldc, acc);
+                    gen_gemm_tile12(A + i * ars + k0 * aks, ars, aks, pack + p * kc * 32, kc, C + i * ldc + j0 + p * 32, ldc, acc, scale);
             for (long rows = 8; rows >= 1; rows /= 2) {
                 if (M - i < rows) continue;
                 for (long p = 0; p < panels; p++) {
                     const float *a = A + i * ars + k0 * aks, *bp = pack + p * kc * 32;
                     float *c = C + i * ldc + j0 + p * 32;
-                    if (rows == 8) gen_gemm_tile8(a, ars, aks, bp, kc, c, ldc, acc);
-                    else if (rows == 4) gen_gemm_tile4(a, ars, aks, bp, kc, c, ldc, acc);
-                    else if (rows == 2) gen_gemm_tile2(a, ars, aks, bp, kc, c, ldc, acc);
-                    else gen_gemm_tile1(a, ars, aks, bp, kc, c, ldc, acc);
+                    if (rows == 8) gen_gemm_tile8(a, ars, aks, bp, kc, c, ldc, acc, scale);
+                    else if (rows == 4) gen_gemm_tile4(a, ars, aks, bp, kc, c, ldc, acc, scale);
+                    else if (rows == 2) gen_gemm_tile2(a, ars, aks, bp, kc, c, ldc, acc, scale);
+                    else gen_gemm_tile1(a, ars, aks, bp, kc, c, ldc, acc, scale);
                 }
                 i += rows;
             }
@@ -489,8 +493,8 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
 #else
 #define GEN_GEMM_OWN 0
 static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
-                             const float *B, long ldb, int transB, float *C, long ldc, int accumulate,
-                             float *pack) {
+                             const float *B, long ldb, int transB, float *C, long ldc, float alpha,
+                             int accumulate, float *pack) {
     return 0;
 }
 #endif

@@ -115,16 +115,16 @@ import GenKernels
 
     /// Every transposition of the general product, with tails of rows (M not a multiple of 12),
     /// K in several runs (over 512) and in runs that are not multiples of 16 (the panels of Bᵀ
-    /// then copied one value at a time), N over one block of panels, and C added to (beta 1):
-    /// within 1e-5 of sums in Double on 1 and 3 threads. Where gen's own product runs (512-bit
-    /// vectors), every output is exactly one chain of Float FMAs over k in order, from zero or
-    /// from C's value, whatever the number of threads.
+    /// then copied one value at a time), N over one block of panels, C added to (beta 1) and a
+    /// scale (alpha): within 1e-5 of sums in Double on 1 and 3 threads. Where gen's own product
+    /// runs, every output is exactly one chain of Float FMAs over k in order, from zero or from
+    /// C's value, times alpha, whatever the number of threads.
     @Test(arguments: [(37, 20, 64), (130, 515, 96), (12, 1100, 32), (25, 48, 288)])
     func generalProduct(M: Int, K: Int, N: Int) {
         var rng = Random(seed: 21)
         for transA in [false, true] {
             for transB in [false, true] {
-                for beta: Float in [0, 1] {
+                for (alpha, beta): (Float, Float) in [(1, 0), (1, 1), (0.7, 0)] {
                     let a = randomArray(M * K, &rng), b = randomArray(K * N, &rng), c = randomArray(M * N, &rng)
                     let lda = transA ? M : K, ldb = transB ? K : N
                     var chain = [Float](repeating: 0, count: M * N), exact = [Float](repeating: 0, count: M * N)
@@ -136,17 +136,17 @@ import GenKernels
                                 s.addProduct(x, y)
                                 d += Double(x) * Double(y)
                             }
-                            chain[i * N + j] = s
-                            exact[i * N + j] = Float(d)
+                            chain[i * N + j] = s * alpha
+                            exact[i * N + j] = Float(d * Double(alpha))
                         }
                     }
                     for threads in [1, 3] {
                         var out = c
                         Parallel.withThreads(threads) {
-                            Matmul.product(transA: transA, transB: transB, M: M, N: N, K: K, a, lda: lda, b, ldb: ldb,
-                                           beta: beta, &out, ldc: N)
+                            Matmul.product(transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha, a, lda: lda,
+                                           b, ldb: ldb, beta: beta, &out, ldc: N)
                         }
-                        let what = "\(M)x\(K)x\(N) transA \(transA) transB \(transB) beta \(beta) threads \(threads)"
+                        let what = "\(M)x\(K)x\(N) transA \(transA) transB \(transB) alpha \(alpha) beta \(beta) threads \(threads)"
                         #expect(relativeError(out, exact) < 1e-5, "\(what)")
                         if Matmul.ownProduct {
                             let same = out == chain

@@ -1,4 +1,3 @@
-import COpenBLAS
 import CSystem
 import Glibc
 
@@ -64,9 +63,8 @@ public enum Attention {
         func scores(_ tile: UnsafeMutablePointer<Float>, bh: Int, q0: Int, q1: Int) {
             let b = bh / NH, h = bh % NH
             let base = qkv + b * T * C3 + h * hs
-            let beta = Matmul.clearForProduct(tile, rows: q1 - q0, columns: q1, ldc: T, beta: 0)
-            BLAS.sgemm(CblasNoTrans, CblasTrans, Int32(q1 - q0), Int32(q1), Int32(hs), scale,
-                        base + q0 * C3, Int32(C3), base + C, Int32(C3), beta, tile, Int32(T))
+            Matmul.block(false, true, M: q1 - q0, N: q1, K: hs, alpha: scale, base + q0 * C3, lda: C3, base + C,
+                         ldb: C3, beta: 0, tile, ldc: T)
         }
 
         /// Multiplies row t of head bh (keys 0...t) by the dropout mask's row.

@@ -34,16 +34,16 @@ public enum Matmul {
     }
 
     /// C (M,N) = alpha · op(A) · op(B) + beta · C on the calling thread: gen's own product
-    /// (`gen_gemm32`, with 512-bit vectors) when `own` allows it, alpha is 1, beta 0 or 1 and N
-    /// a multiple of 32, else OpenBLAS's sgemm. gen's own gives each output the same bits
+    /// (`gen_gemm32`, with 512-bit vectors) when `own` allows it, beta is 0 (any alpha) or 1
+    /// (alpha 1) and N a multiple of 32, else OpenBLAS's sgemm. gen's own gives each output the same bits
     /// however C is split, so a product split by columns takes it in every block or in none
     /// (`own`): bits that depended on the number of threads would make runs differ.
     @inline(__always)
     static func block(_ transA: Bool, _ transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
                       _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
                       beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int, own: Bool = true) {
-        if own, alpha == 1, beta == 0 || beta == 1, N % 32 == 0, K > 0, let pack = panels(),
-           gen_gemm32(M, N, K, A, lda, transA ? 1 : 0, B, ldb, transB ? 1 : 0, C, ldc, beta == 1 ? 1 : 0, pack) != 0 {
+        if own, beta == 0 || (beta == 1 && alpha == 1), N % 32 == 0, K > 0, let pack = panels(),
+           gen_gemm32(M, N, K, A, lda, transA ? 1 : 0, B, ldb, transB ? 1 : 0, C, ldc, alpha, beta == 1 ? 1 : 0, pack) != 0 {
             return
         }
         let beta = clearForProduct(C, rows: M, columns: N, ldc: ldc, beta: beta)
