@@ -82,11 +82,11 @@ public enum Matmul {
     /// when the thread ends; nil without 512-bit vectors (OpenBLAS multiplies then) or when the
     /// memory cannot be had.
     static func panels() -> UnsafeMutablePointer<Float>? {
-        guard ownProduct else { return nil }
-        if let p = pthread_getspecific(panelKey) { return p.assumingMemoryBound(to: Float.self) }
+        guard ownProduct, let key = panelKey else { return nil }
+        if let p = pthread_getspecific(key) { return p.assumingMemoryBound(to: Float.self) }
         guard let m = mmap(nil, panelBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
               m != MAP_FAILED else { return nil }
-        guard pthread_setspecific(panelKey, m) == 0 else {
+        guard pthread_setspecific(key, m) == 0 else {
             munmap(m, panelBytes)
             return nil
         }
@@ -94,10 +94,10 @@ public enum Matmul {
     }
 
     static let panelBytes = Int(GEN_GEMM_KC) * Int(GEN_GEMM_NC) * MemoryLayout<Float>.size
-    static let panelKey: pthread_key_t = {
+    /// The key of each thread's buffer, or nil when the process has no key left (OpenBLAS then).
+    static let panelKey: pthread_key_t? = {
         var key = pthread_key_t()
-        pthread_key_create(&key) { p in if let p { munmap(p, Matmul.panelBytes) } }
-        return key
+        return pthread_key_create(&key) { p in if let p { munmap(p, Matmul.panelBytes) } } == 0 ? key : nil
     }()
 
     struct Blocks: RangeKernel {
