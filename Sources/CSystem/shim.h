@@ -398,9 +398,11 @@ static inline void gen_transpose_band16(const float *src, long lds, float *dst, 
 
 // gen's own matrix product for the training step's projections, with 512-bit vectors:
 // C (M,N) = alpha · op(A) (M,K) · op(B) (K,N), or C += op(A)·op(B) (accumulate, alpha 1),
-// row-major, N a multiple of 32. Each output is one chain of FMAs over k in order (from zero, or
-// from C's value), then times alpha (exact when alpha is 1), so its bits depend on neither the
-// block of rows or columns a thread takes nor the number of threads.
+// row-major, N a multiple of 32; or C = bias + op(A)·op(B) (bias (N) not nil: alpha 1, no
+// accumulate). Each output is one chain of FMAs over k in order (from zero, from C's value, or
+// from its column's bias), then times alpha (exact when alpha is 1), so its bits depend on
+// neither the block of rows or columns a thread takes nor the number of threads (and are those
+// of C filled with the bias and accumulated: the bias is a starting sum, not a pass of its own).
 // B is copied in panels of 32 columns (k-major: a panel's row k is 32 floats, two vectors)
 // into `pack`, the calling thread's own buffer of GEN_GEMM_KC·GEN_GEMM_NC floats (aligned to
 // 64 bytes; `Matmul.panels` in GenKernels keeps one per thread); A is read where it
@@ -415,15 +417,18 @@ static inline void gen_transpose_band16(const float *src, long lds, float *dst, 
 #define GEN_GEMM_DECL(r) gen_float16 s##r##a, s##r##b;
 #define GEN_GEMM_LOAD(r) __builtin_memcpy(&s##r##a, c + r * ldc, 64); __builtin_memcpy(&s##r##b, c + r * ldc + 16, 64);
 #define GEN_GEMM_ZERO(r) s##r##a = 0; s##r##b = 0;
+#define GEN_GEMM_BIAS(r) s##r##a = b0; s##r##b = b1;
 #define GEN_GEMM_FMA(r) x = ak[r * ars]; s##r##a = __builtin_elementwise_fma(x, b0, s##r##a); \
     s##r##b = __builtin_elementwise_fma(x, b1, s##r##b);
 #define GEN_GEMM_STORE(r) s##r##a *= scale; s##r##b *= scale; \
     __builtin_memcpy(c + r * ldc, &s##r##a, 64); __builtin_memcpy(c + r * ldc + 16, &s##r##b, 64);
 #define GEN_GEMM_TILE(name, ROWS) \
 static inline void name(const float *a, long ars, long aks, const float *bp, long kc, float *c, long ldc, int acc, \
-                        float scale) { \
+                        float scale, const float *bias) { \
     ROWS(GEN_GEMM_DECL) \
-    if (acc) { ROWS(GEN_GEMM_LOAD) } else { ROWS(GEN_GEMM_ZERO) } \
+    if (acc) { ROWS(GEN_GEMM_LOAD) } \
+    else if (bias) { gen_float16 b0, b1; __builtin_memcpy(&b0, bias, 64); __builtin_memcpy(&b1, bias + 16, 64); ROWS(GEN_GEMM_BIAS) } \
+    else { ROWS(GEN_GEMM_ZERO) } \
     for (long k = 0; k < kc; k++) { \
         gen_float16 b0, b1, x; \
         __builtin_memcpy(&b0, bp + k * 32, 64); __builtin_memcpy(&b1, bp + k * 32 + 16, 64); \
@@ -445,7 +450,7 @@ GEN_GEMM_TILE(gen_gemm_tile1, GEN_ROWS1)
 
 static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
                              const float *B, long ldb, int transB, float *C, long ldc, float alpha,
-                             int accumulate, float *pack) {
+                             int accumulate, const float *bias, float *pack) {
     long ars = transA ? 1 : lda, aks = transA ? lda : 1;
     // K in near-equal runs of at most GEN_GEMM_KC: a function of K alone, as the bits must be.
     long runs = (K + GEN_GEMM_KC - 1) / GEN_GEMM_KC;
@@ -453,6 +458,7 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
         long k0 = K * run / runs, kc = K * (run + 1) / runs - k0;
         int acc = accumulate || run > 0;
         float scale = run == runs - 1 ? alpha : 1;
+        const float *start = acc ? 0 : bias;
         for (long j0 = 0; j0 < N; j0 += GEN_GEMM_NC) {
             long panels = (N - j0 < GEN_GEMM_NC ? N - j0 : GEN_GEMM_NC) / 32;
             for (long p = 0; p < panels; p++) {
@@ -473,16 +479,18 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
             long i = 0;
             for (; i + 12 <= M; i += 12)
                 for (long p = 0; p < panels; p++)
-                    gen_gemm_tile12(A + i * ars + k0 * aks, ars, aks, pack + p * kc * 32, kc, C + i * ldc + j0 + p * 32, ldc, acc, scale);
+                    gen_gemm_tile12(A + i * ars + k0 * aks, ars, aks, pack + p * kc * 32, kc, C + i * ldc + j0 + p * 32, ldc, acc, scale,
+                                    start ? start + j0 + p * 32 : 0);
             for (long rows = 8; rows >= 1; rows /= 2) {
                 if (M - i < rows) continue;
                 for (long p = 0; p < panels; p++) {
                     const float *a = A + i * ars + k0 * aks, *bp = pack + p * kc * 32;
                     float *c = C + i * ldc + j0 + p * 32;
-                    if (rows == 8) gen_gemm_tile8(a, ars, aks, bp, kc, c, ldc, acc, scale);
-                    else if (rows == 4) gen_gemm_tile4(a, ars, aks, bp, kc, c, ldc, acc, scale);
-                    else if (rows == 2) gen_gemm_tile2(a, ars, aks, bp, kc, c, ldc, acc, scale);
-                    else gen_gemm_tile1(a, ars, aks, bp, kc, c, ldc, acc, scale);
+                    const float *bc = start ? start + j0 + p * 32 : 0;
+                    if (rows == 8) gen_gemm_tile8(a, ars, aks, bp, kc, c, ldc, acc, scale, bc);
+                    else if (rows == 4) gen_gemm_tile4(a, ars, aks, bp, kc, c, ldc, acc, scale, bc);
+                    else if (rows == 2) gen_gemm_tile2(a, ars, aks, bp, kc, c, ldc, acc, scale, bc);
+                    else gen_gemm_tile1(a, ars, aks, bp, kc, c, ldc, acc, scale, bc);
                 }
                 i += rows;
             }
@@ -494,7 +502,7 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
 #define GEN_GEMM_OWN 0
 static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
                              const float *B, long ldb, int transB, float *C, long ldc, float alpha,
-                             int accumulate, float *pack) {
+                             int accumulate, const float *bias, float *pack) {
     return 0;
 }
 #endif

@@ -15,38 +15,49 @@ import Glibc
 func blasTranspose(_ t: Bool) -> CBLAS_TRANSPOSE { t ? CblasTrans : CblasNoTrans }
 
 public enum Matmul {
-    /// C (M,N) = alpha · op(A) · op(B) + beta · C, split over gen's threads by rows of C, or by
-    /// columns when the rows are few. Row-major; lda/ldb/ldc are the row strides.
+    /// C (M,N) = alpha · op(A) · op(B) + beta · C, or with a bias (N) C = bias + op(A) · op(B)
+    /// (alpha 1, beta 0), split over gen's threads by rows of C, or by columns when the rows are
+    /// few. Row-major; lda/ldb/ldc are the row strides.
     @inline(__always)
     static func gemm(_ transA: Bool, _ transB: Bool, M: Int, N: Int, K: Int, alpha: Float = 1,
                      _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
-                     beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int) {
+                     beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil) {
         let work = M * N * K
         if Parallel.threads <= 1 || work < 1 << 17 {
-            block(transA, transB, M: M, N: N, K: K, alpha: alpha, A, lda: lda, B, ldb: ldb, beta: beta, C, ldc: ldc)
+            block(transA, transB, M: M, N: N, K: K, alpha: alpha, A, lda: lda, B, ldb: ldb, beta: beta, C, ldc: ldc,
+                  bias: bias)
             return
         }
         // Split C by rows (rows of op(A)), or by columns (of op(B), in blocks of `columnBlock`)
         // when the rows are few.
         let blocks = Blocks(byRows: M >= N, transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha,
-                            A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc)
+                            A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc, bias: bias)
         Parallel.forRanges(blocks.byRows ? M : (N + blocks.columnBlock - 1) / blocks.columnBlock, blocks)
     }
 
-    /// C (M,N) = alpha · op(A) · op(B) + beta · C on the calling thread: gen's own product
-    /// (`gen_gemm32`, with 512-bit vectors) when `own` allows it, beta is 0 (any alpha) or 1
-    /// (alpha 1) and N a multiple of 32, else OpenBLAS's sgemm. gen's own gives each output the same bits
-    /// however C is split, so a product split by columns takes it in every block or in none
-    /// (`own`): bits that depended on the number of threads would make runs differ.
+    /// C (M,N) = alpha · op(A) · op(B) + beta · C, or C = bias + op(A) · op(B) with a bias (N)
+    /// (alpha 1, beta 0), on the calling thread: gen's own product (`gen_gemm32`, with 512-bit
+    /// vectors; the bias is its sums' start) when `own` allows it, beta is 0 (any alpha) or 1
+    /// (alpha 1) and N a multiple of 32, else OpenBLAS's sgemm (after C's rows are set to the
+    /// bias: the same bits). gen's own gives each output the same bits however C is split, so a
+    /// product split by columns takes it in every block or in none (`own`): bits that depended
+    /// on the number of threads would make runs differ.
     @inline(__always)
     static func block(_ transA: Bool, _ transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
                       _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
-                      beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int, own: Bool = true) {
+                      beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int, own: Bool = true,
+                      bias: UnsafePointer<Float>? = nil) {
         if own, beta == 0 || (beta == 1 && alpha == 1), N % 32 == 0, K > 0, let pack = panels(),
-           gen_gemm32(M, N, K, A, lda, transA ? 1 : 0, B, ldb, transB ? 1 : 0, C, ldc, alpha, beta == 1 ? 1 : 0, pack) != 0 {
+           gen_gemm32(M, N, K, A, lda, transA ? 1 : 0, B, ldb, transB ? 1 : 0, C, ldc, alpha, beta == 1 ? 1 : 0,
+                      bias, pack) != 0 {
             return
         }
-        let beta = clearForProduct(C, rows: M, columns: N, ldc: ldc, beta: beta)
+        var beta = beta
+        if let bias {
+            for r in 0..<M { (C + r * ldc).update(from: bias, count: N) }
+            beta = 1
+        }
+        beta = clearForProduct(C, rows: M, columns: N, ldc: ldc, beta: beta)
         BLAS.sgemm(blasTranspose(transA), blasTranspose(transB), Int32(M), Int32(N), Int32(K), alpha, A, Int32(lda),
                    B, Int32(ldb), beta, C, Int32(ldc))
     }
@@ -109,6 +120,7 @@ public enum Matmul {
         let B: UnsafePointer<Float>, ldb: Int
         let beta: Float
         let C: UnsafeMutablePointer<Float>, ldc: Int
+        let bias: UnsafePointer<Float>?
 
         /// Columns per block when C is split by columns: 32 when N is a multiple of 32, so that
         /// every block can take gen's own product, else 16.
@@ -118,12 +130,12 @@ public enum Matmul {
             if byRows {
                 let a = transA ? A + r.lowerBound : A + r.lowerBound * lda
                 block(transA, transB, M: r.count, N: N, K: K, alpha: alpha, a, lda: lda, B, ldb: ldb, beta: beta,
-                      C + r.lowerBound * ldc, ldc: ldc)
+                      C + r.lowerBound * ldc, ldc: ldc, bias: bias)
             } else {
                 let c0 = r.lowerBound * columnBlock, c1 = min(N, r.upperBound * columnBlock)
                 let b = transB ? B + c0 * ldb : B + c0
                 block(transA, transB, M: M, N: c1 - c0, K: K, alpha: alpha, A, lda: lda, b, ldb: ldb, beta: beta,
-                      C + c0, ldc: ldc, own: columnBlock == 32)
+                      C + c0, ldc: ldc, own: columnBlock == 32, bias: bias.map { $0 + c0 })
             }
         }
     }
@@ -156,23 +168,7 @@ public enum Matmul {
     public static func forward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                                _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>?,
                                M: Int, K: Int, N: Int) {
-        gemm(false, false, M: M, N: N, K: K, inp, lda: K, weight, ldb: N, beta: fill(out, bias, M: M, N: N), out, ldc: N)
-    }
-
-    /// Each row of out (M,N) set to bias, if any; returns the beta that then adds the product.
-    static func fill(_ out: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>?, M: Int, N: Int) -> Float {
-        guard let bias else { return 0 }
-        Parallel.forRanges(M, minimumPerThread: 64, FillBias(out: out, bias: bias, N: N))
-        return 1
-    }
-
-    struct FillBias: RangeKernel {
-        let out: UnsafeMutablePointer<Float>
-        let bias: UnsafePointer<Float>
-        let N: Int
-        func run(_ rows: Range<Int>) {
-            for r in rows { (out + r * N).update(from: bias, count: N) }
-        }
+        gemm(false, false, M: M, N: N, K: K, inp, lda: K, weight, ldb: N, beta: 0, out, ldc: N, bias: bias)
     }
 
     /// Backward of `forward`.
@@ -243,7 +239,7 @@ public enum Matmul {
     public static func forwardTransposed(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                                          _ weight: UnsafePointer<Float>, _ bias: UnsafePointer<Float>? = nil,
                                          M: Int, K: Int, N: Int) {
-        gemm(false, true, M: M, N: N, K: K, inp, lda: K, weight, ldb: K, beta: fill(out, bias, M: M, N: N), out, ldc: N)
+        gemm(false, true, M: M, N: N, K: K, inp, lda: K, weight, ldb: K, beta: 0, out, ldc: N, bias: bias)
     }
 
     /// dst (N,K) = srcᵀ, src (K,N): by tiles transposed in registers (`gen_transpose_band16`),
