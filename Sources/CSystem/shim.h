@@ -340,17 +340,22 @@ static inline void gen_store_first16(float *p, gen_float16 v, long n) {
 static inline void gen_transpose_band16(const float *src, long lds, float *dst, long ldd, long n1) {
     for (long n0 = 0; n0 < n1; n0 += 16) {
         gen_f32x16 a[16], b[16];
+#pragma clang loop unroll(full)
         for (int i = 0; i < 16; i++) __builtin_memcpy(&a[i], src + i * lds + n0, 64);
+#pragma clang loop unroll(full)
         for (int round = 0; round < 2; round++) {
+#pragma clang loop unroll(full)
             for (int i = 0; i < 8; i++) {
                 b[i] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
                 b[i + 8] = __builtin_shufflevector(a[2 * i], a[2 * i + 1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
             }
+#pragma clang loop unroll(full)
             for (int i = 0; i < 8; i++) {
                 a[i] = __builtin_shufflevector(b[2 * i], b[2 * i + 1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
                 a[i + 8] = __builtin_shufflevector(b[2 * i], b[2 * i + 1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
             }
         }
+#pragma clang loop unroll(full)
         for (int j = 0; j < 16; j++) __builtin_memcpy(dst + (n0 + j) * ldd, &a[j], 64);
     }
 }
