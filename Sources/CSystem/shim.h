@@ -413,9 +413,15 @@ static inline void gen_transpose_band16(const float *src, long lds, float *dst, 
 // 64 bytes; `Matmul.panels` in GenKernels keeps one per thread); A is read where it
 // lies: a tile of 12 rows by 32 columns holds its 24 sums in registers, and each k broadcasts
 // one value of each of the 12 rows against the panel's two vectors (24 FMAs for 2 loads).
+// With `sums` (not nil; B not transposed, N at most GEN_GEMM_SUMS), B's column sums over k are
+// added into sums (N) as the panels are copied: each column's sum one chain over k in order from
+// zero, then added (`Matmul.columnSums`'s bits), its running value kept between runs of K in
+// `pack` after the panels. A projection's bias gradient is so made in its weight gradient's
+// product, which reads the same rows.
 // gen_gemm32 returns 0 (nothing done) without 512-bit vectors: the caller then uses OpenBLAS.
 #define GEN_GEMM_KC 512
 #define GEN_GEMM_NC 256
+#define GEN_GEMM_SUMS 4096
 #if defined(__AVX512F__)
 #define GEN_GEMM_OWN 1
 // A tile of ROWS rows (a(r,k) = a[r·ars + k·aks]) by one panel bp (kc rows of 32): c (+)= a·bp.
@@ -455,7 +461,9 @@ GEN_GEMM_TILE(gen_gemm_tile1, GEN_ROWS1)
 
 static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
                              const float *B, long ldb, int transB, float *C, long ldc, float alpha,
-                             int accumulate, const float *bias, float *pack) {
+                             int accumulate, const float *bias, float *sums, float *pack) {
+    if (sums && (transB || N > GEN_GEMM_SUMS)) return 0;
+    float *running = pack + GEN_GEMM_KC * GEN_GEMM_NC;
     long ars = transA ? 1 : lda, aks = transA ? lda : 1;
     // K in near-equal runs of at most GEN_GEMM_KC: a function of K alone, as the bits must be.
     long runs = (K + GEN_GEMM_KC - 1) / GEN_GEMM_KC;
@@ -468,7 +476,18 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
             long panels = (N - j0 < GEN_GEMM_NC ? N - j0 : GEN_GEMM_NC) / 32;
             for (long p = 0; p < panels; p++) {
                 float *bp = pack + p * kc * 32;
-                if (!transB) {
+                if (!transB && sums) {
+                    const float *src = B + k0 * ldb + j0 + p * 32;
+                    float *r = running + j0 + p * 32;
+                    gen_float16 s0 = 0, s1 = 0, x0, x1;
+                    if (run > 0) { __builtin_memcpy(&s0, r, 64); __builtin_memcpy(&s1, r + 16, 64); }
+                    for (long k = 0; k < kc; k++) {
+                        __builtin_memcpy(&x0, src + k * ldb, 64); __builtin_memcpy(&x1, src + k * ldb + 16, 64);
+                        __builtin_memcpy(bp + k * 32, &x0, 64); __builtin_memcpy(bp + k * 32 + 16, &x1, 64);
+                        s0 += x0; s1 += x1;
+                    }
+                    __builtin_memcpy(r, &s0, 64); __builtin_memcpy(r + 16, &s1, 64);
+                } else if (!transB) {
                     for (long k = 0; k < kc; k++) __builtin_memcpy(bp + k * 32, B + (k0 + k) * ldb + j0 + p * 32, 128);
                 } else if (kc % 16 == 0) {
                     const float *s = B + (j0 + p * 32) * ldb + k0;
@@ -501,13 +520,14 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
             }
         }
     }
+    if (sums) for (long j = 0; j < N; j++) sums[j] += running[j];
     return 1;
 }
 #else
 #define GEN_GEMM_OWN 0
 static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
                              const float *B, long ldb, int transB, float *C, long ldc, float alpha,
-                             int accumulate, const float *bias, float *pack) {
+                             int accumulate, const float *bias, float *sums, float *pack) {
     return 0;
 }
 #endif

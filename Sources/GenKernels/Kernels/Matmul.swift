@@ -17,21 +17,23 @@ func blasTranspose(_ t: Bool) -> CBLAS_TRANSPOSE { t ? CblasTrans : CblasNoTrans
 public enum Matmul {
     /// C (M,N) = alpha · op(A) · op(B) + beta · C, or with a bias (N) C = bias + op(A) · op(B)
     /// (alpha 1, beta 0), split over gen's threads by rows of C, or by columns when the rows are
-    /// few. Row-major; lda/ldb/ldc are the row strides.
+    /// few. Row-major; lda/ldb/ldc are the row strides. With `sums` (N; B not transposed), B's
+    /// column sums are added into it too (`columnSums`' bits).
     @inline(__always)
     static func gemm(_ transA: Bool, _ transB: Bool, M: Int, N: Int, K: Int, alpha: Float = 1,
                      _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
-                     beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil) {
+                     beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil,
+                     sums: UnsafeMutablePointer<Float>? = nil) {
         let work = M * N * K
         if Parallel.threads <= 1 || work < 1 << 17 {
             block(transA, transB, M: M, N: N, K: K, alpha: alpha, A, lda: lda, B, ldb: ldb, beta: beta, C, ldc: ldc,
-                  bias: bias)
+                  bias: bias, sums: sums)
             return
         }
         // Split C by rows (rows of op(A)), or by columns (of op(B), in blocks of `columnBlock`)
         // when the rows are few.
         let blocks = Blocks(byRows: M >= N, transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha,
-                            A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc, bias: bias)
+                            A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: C, ldc: ldc, bias: bias, sums: sums)
         Parallel.forRanges(blocks.byRows ? M : (N + blocks.columnBlock - 1) / blocks.columnBlock, blocks)
     }
 
@@ -41,17 +43,19 @@ public enum Matmul {
     /// (alpha 1) and N a multiple of 32, else OpenBLAS's sgemm (after C's rows are set to the
     /// bias: the same bits). gen's own gives each output the same bits however C is split, so a
     /// product split by columns takes it in every block or in none (`own`): bits that depended
-    /// on the number of threads would make runs differ.
+    /// on the number of threads would make runs differ. With `sums` (B not transposed), B's
+    /// column sums are added into it: as gen's own product copies B, else after OpenBLAS's.
     @inline(__always)
     static func block(_ transA: Bool, _ transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
                       _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
                       beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int, own: Bool = true,
-                      bias: UnsafePointer<Float>? = nil) {
+                      bias: UnsafePointer<Float>? = nil, sums: UnsafeMutablePointer<Float>? = nil) {
         if own, beta == 0 || (beta == 1 && alpha == 1), N % 32 == 0, K > 0, let pack = panels(),
            gen_gemm32(M, N, K, A, lda, transA ? 1 : 0, B, ldb, transB ? 1 : 0, C, ldc, alpha, beta == 1 ? 1 : 0,
-                      bias, pack) != 0 {
+                      bias, sums, pack) != 0 {
             return
         }
+        if let sums { ColumnSums(acc: sums, x: B, M: K, N: N, ld: ldb).run(0..<(N + 15) / 16) }
         var beta = beta
         if let bias {
             for r in 0..<M { (C + r * ldc).update(from: bias, count: N) }
@@ -89,9 +93,9 @@ public enum Matmul {
     }
 
     /// The calling thread's buffer for the panels of B that `gen_gemm32` copies
-    /// (GEN_GEMM_KC · GEN_GEMM_NC floats), mapped at the thread's first product and unmapped
-    /// when the thread ends; nil without 512-bit vectors (OpenBLAS multiplies then) or when the
-    /// memory cannot be had.
+    /// (GEN_GEMM_KC · GEN_GEMM_NC floats) and B's running column sums (GEN_GEMM_SUMS), mapped at
+    /// the thread's first product and unmapped when the thread ends; nil without 512-bit vectors
+    /// (OpenBLAS multiplies then) or when the memory cannot be had.
     static func panels() -> UnsafeMutablePointer<Float>? {
         guard ownProduct, let key = panelKey else { return nil }
         if let p = pthread_getspecific(key) { return p.assumingMemoryBound(to: Float.self) }
@@ -104,7 +108,7 @@ public enum Matmul {
         return m.assumingMemoryBound(to: Float.self)
     }
 
-    static let panelBytes = Int(GEN_GEMM_KC) * Int(GEN_GEMM_NC) * MemoryLayout<Float>.size
+    static let panelBytes = (Int(GEN_GEMM_KC) * Int(GEN_GEMM_NC) + Int(GEN_GEMM_SUMS)) * MemoryLayout<Float>.size
     /// The key of each thread's buffer, or nil when the process has no key left (OpenBLAS then).
     static let panelKey: pthread_key_t? = {
         var key = pthread_key_t()
@@ -121,6 +125,9 @@ public enum Matmul {
         let beta: Float
         let C: UnsafeMutablePointer<Float>, ldc: Int
         let bias: UnsafePointer<Float>?
+        /// B's column sums' destination: taken by the first block of rows (every block copies
+        /// all of B), or by each block of columns for its own.
+        let sums: UnsafeMutablePointer<Float>?
 
         /// Columns per block when C is split by columns: 32 when N is a multiple of 32, so that
         /// every block can take gen's own product, else 16.
@@ -130,12 +137,12 @@ public enum Matmul {
             if byRows {
                 let a = transA ? A + r.lowerBound : A + r.lowerBound * lda
                 block(transA, transB, M: r.count, N: N, K: K, alpha: alpha, a, lda: lda, B, ldb: ldb, beta: beta,
-                      C + r.lowerBound * ldc, ldc: ldc, bias: bias)
+                      C + r.lowerBound * ldc, ldc: ldc, bias: bias, sums: r.lowerBound == 0 ? sums : nil)
             } else {
                 let c0 = r.lowerBound * columnBlock, c1 = min(N, r.upperBound * columnBlock)
                 let b = transB ? B + c0 * ldb : B + c0
                 block(transA, transB, M: M, N: c1 - c0, K: K, alpha: alpha, A, lda: lda, b, ldb: ldb, beta: beta,
-                      C + c0, ldc: ldc, own: columnBlock == 32, bias: bias.map { $0 + c0 })
+                      C + c0, ldc: ldc, own: columnBlock == 32, bias: bias.map { $0 + c0 }, sums: sums.map { $0 + c0 })
             }
         }
     }
@@ -182,27 +189,32 @@ public enum Matmul {
             // dinp (M,K) = dout (M,N) · weightᵀ (N,K)
             gemm(false, true, M: M, N: K, K: N, dout, lda: N, weight, ldb: N, beta: 0, dinp, ldc: K)
         }
-        // dweight (K,N) += inpᵀ (K,M) · dout (M,N)
-        if let dweight { gemm(true, false, M: K, N: N, K: M, inp, lda: K, dout, ldb: N, beta: 1, dweight, ldc: N) }
-        if let dbias { columnSums(into: dbias, dout, M: M, N: N) }
+        // dweight (K,N) += inpᵀ (K,M) · dout (M,N); dbias (N) += dout's column sums, made as the
+        // product copies dout's rows.
+        if let dweight {
+            gemm(true, false, M: K, N: N, K: M, inp, lda: K, dout, ldb: N, beta: 1, dweight, ldc: N, sums: dbias)
+        } else if let dbias {
+            columnSums(into: dbias, dout, M: M, N: N)
+        }
     }
 
     /// dbias (N) += Σ_rows x (M,N)
     public static func columnSums(into acc: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, M: Int, N: Int) {
         // Split the columns across threads so each owns its slice of `acc`.
         let blocks = (N + 15) / 16
-        Parallel.forRanges(blocks, minimumPerThread: 8, ColumnSums(acc: acc, x: x, M: M, N: N))
+        Parallel.forRanges(blocks, minimumPerThread: 8, ColumnSums(acc: acc, x: x, M: M, N: N, ld: N))
     }
 
+    /// acc (columns of the range's blocks of 16) += Σ_rows x (M,N; row stride ld).
     struct ColumnSums: RangeKernel {
         let acc: UnsafeMutablePointer<Float>
         let x: UnsafePointer<Float>
-        let M, N: Int
+        let M, N, ld: Int
         func run(_ range: Range<Int>) {
             let c0 = range.lowerBound * 16, c1 = min(N, range.upperBound * 16)
             var c = c0
             // Eight vectors of columns at a time, so that each row gives 512 contiguous bytes
-            // (one vector a row, rows N floats apart, is a stride the prefetchers follow badly).
+            // (one vector a row, rows ld floats apart, is a stride the prefetchers follow badly).
             // Each column's sum is the same chain over the rows either way.
             while c + 128 <= c1 {
                 var s0 = Float32x16(), s1 = Float32x16(), s2 = Float32x16(), s3 = Float32x16()
@@ -211,7 +223,7 @@ public enum Matmul {
                 for _ in 0..<M {
                     s0 += load16(p); s1 += load16(p + 16); s2 += load16(p + 32); s3 += load16(p + 48)
                     s4 += load16(p + 64); s5 += load16(p + 80); s6 += load16(p + 96); s7 += load16(p + 112)
-                    p += N
+                    p += ld
                 }
                 store16(load16(acc + c) + s0, acc + c); store16(load16(acc + c + 16) + s1, acc + c + 16)
                 store16(load16(acc + c + 32) + s2, acc + c + 32); store16(load16(acc + c + 48) + s3, acc + c + 48)
@@ -221,13 +233,13 @@ public enum Matmul {
             }
             while c + 16 <= c1 {
                 var s = Float32x16()
-                for r in 0..<M { s += load16(x + r * N + c) }
+                for r in 0..<M { s += load16(x + r * ld + c) }
                 store16(load16(acc + c) + s, acc + c)
                 c += 16
             }
             while c < c1 {
                 var s: Float = 0
-                for r in 0..<M { s += x[r * N + c] }
+                for r in 0..<M { s += x[r * ld + c] }
                 acc[c] += s
                 c += 1
             }
