@@ -24,6 +24,8 @@ public enum Matmul {
                      _ A: UnsafePointer<Float>, lda: Int, _ B: UnsafePointer<Float>, ldb: Int,
                      beta: Float, _ C: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>? = nil,
                      sums: UnsafeMutablePointer<Float>? = nil) {
+        assert(bias == nil || (alpha == 1 && beta == 0), "a bias is added with alpha 1 and beta 0 only")
+        assert(sums == nil || !transB, "column sums are taken of B untransposed only")
         let work = M * N * K
         if Parallel.threads <= 1 || work < 1 << 17 {
             block(transA, transB, M: M, N: N, K: K, alpha: alpha, A, lda: lda, B, ldb: ldb, beta: beta, C, ldc: ldc,
