@@ -297,6 +297,8 @@ public enum Attention {
     /// four vectors of 16 sums in flight (four rows × 16 columns, or 64 / hs rows × hs).
     enum Direct {
         static let maxHead = 64
+        /// Whether this build has 512-bit vectors (32 of them: eight sums in flight).
+        static let wide = GEN_VECTORS_512 != 0
 
         /// Whether heads of hs floats over contexts of T use these products.
         static func handles(hs: Int, T: Int) -> Bool { (hs == 16 || hs == 32 || hs == 64) && T <= 64 }
@@ -328,7 +330,7 @@ public enum Attention {
             var c = 0
             // Two column vectors while a second one starts before count (the panel's stride is a
             // multiple of 16, so its load stays in the row).
-            while GEN_VECTORS_512 != 0 && c + 16 < count {
+            while wide && c + 16 < count {
                 var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
                 var b0 = Float32x16(), b1 = Float32x16(), b2 = Float32x16(), b3 = Float32x16()
                 var pp = panel + c
@@ -371,7 +373,7 @@ public enum Attention {
 
         /// Rows `combination` takes at once for heads of hs floats: four vectors of sums in
         /// flight, or eight with 512-bit vectors (32 registers hold them).
-        static func groupRows(hs: Int) -> Int { (GEN_VECTORS_512 != 0 ? 128 : 64) / hs }
+        static func groupRows(hs: Int) -> Int { (wide ? 128 : 64) / hs }
 
         /// out row r (row stride ldo) = Σ_{i<count} w[r·wr + i·wi] · v[i·stride ..< i·stride + hs],
         /// for rows r < R ≤ groupRows(hs); the first `addRows` rows add to what out holds, the others are set.
@@ -398,7 +400,7 @@ public enum Attention {
             let v1 = 16 * (1 % nv), v2 = 16 * (2 % nv), v3 = 16 * (3 % nv)
             var a0 = Float32x16(), a1 = Float32x16(), a2 = Float32x16(), a3 = Float32x16()
             var wp = w, vp = v
-            if GEN_VECTORS_512 != 0 {
+            if wide {
                 let r4 = 4 / nv, r5 = 5 / nv, r6 = 6 / nv, r7 = 7 / nv
                 let w4 = min(r4, R - 1) * wr, w5 = min(r5, R - 1) * wr, w6 = min(r6, R - 1) * wr, w7 = min(r7, R - 1) * wr
                 let v4 = 16 * (4 % nv), v5 = 16 * (5 % nv), v6 = 16 * (6 % nv), v7 = 16 * (7 % nv)
