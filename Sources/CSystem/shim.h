@@ -401,48 +401,76 @@ static inline void gen_transpose_band16(const float *src, long lds, float *dst, 
 }
 #endif
 
-// gen's own matrix product for the training step's projections, with 512-bit vectors:
-// C (M,N) = alpha · op(A) (M,K) · op(B) (K,N), or C += op(A)·op(B) (accumulate, alpha 1),
-// row-major, N a multiple of 32; or C = bias + op(A)·op(B) (bias (N) not nil: alpha 1, no
-// accumulate). Each output is one chain of FMAs over k in order (from zero, from C's value, or
+// gen's own matrix product for the training step's projections, with 512-bit vectors or with
+// AVX2 and FMA: C (M,N) = alpha · op(A) (M,K) · op(B) (K,N), or C += op(A)·op(B) (accumulate,
+// alpha 1), row-major, N a multiple of 32; or C = bias + op(A)·op(B) (bias (N) not nil: alpha 1,
+// no accumulate). Each output is one chain of FMAs over k in order (from zero, from C's value, or
 // from its column's bias), then times alpha (exact when alpha is 1), so its bits depend on
-// neither the block of rows or columns a thread takes nor the number of threads (and are those
-// of C filled with the bias and accumulated: the bias is a starting sum, not a pass of its own).
-// B is copied in panels of 32 columns (k-major: a panel's row k is 32 floats, two vectors)
-// into `pack`, the calling thread's own buffer of GEN_GEMM_KC·GEN_GEMM_NC floats (aligned to
-// 64 bytes; `Matmul.panels` in GenKernels keeps one per thread); A is read where it
-// lies: a tile of 12 rows by 32 columns holds its 24 sums in registers, and each k broadcasts
-// one value of each of the 12 rows against the panel's two vectors (24 FMAs for 2 loads).
+// neither the block of rows or columns a thread takes, nor the number of threads, nor the
+// vector width (and are those of C filled with the bias and accumulated: the bias is a starting
+// sum, not a pass of its own).
+// B is copied in panels of GEN_GEMM_PANEL columns (k-major: a panel's row k is two vectors,
+// 32 floats with 512-bit vectors, 16 with AVX2) into `pack`, the calling thread's own buffer of
+// GEN_GEMM_KC·GEN_GEMM_NC floats (aligned to 64 bytes; `Matmul.panels` in GenKernels keeps one
+// per thread); A is read where it lies: a tile of GEN_GEMM_MAIN rows (12, or 6 with AVX2's 16
+// registers) by one panel holds its sums in registers, and each k broadcasts one value of each
+// row against the panel's two vectors (2·GEN_GEMM_MAIN FMAs for 2 loads). With AVX2 a
+// transposed A's tile is first copied k-major after the sums (GEN_GEMM_APACK floats): its rows
+// lie across A's lines, one line a k, at strides that fall into few of the L1 cache's sets.
 // With `sums` (not nil; B not transposed, N at most GEN_GEMM_SUMS), B's column sums over k are
 // added into sums (N) as the panels are copied: each column's sum one chain over k in order from
 // zero, then added (`Matmul.columnSums`'s bits), its running value kept between runs of K in
 // `pack` after the panels. A projection's bias gradient is so made in its weight gradient's
 // product, which reads the same rows.
-// gen_gemm32 returns 0 (nothing done) without 512-bit vectors: the caller then uses OpenBLAS.
+// gen_gemm32 returns 0 (nothing done) without either: the caller then uses OpenBLAS.
 #define GEN_GEMM_KC 512
 #define GEN_GEMM_NC 256
 #define GEN_GEMM_SUMS 4096
 #if defined(__AVX512F__)
 #define GEN_GEMM_OWN 1
-// A tile of ROWS rows (a(r,k) = a[r·ars + k·aks]) by one panel bp (kc rows of 32): c (+)= a·bp.
-#define GEN_GEMM_DECL(r) gen_float16 s##r##a, s##r##b;
-#define GEN_GEMM_LOAD(r) __builtin_memcpy(&s##r##a, c + r * ldc, 64); __builtin_memcpy(&s##r##b, c + r * ldc + 16, 64);
-#define GEN_GEMM_ZERO(r) s##r##a = 0; s##r##b = 0;
+typedef gen_float16 gen_gemm_vector;   // one register
+#define GEN_GEMM_SPLAT(v) ((gen_gemm_vector)(v))
+#define GEN_GEMM_MAIN 12
+#define GEN_GEMM_PANEL 32
+#define GEN_GEMM_APACK 0
+#define GEN_GEMM_UNROLL
+#elif defined(__AVX2__) && defined(__FMA__)
+#define GEN_GEMM_OWN 1
+typedef gen_f32x8 gen_gemm_vector;     // AVX2's 16 registers of 8 floats
+#define GEN_GEMM_SPLAT(v) ((gen_gemm_vector){v, v, v, v, v, v, v, v})
+#define GEN_GEMM_MAIN 6
+#define GEN_GEMM_PANEL 16
+// op(A)'s tile copied when A is transposed (GEN_GEMM_MAIN · GEN_GEMM_KC floats).
+#define GEN_GEMM_APACK 3072
+#define GEN_GEMM_UNROLL _Pragma("clang loop unroll_count(4)")
+#else
+#define GEN_GEMM_OWN 0
+#define GEN_GEMM_APACK 0
+#endif
+
+#if GEN_GEMM_OWN
+// A tile of ROWS rows (a(r,k) = a[r·ars + k·aks]) by one panel bp (kc rows of GEN_GEMM_PANEL,
+// two vectors): c (+)= a·bp.
+#define GEN_GEMM_W (GEN_GEMM_PANEL / 2)
+#define GEN_GEMM_DECL(r) gen_gemm_vector s##r##a, s##r##b;
+#define GEN_GEMM_LOAD(r) __builtin_memcpy(&s##r##a, c + r * ldc, sizeof b0); \
+    __builtin_memcpy(&s##r##b, c + r * ldc + GEN_GEMM_W, sizeof b0);
+#define GEN_GEMM_ZERO(r) s##r##a = GEN_GEMM_SPLAT(0.0f); s##r##b = GEN_GEMM_SPLAT(0.0f);
 #define GEN_GEMM_BIAS(r) s##r##a = b0; s##r##b = b1;
-#define GEN_GEMM_FMA(r) x = ak[r * ars]; s##r##a = __builtin_elementwise_fma(x, b0, s##r##a); \
+#define GEN_GEMM_FMA(r) x = GEN_GEMM_SPLAT(ak[r * ars]); s##r##a = __builtin_elementwise_fma(x, b0, s##r##a); \
     s##r##b = __builtin_elementwise_fma(x, b1, s##r##b);
 #define GEN_GEMM_STORE(r) s##r##a *= scale; s##r##b *= scale; \
-    __builtin_memcpy(c + r * ldc, &s##r##a, 64); __builtin_memcpy(c + r * ldc + 16, &s##r##b, 64);
+    __builtin_memcpy(c + r * ldc, &s##r##a, sizeof b0); __builtin_memcpy(c + r * ldc + GEN_GEMM_W, &s##r##b, sizeof b0);
 #define GEN_GEMM_TILE(name, ROWS) \
 static inline void name(const float *a, long ars, long aks, const float *bp, long kc, float *c, long ldc, int acc, \
                         float scale, const float *bias) { \
+    gen_gemm_vector b0, b1, x; \
     ROWS(GEN_GEMM_DECL) \
     if (acc) { ROWS(GEN_GEMM_LOAD) } \
-    else if (bias) { gen_float16 b0, b1; __builtin_memcpy(&b0, bias, 64); __builtin_memcpy(&b1, bias + 16, 64); ROWS(GEN_GEMM_BIAS) } \
+    else if (bias) { __builtin_memcpy(&b0, bias, sizeof b0); __builtin_memcpy(&b1, bias + GEN_GEMM_W, sizeof b0); ROWS(GEN_GEMM_BIAS) } \
     else { ROWS(GEN_GEMM_ZERO) } \
-    for (long k = 0; k < kc; k++) { \
-        gen_float16 b0, b1, x; \
-        __builtin_memcpy(&b0, bp + k * 32, 64); __builtin_memcpy(&b1, bp + k * 32 + 16, 64); \
+    GEN_GEMM_UNROLL for (long k = 0; k < kc; k++) { \
+        __builtin_memcpy(&b0, bp + k * GEN_GEMM_PANEL, sizeof b0); __builtin_memcpy(&b1, bp + k * GEN_GEMM_PANEL + GEN_GEMM_W, sizeof b0); \
         const float *ak = a + k * aks; \
         ROWS(GEN_GEMM_FMA) \
     } \
@@ -451,13 +479,21 @@ static inline void name(const float *a, long ars, long aks, const float *bp, lon
 #define GEN_ROWS1(X) X(0)
 #define GEN_ROWS2(X) GEN_ROWS1(X) X(1)
 #define GEN_ROWS4(X) GEN_ROWS2(X) X(2) X(3)
+#define GEN_ROWS6(X) GEN_ROWS4(X) X(4) X(5)
 #define GEN_ROWS8(X) GEN_ROWS4(X) X(4) X(5) X(6) X(7)
 #define GEN_ROWS12(X) GEN_ROWS8(X) X(8) X(9) X(10) X(11)
+#if GEN_GEMM_MAIN == 12
 GEN_GEMM_TILE(gen_gemm_tile12, GEN_ROWS12)
 GEN_GEMM_TILE(gen_gemm_tile8, GEN_ROWS8)
+#define GEN_GEMM_TILE_MAIN gen_gemm_tile12
+#else
+GEN_GEMM_TILE(gen_gemm_tile6, GEN_ROWS6)
+#define GEN_GEMM_TILE_MAIN gen_gemm_tile6
+#endif
 GEN_GEMM_TILE(gen_gemm_tile4, GEN_ROWS4)
 GEN_GEMM_TILE(gen_gemm_tile2, GEN_ROWS2)
 GEN_GEMM_TILE(gen_gemm_tile1, GEN_ROWS1)
+
 
 static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
                              const float *B, long ldb, int transB, float *C, long ldc, float alpha,
@@ -465,6 +501,7 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
     if (sums && (transB || N > GEN_GEMM_SUMS)) return 0;
     float *running = pack + GEN_GEMM_KC * GEN_GEMM_NC;
     long ars = transA ? 1 : lda, aks = transA ? lda : 1;
+    const long P = GEN_GEMM_PANEL;
     // K in near-equal runs of at most GEN_GEMM_KC: a function of K alone, as the bits must be.
     long runs = (K + GEN_GEMM_KC - 1) / GEN_GEMM_KC;
     for (long run = 0; run < runs; run++) {
@@ -473,46 +510,61 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
         float scale = run == runs - 1 ? alpha : 1;
         const float *start = acc ? 0 : bias;
         for (long j0 = 0; j0 < N; j0 += GEN_GEMM_NC) {
-            long panels = (N - j0 < GEN_GEMM_NC ? N - j0 : GEN_GEMM_NC) / 32;
+            long panels = (N - j0 < GEN_GEMM_NC ? N - j0 : GEN_GEMM_NC) / P;
             for (long p = 0; p < panels; p++) {
-                float *bp = pack + p * kc * 32;
+                float *bp = pack + p * kc * P;
                 if (!transB && sums) {
-                    const float *src = B + k0 * ldb + j0 + p * 32;
-                    float *r = running + j0 + p * 32;
-                    gen_float16 s0 = 0, s1 = 0, x0, x1;
-                    if (run > 0) { __builtin_memcpy(&s0, r, 64); __builtin_memcpy(&s1, r + 16, 64); }
-                    for (long k = 0; k < kc; k++) {
-                        __builtin_memcpy(&x0, src + k * ldb, 64); __builtin_memcpy(&x1, src + k * ldb + 16, 64);
-                        __builtin_memcpy(bp + k * 32, &x0, 64); __builtin_memcpy(bp + k * 32 + 16, &x1, 64);
-                        s0 += x0; s1 += x1;
+                    for (long h = 0; h < P; h += 16) {
+                        const float *src = B + k0 * ldb + j0 + p * P + h;
+                        float *r = running + j0 + p * P + h;
+                        gen_float16 s0 = 0, x0;
+                        if (run > 0) __builtin_memcpy(&s0, r, 64);
+                        for (long k = 0; k < kc; k++) {
+                            __builtin_memcpy(&x0, src + k * ldb, 64);
+                            __builtin_memcpy(bp + k * P + h, &x0, 64);
+                            s0 += x0;
+                        }
+                        __builtin_memcpy(r, &s0, 64);
                     }
-                    __builtin_memcpy(r, &s0, 64); __builtin_memcpy(r + 16, &s1, 64);
                 } else if (!transB) {
-                    for (long k = 0; k < kc; k++) __builtin_memcpy(bp + k * 32, B + (k0 + k) * ldb + j0 + p * 32, 128);
+                    for (long k = 0; k < kc; k++) __builtin_memcpy(bp + k * P, B + (k0 + k) * ldb + j0 + p * P, P * 4);
                 } else if (kc % 16 == 0) {
-                    const float *s = B + (j0 + p * 32) * ldb + k0;
-                    gen_transpose_band16(s, ldb, bp, 32, kc);
-                    gen_transpose_band16(s + 16 * ldb, ldb, bp + 16, 32, kc);
+                    for (long h = 0; h < P; h += 16)
+                        gen_transpose_band16(B + (j0 + p * P + h) * ldb + k0, ldb, bp + h, P, kc);
                 } else {
-                    for (long j = 0; j < 32; j++) {
-                        const float *s = B + (j0 + p * 32 + j) * ldb + k0;
-                        for (long k = 0; k < kc; k++) bp[k * 32 + j] = s[k];
+                    for (long j = 0; j < P; j++) {
+                        const float *s = B + (j0 + p * P + j) * ldb + k0;
+                        for (long k = 0; k < kc; k++) bp[k * P + j] = s[k];
                     }
                 }
             }
+            // Tiles of GEN_GEMM_MAIN rows by a panel, then of fewer rows for the last ones.
             long i = 0;
-            for (; i + 12 <= M; i += 12)
+            for (; i + GEN_GEMM_MAIN <= M; i += GEN_GEMM_MAIN) {
+                const float *a = A + i * ars + k0 * aks;
+                long as = ars, ak = aks;
+#if GEN_GEMM_APACK
+                // op(A) transposed: its tile copied k-major first (see above).
+                if (transA) {
+                    float *ap = running + GEN_GEMM_SUMS;
+                    for (long k = 0; k < kc; k++) __builtin_memcpy(ap + k * GEN_GEMM_MAIN, a + k * aks, GEN_GEMM_MAIN * 4);
+                    a = ap; as = 1; ak = GEN_GEMM_MAIN;
+                }
+#endif
                 for (long p = 0; p < panels; p++)
-                    gen_gemm_tile12(A + i * ars + k0 * aks, ars, aks, pack + p * kc * 32, kc, C + i * ldc + j0 + p * 32, ldc, acc, scale,
-                                    start ? start + j0 + p * 32 : 0);
+                    GEN_GEMM_TILE_MAIN(a, as, ak, pack + p * kc * P, kc, C + i * ldc + j0 + p * P, ldc,
+                                       acc, scale, start ? start + j0 + p * P : 0);
+            }
             for (long rows = 8; rows >= 1; rows /= 2) {
                 if (M - i < rows) continue;
                 for (long p = 0; p < panels; p++) {
-                    const float *a = A + i * ars + k0 * aks, *bp = pack + p * kc * 32;
-                    float *c = C + i * ldc + j0 + p * 32;
-                    const float *bc = start ? start + j0 + p * 32 : 0;
-                    if (rows == 8) gen_gemm_tile8(a, ars, aks, bp, kc, c, ldc, acc, scale, bc);
-                    else if (rows == 4) gen_gemm_tile4(a, ars, aks, bp, kc, c, ldc, acc, scale, bc);
+                    const float *a = A + i * ars + k0 * aks, *bp = pack + p * kc * P;
+                    float *c = C + i * ldc + j0 + p * P;
+                    const float *bc = start ? start + j0 + p * P : 0;
+#if GEN_GEMM_MAIN > 8
+                    if (rows == 8) gen_gemm_tile8(a, ars, aks, bp, kc, c, ldc, acc, scale, bc); else
+#endif
+                    if (rows == 4) gen_gemm_tile4(a, ars, aks, bp, kc, c, ldc, acc, scale, bc);
                     else if (rows == 2) gen_gemm_tile2(a, ars, aks, bp, kc, c, ldc, acc, scale, bc);
                     else gen_gemm_tile1(a, ars, aks, bp, kc, c, ldc, acc, scale, bc);
                 }
@@ -524,7 +576,6 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
     return 1;
 }
 #else
-#define GEN_GEMM_OWN 0
 static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
                              const float *B, long ldb, int transB, float *C, long ldc, float alpha,
                              int accumulate, const float *bias, float *sums, float *pack) {

@@ -121,16 +121,16 @@ import Glibc
         #expect(BLAS.decide(loaded: "armv8", flags: []) == .keep)
     }
 
-    /// Who multiplies: gen's own product with 512-bit vectors on CPUs other than Intel's, or as
-    /// GEN_MATMUL says; never without 512-bit vectors.
+    /// Who multiplies: gen's own product in builds that have it (512-bit vectors, or AVX2 and
+    /// FMA) on CPUs other than Intel's, or as GEN_MATMUL says; never in builds without it.
     @Test func productChoice() {
-        #expect(Matmul.ownProduct(choice: nil, vectors512: true, intel: false))
-        #expect(!Matmul.ownProduct(choice: nil, vectors512: true, intel: true))
-        #expect(!Matmul.ownProduct(choice: nil, vectors512: false, intel: false))
-        #expect(Matmul.ownProduct(choice: "own", vectors512: true, intel: true))
-        #expect(!Matmul.ownProduct(choice: "own", vectors512: false, intel: true))
-        #expect(!Matmul.ownProduct(choice: "openblas", vectors512: true, intel: false))
-        #expect(Matmul.ownProduct(choice: "other", vectors512: true, intel: false))
+        #expect(Matmul.ownProduct(choice: nil, built: true, intel: false))
+        #expect(!Matmul.ownProduct(choice: nil, built: true, intel: true))
+        #expect(!Matmul.ownProduct(choice: nil, built: false, intel: false))
+        #expect(Matmul.ownProduct(choice: "own", built: true, intel: true))
+        #expect(!Matmul.ownProduct(choice: "own", built: false, intel: true))
+        #expect(!Matmul.ownProduct(choice: "openblas", built: true, intel: false))
+        #expect(Matmul.ownProduct(choice: "other", built: true, intel: false))
     }
 
     @Test func forcedKernelWins() {

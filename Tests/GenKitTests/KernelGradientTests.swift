@@ -113,7 +113,7 @@ import GenKernels
         #expect(relativeError(two[4], naive) < 1e-5)
     }
 
-    /// Every transposition of the general product, with tails of rows (M not a multiple of 12),
+    /// Every transposition of the general product, with tails of rows (M not a multiple of 12 or 6),
     /// K in several runs (over 512) and in runs that are not multiples of 16 (the panels of Bᵀ
     /// then copied one value at a time), N over one block of panels, C added to (beta 1) and a
     /// scale (alpha): within 1e-5 of sums in Double on 1 and 3 threads. Where gen's own product

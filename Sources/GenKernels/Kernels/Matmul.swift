@@ -4,7 +4,7 @@ import COpenBLAS
 import Glibc
 #endif
 
-/// Matrix products: gen's own (`gen_gemm32` in shim.h, with 512-bit vectors, see `ownProduct`)
+/// Matrix products: gen's own (`gen_gemm32` in shim.h, with AVX2 or 512-bit vectors, see `ownProduct`)
 /// where it applies, else OpenBLAS's sgemm. Weights are stored `[in, out]` row-major (the layout
 /// of GPT-2's `Conv1D`), so every transpose below is a flag, never a copy of the matrix.
 ///
@@ -40,8 +40,8 @@ public enum Matmul {
     }
 
     /// C (M,N) = alpha · op(A) · op(B) + beta · C, or C = bias + op(A) · op(B) with a bias (N)
-    /// (alpha 1, beta 0), on the calling thread: gen's own product (`gen_gemm32`, with 512-bit
-    /// vectors; the bias is its sums' start) when `own` allows it, beta is 0 (any alpha) or 1
+    /// (alpha 1, beta 0), on the calling thread: gen's own product (`gen_gemm32`, with AVX2 or
+    /// 512-bit vectors; the bias is its sums' start) when `own` allows it, beta is 0 (any alpha) or 1
     /// (alpha 1) and N a multiple of 32, else OpenBLAS's sgemm (after C's rows are set to the
     /// bias: the same bits). gen's own gives each output the same bits however C is split, so a
     /// product split by columns takes it in every block or in none (`own`): bits that depended
@@ -76,17 +76,18 @@ public enum Matmul {
         gemm(transA, transB, M: M, N: N, K: K, alpha: alpha, A, lda: lda, B, ldb: ldb, beta: beta, C, ldc: ldc)
     }
 
-    /// Whether gen multiplies with its own product (`block`) where it applies: in builds with
-    /// 512-bit vectors, on CPUs other than Intel's (measured faster than OpenBLAS on an AMD EPYC
-    /// Zen 4; on Intel's Xeons OpenBLAS's SkylakeX kernels stay, as measured before). Else every
-    /// product is OpenBLAS's. `GEN_MATMUL=openblas` in the environment gives every product to
+    /// Whether gen multiplies with its own product (`block`) where it applies: in builds that
+    /// have it (`built`: 512-bit vectors, or AVX2 and FMA), on CPUs other than Intel's (measured
+    /// faster than OpenBLAS on an AMD EPYC Zen 4, in its 512-bit and its AVX2 builds; on Intel's
+    /// Xeons OpenBLAS's SkylakeX kernels stay, as measured before). Else every product is
+    /// OpenBLAS's. `GEN_MATMUL=openblas` in the environment gives every product to
     /// OpenBLAS, `GEN_MATMUL=own` takes gen's own on Intel's CPUs too (for comparisons).
     public static let ownProduct: Bool = ownProduct(choice: environmentVariables()["GEN_MATMUL"],
-                                                    vectors512: GEN_GEMM_OWN != 0, intel: gen_cpu_is_intel() != 0)
+                                                    built: GEN_GEMM_OWN != 0, intel: gen_cpu_is_intel() != 0)
 
     /// The decision `ownProduct` takes, from `GEN_MATMUL`'s value and the build and CPU.
-    public static func ownProduct(choice: String?, vectors512: Bool, intel: Bool) -> Bool {
-        guard vectors512 else { return false }
+    public static func ownProduct(choice: String?, built: Bool, intel: Bool) -> Bool {
+        guard built else { return false }
         switch choice {
         case "openblas": return false
         case "own": return true
@@ -95,9 +96,10 @@ public enum Matmul {
     }
 
     /// The calling thread's buffer for the panels of B that `gen_gemm32` copies
-    /// (GEN_GEMM_KC · GEN_GEMM_NC floats) and B's running column sums (GEN_GEMM_SUMS), mapped at
-    /// the thread's first product and unmapped when the thread ends; nil without 512-bit vectors
-    /// (OpenBLAS multiplies then) or when the memory cannot be had.
+    /// (GEN_GEMM_KC · GEN_GEMM_NC floats), B's running column sums (GEN_GEMM_SUMS) and, with
+    /// AVX2, a transposed A's tile (GEN_GEMM_APACK), mapped at the thread's first product and
+    /// unmapped when the thread ends; nil in builds without gen's own product (OpenBLAS
+    /// multiplies then) or when the memory cannot be had.
     static func panels() -> UnsafeMutablePointer<Float>? {
         guard ownProduct, let key = panelKey else { return nil }
         if let p = pthread_getspecific(key) { return p.assumingMemoryBound(to: Float.self) }
@@ -110,7 +112,7 @@ public enum Matmul {
         return m.assumingMemoryBound(to: Float.self)
     }
 
-    static let panelBytes = (Int(GEN_GEMM_KC) * Int(GEN_GEMM_NC) + Int(GEN_GEMM_SUMS)) * MemoryLayout<Float>.size
+    static let panelBytes = (Int(GEN_GEMM_KC) * Int(GEN_GEMM_NC) + Int(GEN_GEMM_SUMS) + Int(GEN_GEMM_APACK)) * MemoryLayout<Float>.size
     /// The key of each thread's buffer, or nil when the process has no key left (OpenBLAS then).
     static let panelKey: pthread_key_t? = {
         var key = pthread_key_t()
