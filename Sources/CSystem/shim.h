@@ -502,15 +502,20 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
     float *running = pack + GEN_GEMM_KC * GEN_GEMM_NC;
     long ars = transA ? 1 : lda, aks = transA ? lda : 1;
     const long P = GEN_GEMM_PANEL;
-    // K in near-equal runs of at most GEN_GEMM_KC: a function of K alone, as the bits must be.
-    long runs = (K + GEN_GEMM_KC - 1) / GEN_GEMM_KC;
+    // K in near-equal runs of at most kmax (each output's chain of FMAs goes on from C's value
+    // in the next run, so the runs leave its bits as they are), the columns in blocks of nmax.
+    // A transposed A's tiles, copied (GEN_GEMM_APACK), are copied once a block of columns:
+    // with half the run of K and twice the columns, half as often, in the same panel buffer.
+    long kmax = GEN_GEMM_KC, nmax = GEN_GEMM_NC;
+    if (GEN_GEMM_APACK && transA) { kmax /= 2; nmax *= 2; }
+    long runs = (K + kmax - 1) / kmax;
     for (long run = 0; run < runs; run++) {
         long k0 = K * run / runs, kc = K * (run + 1) / runs - k0;
         int acc = accumulate || run > 0;
         float scale = run == runs - 1 ? alpha : 1;
         const float *start = acc ? 0 : bias;
-        for (long j0 = 0; j0 < N; j0 += GEN_GEMM_NC) {
-            long panels = (N - j0 < GEN_GEMM_NC ? N - j0 : GEN_GEMM_NC) / P;
+        for (long j0 = 0; j0 < N; j0 += nmax) {
+            long panels = (N - j0 < nmax ? N - j0 : nmax) / P;
             for (long p = 0; p < panels; p++) {
                 float *bp = pack + p * kc * P;
                 if (!transB && sums) {
