@@ -493,7 +493,7 @@ GEN_GEMM_TILE(gen_gemm_tile6, GEN_ROWS6)
 GEN_GEMM_TILE(gen_gemm_tile4, GEN_ROWS4)
 GEN_GEMM_TILE(gen_gemm_tile2, GEN_ROWS2)
 GEN_GEMM_TILE(gen_gemm_tile1, GEN_ROWS1)
-
+_Static_assert(GEN_GEMM_APACK == 0 || GEN_GEMM_APACK >= GEN_GEMM_MAIN * GEN_GEMM_KC, "room for a tile of A");
 
 static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
                              const float *B, long ldb, int transB, float *C, long ldc, float alpha,
