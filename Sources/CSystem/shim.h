@@ -434,6 +434,8 @@ typedef gen_float16 gen_gemm_vector;   // one register
 #define GEN_GEMM_PANEL 32
 #define GEN_GEMM_APACK 0
 #define GEN_GEMM_UNROLL
+// Runs of K at most this long: a block of panels (512 × 256 floats, 512 KB) half of a Zen 4's L2.
+#define GEN_GEMM_KRUN 512
 #elif defined(__AVX2__) && defined(__FMA__)
 #define GEN_GEMM_OWN 1
 typedef gen_f32x8 gen_gemm_vector;     // AVX2's 16 registers of 8 floats
@@ -443,6 +445,9 @@ typedef gen_f32x8 gen_gemm_vector;     // AVX2's 16 registers of 8 floats
 // op(A)'s tile copied when A is transposed (GEN_GEMM_MAIN · GEN_GEMM_KC floats).
 #define GEN_GEMM_APACK 3072
 #define GEN_GEMM_UNROLL _Pragma("clang loop unroll_count(4)")
+// Runs of K at most 256: a block of panels (256 × 256 floats, 256 KB) half of the 512 KB L2 of a
+// Zen 3, which runs this code; 512 × 256 would fill it. (On a Zen 4 the two ran alike.)
+#define GEN_GEMM_KRUN 256
 #else
 #define GEN_GEMM_OWN 0
 #define GEN_GEMM_APACK 0
@@ -493,7 +498,8 @@ GEN_GEMM_TILE(gen_gemm_tile6, GEN_ROWS6)
 GEN_GEMM_TILE(gen_gemm_tile4, GEN_ROWS4)
 GEN_GEMM_TILE(gen_gemm_tile2, GEN_ROWS2)
 GEN_GEMM_TILE(gen_gemm_tile1, GEN_ROWS1)
-_Static_assert(GEN_GEMM_APACK == 0 || GEN_GEMM_APACK >= GEN_GEMM_MAIN * GEN_GEMM_KC, "room for a tile of A");
+_Static_assert(GEN_GEMM_APACK == 0 || GEN_GEMM_APACK >= GEN_GEMM_MAIN * GEN_GEMM_KRUN, "room for a tile of A");
+_Static_assert(GEN_GEMM_KRUN <= GEN_GEMM_KC, "a block of panels fits the buffer");
 
 static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, int transA,
                              const float *B, long ldb, int transB, float *C, long ldc, float alpha,
@@ -506,7 +512,7 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
     // in the next run, so the runs leave its bits as they are), the columns in blocks of nmax.
     // A transposed A's tiles, copied (GEN_GEMM_APACK), are copied once a block of columns:
     // with half the run of K and twice the columns, half as often, in the same panel buffer.
-    long kmax = GEN_GEMM_KC, nmax = GEN_GEMM_NC;
+    long kmax = GEN_GEMM_KRUN, nmax = GEN_GEMM_NC;
     if (GEN_GEMM_APACK && transA) { kmax /= 2; nmax *= 2; }
     long runs = (K + kmax - 1) / kmax;
     for (long run = 0; run < runs; run++) {

@@ -114,12 +114,13 @@ import GenKernels
     }
 
     /// Every transposition of the general product, with tails of rows (M not a multiple of 12 or 6),
-    /// K in several runs (over 512) and in runs that are not multiples of 16 (the panels of Bᵀ
-    /// then copied one value at a time), N over one block of panels, C added to (beta 1) and a
+    /// K in several runs (over 512, and over 256 where AVX2 runs it) and in runs that are not
+    /// multiples of 16 (the panels of Bᵀ then copied one value at a time), N over one block of
+    /// panels (288; 544 over two where A is transposed with AVX2), C added to (beta 1) and a
     /// scale (alpha): within 1e-5 of sums in Double on 1 and 3 threads. Where gen's own product
     /// runs, every output is exactly one chain of Float FMAs over k in order, from zero or from
     /// C's value, times alpha, whatever the number of threads.
-    @Test(arguments: [(37, 20, 64), (130, 515, 96), (12, 1100, 32), (25, 48, 288)])
+    @Test(arguments: [(37, 20, 64), (130, 515, 96), (12, 1100, 32), (25, 48, 288), (7, 40, 544)])
     func generalProduct(M: Int, K: Int, N: Int) {
         var rng = Random(seed: 21)
         for transA in [false, true] {
