@@ -442,7 +442,8 @@ typedef gen_f32x8 gen_gemm_vector;     // AVX2's 16 registers of 8 floats
 #define GEN_GEMM_SPLAT(v) ((gen_gemm_vector){v, v, v, v, v, v, v, v})
 #define GEN_GEMM_MAIN 6
 #define GEN_GEMM_PANEL 16
-// op(A)'s tile copied when A is transposed (GEN_GEMM_MAIN · GEN_GEMM_KC floats).
+// op(A)'s tile copied when A is transposed (room for GEN_GEMM_MAIN · GEN_GEMM_KC floats; a tile
+// takes GEN_GEMM_MAIN · GEN_GEMM_KRUN / 2, the run of K being halved there).
 #define GEN_GEMM_APACK 3072
 #define GEN_GEMM_UNROLL _Pragma("clang loop unroll_count(4)")
 // Runs of K at most 256: a block of panels (256 × 256 floats, 256 KB) half of the 512 KB L2 of a

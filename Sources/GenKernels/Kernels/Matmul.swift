@@ -80,9 +80,9 @@ public enum Matmul {
     /// have it (`built`: 512-bit vectors, or AVX2 and FMA), on CPUs other than Intel's (measured
     /// faster than OpenBLAS on an AMD EPYC Zen 4 in its 512-bit build, and level with OpenBLAS's
     /// Haswell kernels, within the machine's noise, in its AVX2 build; on Intel's CPUs OpenBLAS's
-    /// kernels stay, as measured before on a Xeon's 512-bit build). Else every
-    /// product is OpenBLAS's. `GEN_MATMUL=openblas` in the environment gives every product to
-    /// OpenBLAS, `GEN_MATMUL=own` takes gen's own on Intel's CPUs too (for comparisons).
+    /// kernels stay, as measured before on a Xeon's 512-bit build). Else every product is
+    /// OpenBLAS's. `GEN_MATMUL=openblas` in the environment gives every product to OpenBLAS,
+    /// `GEN_MATMUL=own` takes gen's own on Intel's CPUs too (for comparisons).
     public static let ownProduct: Bool = ownProduct(choice: environmentVariables()["GEN_MATMUL"],
                                                     built: GEN_GEMM_OWN != 0, intel: gen_cpu_is_intel() != 0)
 
