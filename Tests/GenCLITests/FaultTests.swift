@@ -215,17 +215,32 @@ import TestScratch
         #expect(isCleanFailure(r) && r.stderr.contains("is not a model file"), "\(r.stderr)")
     }
 
+    /// `gen train` on the first `characters` of data/kjv.txt (c.txt in `d`) for `steps` steps
+    /// into m.safetensors, under a file-size limit of `kilobytes` (as a full disk).
+    func trainUnderFileLimit(_ d: URL, kilobytes: Int, characters: Int, steps: Int) throws -> RunResult {
+        let text = try String(contentsOf: repoRoot.appendingPathComponent("data/kjv.txt"), encoding: .utf8)
+        try String(text.utf8.prefix(characters))!.write(toFile: d.appendingPathComponent("c.txt").path, atomically: true, encoding: .utf8)
+        return try run("/bin/bash", ["-c", "ulimit -f \(kilobytes); exec \"$GEN\" train c.txt --out m.safetensors --steps \(steps) --quiet --val-fraction 0 \(tinyShape.joined(separator: " "))"],
+                       cwd: d, env: ["GEN": genBinary])
+    }
+
     /// A write that fails (here a file-size limit, as a full disk) while caching tokens is an
     /// error, never a SIGBUS on a short mapping. 60,000 characters make a 120,000-byte cache;
     /// a limit of 116 KB lets the page-aligned bulk through and fails the buffered tail.
     @Test func failedTokenCacheWrite() throws {
-        let d = tempDir()
-        let text = try String(contentsOf: repoRoot.appendingPathComponent("data/kjv.txt"), encoding: .utf8)
-        let c = d.appendingPathComponent("c.txt").path
-        try String(text.utf8.prefix(60_000))!.write(toFile: c, atomically: true, encoding: .utf8)
-        let r = try run("/bin/bash", ["-c", "ulimit -f 116; exec \"$GEN\" train c.txt --out m.safetensors --steps 20 --quiet --val-fraction 0 \(tinyShape.joined(separator: " "))"],
-                        cwd: d, env: ["GEN": genBinary])
+        let r = try trainUnderFileLimit(tempDir(), kilobytes: 116, characters: 60_000, steps: 20)
         #expect(isCleanFailure(r) && r.stderr.contains("token cache"), "\(r.status) \(r.stderr)")
+    }
+
+    /// A model file cut short by a file-size limit (as a full disk), here after its first 40 KB
+    /// of about 115 KB were written in one go, is an error that names it, and leaves no model and
+    /// no temporary file behind.
+    @Test func failedModelWrite() throws {
+        let d = tempDir()
+        let r = try trainUnderFileLimit(d, kilobytes: 40, characters: 20_000, steps: 2)
+        #expect(isCleanFailure(r) && r.stderr.contains("cannot write m.safetensors: File too large"), "\(r.status) \(r.stderr)")
+        let left = try FileManager.default.contentsOfDirectory(atPath: d.path)
+        #expect(left == ["c.txt"], "\(left)")
     }
 
     /// SIGTERM saves as Ctrl-C does. The signal goes once the log shows a finished step (on a

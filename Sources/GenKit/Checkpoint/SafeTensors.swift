@@ -152,6 +152,9 @@ public struct SafeTensorsFile {
         }
     }
 
+    /// Where the file's bytes begin in memory (which mapping they are).
+    var baseAddress: UnsafeRawPointer? { bytes.withUnsafeBytes { $0.baseAddress } }
+
     /// Tensor `name`'s entry, when it is one `copyFloats` reads into `count` floats.
     @discardableResult
     func checkFloats(_ name: String, count: Int) throws -> Entry {
@@ -213,7 +216,10 @@ public struct SafeTensorsWriter {
         }
     }
 
-    /// The header JSON for `items` in order, padded with spaces to a multiple of 8 bytes.
+    /// The header JSON for `items` in order, padded with spaces so that the data begins on a
+    /// 64-byte boundary (the format asks for 8): every tensor whose predecessors' sizes are
+    /// multiples of 64 bytes (a model's are, when its width is a multiple of 16) then lies on a
+    /// cache line's start, where it can be read in place as fast as from an aligned buffer.
     static func header(_ items: [Item], metadata: [String: String]) -> [UInt8] {
         var s = "{"
         if !metadata.isEmpty {
@@ -230,7 +236,7 @@ public struct SafeTensorsWriter {
         }
         s += "}"
         var bytes = Array(s.utf8)
-        while bytes.count % 8 != 0 { bytes.append(0x20) }
+        while (8 + bytes.count) % 64 != 0 { bytes.append(0x20) }
         return bytes
     }
 
@@ -287,12 +293,25 @@ struct PendingFile {
         temporary = name
         var ok = true
         var err: Int32 = 0
-        for piece in pieces where piece.count > 0 {
-            var done = 0
-            while ok && done < piece.count {
-                let w = Glibc.write(fd, piece.baseAddress! + done, piece.count - done)
-                if w <= 0 { ok = false; err = w < 0 ? errno : ENOSPC } else { done += w }
+        // The pieces go in one writev (IOV_MAX at a time), not a write each: the page cache then
+        // holds the file in folios as large as the kernel makes them (2 MB on Linux 6's ext4),
+        // not cut at each piece's ends, so that a model read in place maps in huge pages
+        // (`Memory.fileHugePageShare`).
+        var rest = pieces.filter { $0.count > 0 }[...]
+        var skip = 0   // bytes of rest.first written already
+        while ok, let first = rest.first {
+            let iov = rest.prefix(1024).enumerated().map { i, p in
+                let from = i == 0 ? skip : 0
+                return iovec(iov_base: UnsafeMutableRawPointer(mutating: p.baseAddress! + from), iov_len: p.count - from)
             }
+            var w = writev(fd, iov, Int32(iov.count))
+            if w <= 0 { ok = false; err = w < 0 ? errno : ENOSPC; break }
+            if w < first.count - skip { skip += w; continue }
+            w -= first.count - skip
+            skip = 0
+            rest = rest.dropFirst()
+            while let next = rest.first, w >= next.count { w -= next.count; rest = rest.dropFirst() }
+            skip = w
         }
         if ok && fsync(fd) != 0 { ok = false; err = errno }
         if close(fd) != 0 && ok { ok = false; err = errno }

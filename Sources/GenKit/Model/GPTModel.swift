@@ -47,15 +47,19 @@ public final class GPTModel {
     /// Whether `arrangeForDecoding` has transposed the projections.
     public var arrangedForDecoding: Bool { views.rows }
 
-    /// The model file whose mapped bytes hold the token embeddings read in place, kept open.
-    private var embeddingsFile: Data?
+    /// The model file whose mapped bytes hold the token embeddings or projections read in
+    /// place, kept open.
+    private var mappedFile: Data?
     /// Whether the token embeddings are read where they lie in the model file
     /// (`readEmbeddingsInPlace`).
-    public var embeddingsInPlace: Bool { embeddingsFile != nil }
-    /// A model only sampled from (arranged for decoding, reading its embeddings in place, or
-    /// holding its projections and embeddings in 8 bits alone): it is not trained, merged, saved, exported or
-    /// rounded to 8 bits.
-    public var samplingOnly: Bool { views.rows || embeddingsInPlace || int8Only }
+    public private(set) var embeddingsInPlace = false
+    /// Whether the four projections of every block are read where they lie in the model file
+    /// (`readProjectionsInPlace`).
+    public var projectionsInPlace: Bool { !views.projectionsInPlace.isEmpty }
+    /// A model only sampled from (arranged for decoding, reading its embeddings or projections
+    /// in place, or holding its projections and embeddings in 8 bits alone): it is not trained,
+    /// merged, saved, exported or rounded to 8 bits.
+    public var samplingOnly: Bool { views.rows || embeddingsInPlace || projectionsInPlace || int8Only }
 
     /// Whether the projections and token embeddings are held in 8 bits alone, their fp32 values
     /// never stored (`Checkpoint.load` with `[.decoding, .int8]`): the parameter buffer's pages
@@ -69,7 +73,20 @@ public final class GPTModel {
     /// own copy), except when every logit is computed.
     func readEmbeddingsInPlace(_ wte: UnsafePointer<Float>, file: Data) {
         views.wte = UnsafeMutablePointer(mutating: wte)
-        embeddingsFile = file
+        embeddingsInPlace = true
+        mappedFile = file
+    }
+
+    /// Reads the four projection weights of every block, (K,N) as stored, from `weights` (four
+    /// a layer, in `Linear`'s order: attention's, its output's, the MLP's two), inside `file`'s
+    /// bytes, instead of the buffer, whose pages for them are then never touched: a large model
+    /// only sampled from starts without copying them into fresh pages and takes no memory of
+    /// its own for them (`Checkpoint.loadWeights` does this when the kernel maps them in 2 MB
+    /// pages, which decoding reads as fast as the buffer's).
+    func readProjectionsInPlace(_ weights: [UnsafePointer<Float>], file: Data) {
+        precondition(weights.count == 4 * config.nLayer && !views.rows && views.int8 == nil)
+        views.projectionsInPlace = weights.map { UnsafeMutablePointer(mutating: $0) }
+        mappedFile = file
     }
 
     /// Whether a model only sampled from is worth `arrangeForDecoding`: when its projections
@@ -88,6 +105,7 @@ public final class GPTModel {
     /// function but can no longer be trained, merged or saved: for a model that is only sampled.
     public func arrangeForDecoding() {
         guard !views.rows, views.int8 == nil else { return }
+        precondition(!projectionsInPlace, "projections read in place from a file are not rearranged")
         let scratch = FloatBuffer(count: config.largestProjection)
         for l in 0..<config.nLayer {
             let w = views.layer(l)

@@ -145,6 +145,9 @@ public struct ParameterViews {
     }
     /// The four projections are stored transposed, (N,K) (`GPTModel.arrangeForDecoding`).
     var rows = false
+    /// Each block's four projection weights where they lie in a mapped model file, four a
+    /// layer (`GPTModel.readProjectionsInPlace`), or empty: in the buffer.
+    var projectionsInPlace: [UnsafeMutablePointer<Float>] = []
 
     public init(_ base: UnsafeMutablePointer<Float>, _ layout: ParameterLayout) {
         wte = base + layout.offset(.wte)
@@ -170,11 +173,16 @@ public struct ParameterViews {
     /// One block's tensors (of the parameters, or of their gradients).
     public func layer(_ l: Int) -> BlockWeights {
         let C = self.C, H = self.H
+        let mapped = !projectionsInPlace.isEmpty
+        let qkvw = mapped ? projectionsInPlace[4 * l] : self.qkvw + l * 3 * C * C
+        let attprojw = mapped ? projectionsInPlace[4 * l + 1] : self.attprojw + l * C * C
+        let fcw = mapped ? projectionsInPlace[4 * l + 2] : self.fcw + l * C * H
+        let fcprojw = mapped ? projectionsInPlace[4 * l + 3] : self.fcprojw + l * H * C
         return BlockWeights(ln1w: ln1w + l * C, ln1b: ln1b + l * C,
-                            attn: Linear(weight: qkvw + l * 3 * C * C, bias: qkvb + l * 3 * C, K: C, N: 3 * C, lora: lora?.weights(layer: l, .attn), int8: int8?.matrix(layer: l, 0), rows: rows),
-                            proj: Linear(weight: attprojw + l * C * C, bias: attprojb + l * C, K: C, N: C, lora: lora?.weights(layer: l, .attnProj), int8: int8?.matrix(layer: l, 1), rows: rows),
+                            attn: Linear(weight: qkvw, bias: qkvb + l * 3 * C, K: C, N: 3 * C, lora: lora?.weights(layer: l, .attn), int8: int8?.matrix(layer: l, 0), rows: rows),
+                            proj: Linear(weight: attprojw, bias: attprojb + l * C, K: C, N: C, lora: lora?.weights(layer: l, .attnProj), int8: int8?.matrix(layer: l, 1), rows: rows),
                             ln2w: ln2w + l * C, ln2b: ln2b + l * C,
-                            fc: Linear(weight: fcw + l * C * H, bias: fcb + l * H, K: C, N: H, lora: lora?.weights(layer: l, .fc), int8: int8?.matrix(layer: l, 2), rows: rows),
-                            fcproj: Linear(weight: fcprojw + l * H * C, bias: fcprojb + l * C, K: H, N: C, lora: lora?.weights(layer: l, .mlpProj), int8: int8?.matrix(layer: l, 3), rows: rows))
+                            fc: Linear(weight: fcw, bias: fcb + l * H, K: C, N: H, lora: lora?.weights(layer: l, .fc), int8: int8?.matrix(layer: l, 2), rows: rows),
+                            fcproj: Linear(weight: fcprojw, bias: fcprojb + l * C, K: H, N: C, lora: lora?.weights(layer: l, .mlpProj), int8: int8?.matrix(layer: l, 3), rows: rows))
     }
 }
