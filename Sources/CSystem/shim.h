@@ -6,8 +6,9 @@
 // the CPU's spin-wait hint, for the thread pool, a prefetch hint, for kernels that stream
 // weights faster than the hardware prefetchers fetch them, a vector square root, the
 // counter-based draws of dropout masks, the rounding and packing of 8-bit weights, the
-// integer products of the output layer's 8-bit screen, and masked moves of a vector's first
-// lanes (for the tails of rows).
+// integer products of the output layer's 8-bit screen, masked moves of a vector's first
+// lanes (for the tails of rows), and the runs of memory the kernel maps in huge pages (for
+// reading a model's weights where its file maps them).
 #include <malloc.h>
 // mtrace/muntrace log every malloc and free (with libc_malloc_debug.so preloaded).
 #include <mcheck.h>
@@ -594,4 +595,29 @@ static inline int gen_gemm32(long M, long N, long K, const float *A, long lda, i
     return 0;
 }
 #endif
+
+// Linux's PAGEMAP_SCAN (6.7; its structures as in <linux/fs.h>, which older headers lack): the
+// runs of [start, end) that a process maps with huge pages (PAGE_IS_HUGE), up to `capacity` of
+// them into `runs` as (start, end) pairs; returns how many, with *walked where the scan stopped,
+// or -1 when the kernel cannot say (errno). ioctl is variadic, which Swift does not call.
+#include <stdint.h>
+#include <sys/ioctl.h>
+struct gen_pm_scan_arg {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+struct gen_page_region { uint64_t start, end, categories; };
+static inline long gen_huge_runs(int pagemap, uint64_t start, uint64_t end, uint64_t *runs, long capacity,
+                                 uint64_t *walked) {
+    struct gen_page_region regions[64];
+    if (capacity > 64) capacity = 64;
+    struct gen_pm_scan_arg a = { sizeof a, 0, start, end, 0, (uint64_t)(uintptr_t)regions, (uint64_t)capacity,
+                                 0, 0, 1 << 6, 0, 1 << 6 };
+    long n = ioctl(pagemap, _IOWR('f', 16, struct gen_pm_scan_arg), &a);
+    if (n < 0) return -1;
+    for (long i = 0; i < n; i++) { runs[2 * i] = regions[i].start; runs[2 * i + 1] = regions[i].end; }
+    *walked = a.walk_end;
+    return n;
+}
 #endif
+

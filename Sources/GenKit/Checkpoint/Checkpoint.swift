@@ -105,7 +105,7 @@ public struct Checkpoint {
                     rounding.roundEmbeddings(w!, C: config.nEmbd, V: config.vocabSize, writingBack: false)
                 } else if inPlace && t.name == "wte.weight", let p = try file.floatsInPlace(k, count: t.count) {
                     model.readEmbeddingsInPlace(p, file: file.bytes)
-                } else if mapped != nil && t.isProjection {
+                } else if let mapped, let i = t.projection, let kind = t.kind, mapped.inFile[4 * ((t.offset - model.layout.offset(kind)) / t.count) + i] {
                     try file.checkFloats(k, count: t.count)   // read where it lies (below)
                 } else if let rounding, let scratch, let rows = rounding.dense, let i = t.projection, let kind = t.kind {
                     // Transposed into the buffer where batched passes will rebuild projections,
@@ -132,36 +132,41 @@ public struct Checkpoint {
         return model
     }
 
-    /// The four projection weights of every block of `model` where they lie in `files` (in
-    /// `readProjectionsInPlace`'s order), when each is F32 on a 64-byte boundary, all in one
-    /// file (one mapping), and the kernel maps at least 90% of their 2 MB blocks whole
-    /// (`Memory.fileHugePageShare`): decoding then reads them as fast as from the buffer's huge
-    /// pages. Otherwise nil, and they are copied. On a cache of 4 KB pages (a file written in
-    /// small pieces) decoding 124M's shape in place ran at 0.94-0.97x, so such a file is copied.
+    /// Where decoding is to read the four projection weights of every block of `model` (in
+    /// `readProjectionsInPlace`'s order), and which of them lie in the file (`inFile`: the
+    /// others are the buffer's, copied there as before): in place each that is F32 on a 64-byte
+    /// boundary (rows read across cache lines decoded 124M's shape at 0.76x) and that the kernel
+    /// maps whole in 2 MB pages (`Memory.mappedInHugePages`), where decoding reads it as fast as
+    /// from the buffer's huge pages (from 4 KB pages it ran at 0.94-0.97x). nil when none is,
+    /// the projections are in more than one file, or the kernel cannot say.
     /// `.projectionsInPlace` and `.projectionsCopied` (tests) decide without looking.
     static func projectionsToReadInPlace(_ model: GPTModel, _ files: [SafeTensorsFile], _ options: LoadOptions,
-                                         key: (String) -> String?) throws -> (weights: [UnsafePointer<Float>], file: Data)? {
+                                         key: (String) -> String?) throws -> (weights: [UnsafePointer<Float>], inFile: [Bool], file: Data)? {
         if options.contains(.projectionsCopied) { return nil }
-        var weights = [UnsafePointer<Float>?](repeating: nil, count: 4 * model.config.nLayer)
-        var ranges: [UnsafeRawBufferPointer] = []
+        var weights = [UnsafePointer<Float>](repeating: model.parameters.pointer, count: 4 * model.config.nLayer)
+        var inFile = [Bool](repeating: false, count: weights.count)
+        var candidates: [(index: Int, range: UnsafeRawBufferPointer)] = []
         var source: SafeTensorsFile? = nil
         for t in model.layout.tensors {
             guard let i = t.projection, let kind = t.kind else { continue }
             guard let k = key(t.name), let file = files.first(where: { $0.entries[k] != nil }) else { return nil }
             if source == nil { source = file }
-            // On a cache line's start, as in the buffer: rows read across lines ran at 0.76x.
-            guard file.baseAddress == source!.baseAddress, let p = try file.floatsInPlace(k, count: t.count),
-                  Int(bitPattern: p) % 64 == 0 else { return nil }
-            weights[4 * ((t.offset - model.layout.offset(kind)) / t.count) + i] = p
-            ranges.append(UnsafeRawBufferPointer(start: p, count: t.count * 4))
+            guard file.baseAddress == source!.baseAddress else { return nil }
+            let index = 4 * ((t.offset - model.layout.offset(kind)) / t.count) + i
+            weights[index] = UnsafePointer(model.parameters.pointer + t.offset)
+            if let p = try file.floatsInPlace(k, count: t.count), Int(bitPattern: p) % 64 == 0 {
+                candidates.append((index, UnsafeRawBufferPointer(start: p, count: t.count * 4)))
+            }
         }
-        let all = weights.compactMap { $0 }
-        guard let source, all.count == weights.count else { return nil }
-        if !options.contains(.projectionsInPlace) {
-            let share = source.bytes.withUnsafeBytes { Memory.fileHugePageShare(mapping: $0, ranges: ranges) }
-            guard share >= 0.9 else { return nil }
+        guard let source, !candidates.isEmpty else { return nil }
+        let huge = options.contains(.projectionsInPlace) ? candidates.map { _ in true }
+            : source.bytes.withUnsafeBytes { Memory.mappedInHugePages(candidates.map(\.range), mapping: $0) }
+        guard let huge, huge.contains(true) else { return nil }
+        for (c, inPlace) in zip(candidates, huge) where inPlace {
+            weights[c.index] = c.range.baseAddress!.assumingMemoryBound(to: Float.self)
+            inFile[c.index] = true
         }
-        return (all, source.bytes)
+        return (weights, inFile, source.bytes)
     }
 
     /// Writes the model file atomically.

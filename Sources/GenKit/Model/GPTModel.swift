@@ -53,9 +53,11 @@ public final class GPTModel {
     /// Whether the token embeddings are read where they lie in the model file
     /// (`readEmbeddingsInPlace`).
     public private(set) var embeddingsInPlace = false
-    /// Whether the four projections of every block are read where they lie in the model file
+    /// Whether some of the blocks' projections are read where they lie in the model file
     /// (`readProjectionsInPlace`).
-    public var projectionsInPlace: Bool { !views.projectionsInPlace.isEmpty }
+    public var projectionsInPlace: Bool { projectionsInFile > 0 }
+    /// How many of the blocks' projection weights (four a block) are read in place.
+    public private(set) var projectionsInFile = 0
     /// A model only sampled from (arranged for decoding, reading its embeddings or projections
     /// in place, or holding its projections and embeddings in 8 bits alone): it is not trained,
     /// merged, saved, exported or rounded to 8 bits.
@@ -78,14 +80,19 @@ public final class GPTModel {
     }
 
     /// Reads the four projection weights of every block, (K,N) as stored, from `weights` (four
-    /// a layer, in `Linear`'s order: attention's, its output's, the MLP's two), inside `file`'s
-    /// bytes, instead of the buffer, whose pages for them are then never touched: a large model
-    /// only sampled from starts without copying them into fresh pages and takes no memory of
-    /// its own for them (`Checkpoint.loadWeights` does this when the kernel maps them in 2 MB
-    /// pages, which decoding reads as fast as the buffer's).
+    /// a layer, in `Linear`'s order: attention's, its output's, the MLP's two), some or all
+    /// inside `file`'s bytes and the others in the buffer. The buffer's pages for those in the
+    /// file are never touched: a large model only sampled from starts without copying them into
+    /// fresh pages and takes no memory of its own for them (`Checkpoint.loadWeights` reads in
+    /// place each that the kernel maps in 2 MB pages, which decoding reads as fast as the
+    /// buffer's).
     func readProjectionsInPlace(_ weights: [UnsafePointer<Float>], file: Data) {
         precondition(weights.count == 4 * config.nLayer && !views.rows && views.int8 == nil)
         views.projectionsInPlace = weights.map { UnsafeMutablePointer(mutating: $0) }
+        file.withUnsafeBytes { raw in
+            let bytes = UnsafeRawPointer(raw.baseAddress!) ..< UnsafeRawPointer(raw.baseAddress! + raw.count)
+            projectionsInFile = weights.filter { bytes.contains(UnsafeRawPointer($0)) }.count
+        }
         mappedFile = file
     }
 
