@@ -105,14 +105,14 @@ public struct Checkpoint {
                     rounding.roundEmbeddings(w!, C: config.nEmbd, V: config.vocabSize, writingBack: false)
                 } else if inPlace && t.name == "wte.weight", let p = try file.floatsInPlace(k, count: t.count) {
                     model.readEmbeddingsInPlace(p, file: file.bytes)
-                } else if let mapped, let i = t.projection, let kind = t.kind, mapped.inFile[4 * ((t.offset - model.layout.offset(kind)) / t.count) + i] {
+                } else if let mapped, let i = t.projection, mapped.inFile[4 * model.layout.layer(of: t) + i] {
                     try file.checkFloats(k, count: t.count)   // read where it lies (below)
-                } else if let rounding, let scratch, let rows = rounding.dense, let i = t.projection, let kind = t.kind {
+                } else if let rounding, let scratch, let rows = rounding.dense, let i = t.projection {
                     // Transposed into the buffer where batched passes will rebuild projections,
                     // and rounded from there by rows (the bytes rounding by columns gives).
                     let (K, N) = (t.shape[0], t.shape[1])
                     try file.copyFloats(k, into: rows.pointer, count: t.count, transposing: (K, N), scratch: scratch.pointer)
-                    rounding.round(layer: (t.offset - model.layout.offset(kind)) / t.count, i, rowsOf: rows.pointer, K: K, N: N)
+                    rounding.round(layer: model.layout.layer(of: t), i, rowsOf: rows.pointer, K: K, N: N)
                 } else if let scratch, t.isProjection {
                     try file.copyFloats(k, into: at, count: t.count, transposing: (t.shape[0], t.shape[1]), scratch: scratch.pointer)
                 } else {
@@ -148,11 +148,11 @@ public struct Checkpoint {
         var candidates: [(index: Int, range: UnsafeRawBufferPointer)] = []
         var source: SafeTensorsFile? = nil
         for t in model.layout.tensors {
-            guard let i = t.projection, let kind = t.kind else { continue }
+            guard let i = t.projection else { continue }
             guard let k = key(t.name), let file = files.first(where: { $0.entries[k] != nil }) else { return nil }
             if source == nil { source = file }
             guard file.baseAddress == source!.baseAddress else { return nil }
-            let index = 4 * ((t.offset - model.layout.offset(kind)) / t.count) + i
+            let index = 4 * model.layout.layer(of: t) + i
             weights[index] = UnsafePointer(model.parameters.pointer + t.offset)
             if let p = try file.floatsInPlace(k, count: t.count), Int(bitPattern: p) % 64 == 0 {
                 candidates.append((index, UnsafeRawBufferPointer(start: p, count: t.count * 4)))

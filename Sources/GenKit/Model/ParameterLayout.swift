@@ -104,6 +104,9 @@ public struct ParameterLayout: Sendable {
     }
 
     func offset(_ k: Kind) -> Int { kindOffsets[k.rawValue] }
+
+    /// The layer a per-layer tensor belongs to (0 for the others).
+    func layer(of t: Tensor) -> Int { t.kind.map { (t.offset - offset($0)) / t.count } ?? 0 }
 }
 
 /// Named views into a flat buffer laid out by `ParameterLayout` (parameters, their gradients,
@@ -145,8 +148,9 @@ public struct ParameterViews {
     }
     /// The four projections are stored transposed, (N,K) (`GPTModel.arrangeForDecoding`).
     var rows = false
-    /// Each block's four projection weights where they lie in a mapped model file, four a
-    /// layer (`GPTModel.readProjectionsInPlace`), or empty: in the buffer.
+    /// Where each block's four projection weights are, four a layer, some in a mapped model
+    /// file and the others in the buffer (`GPTModel.readProjectionsInPlace`), or empty: all in
+    /// the buffer, at the layout's offsets.
     var projectionsInPlace: [UnsafeMutablePointer<Float>] = []
 
     public init(_ base: UnsafeMutablePointer<Float>, _ layout: ParameterLayout) {
