@@ -151,7 +151,7 @@ import Glibc
     /// A model file gen writes has its data on a 64-byte boundary and is held by the page cache
     /// in pages as large as the kernel makes for a file written in one piece (its tensors go in
     /// one writev, not a write each), so that a large model read in place for sampling maps in
-    /// 2 MB pages. Where the kernel maps a file written whole so (Linux 6's ext4 does), every
+    /// 2 MB pages. Where the kernel maps a file written whole so (ext4 on Linux 6.18 does), every
     /// inner 2 MB block of one holding 16 tensors of sizes that are no multiple of a page maps
     /// whole; a file written 64 KB at a time maps in no huge page.
     @Test func writtenModelFilesMapInHugePages() throws {

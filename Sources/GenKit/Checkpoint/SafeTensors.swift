@@ -294,7 +294,7 @@ struct PendingFile {
         var ok = true
         var err: Int32 = 0
         // The pieces go in one writev (IOV_MAX at a time), not a write each: the page cache then
-        // holds the file in folios as large as the kernel makes them (2 MB on Linux 6's ext4),
+        // holds the file in folios as large as the kernel makes them (2 MB with ext4 on Linux 6.18),
         // not cut at each piece's ends, so that a model read in place maps in huge pages
         // (`Memory.fileHugePageShare`).
         var rest = pieces.filter { $0.count > 0 }[...]
