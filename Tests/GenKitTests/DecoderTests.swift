@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import GenKit
 import GenKernels
@@ -146,6 +147,44 @@ import Glibc
         }
         #expect(prompts[0] == prompts[1] && prompts[0] == prompts[2] && prompts[0] == prompts[3])
         for m in [copied, mapped, decided] { expectDecoderMatches(m, tokens, fullLogits(plain, tokens)) }
+    }
+
+    /// A large model in a sharded Hugging Face folder, its embeddings in one file and its blocks
+    /// in another, reads both in place (the model keeps both files mapped) and decodes the
+    /// logits of the same folder loaded for training, bit for bit.
+    @Test func shardedModelReadsEachFileInPlace() throws {
+        let c = GPTConfig(nLayer: 3, nHead: 8, nEmbd: 1024, blockSize: 16, vocabSize: 300)
+        let model = GPTModel(config: c)
+        model.initialize(seed: 37)
+        let dir = tempDir()
+        let fm = FileManager.default
+        try fm.copyItem(atPath: HuggingFaceTests.root + "/sharded/tokenizer.json", toPath: dir.appendingPathComponent("tokenizer.json").path)
+        try #"{"model_type": "gpt2", "n_layer": 3, "n_head": 8, "n_embd": 1024, "n_positions": 16, "vocab_size": 300, "bos_token_id": 0, "eos_token_id": 0}"#
+            .write(to: dir.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        let base = UnsafeRawPointer(model.parameters.pointer)
+        let shards = ["model-00001-of-00002.safetensors": model.layout.tensors.filter { $0.name.hasPrefix("w") },
+                      "model-00002-of-00002.safetensors": model.layout.tensors.filter { !$0.name.hasPrefix("w") }]
+        var map: [String] = []
+        for (file, tensors) in shards {
+            let items = tensors.map {
+                SafeTensorsWriter.Item(name: "transformer." + $0.name, shape: $0.shape, bytes: UnsafeRawBufferPointer(start: base + $0.offset * 4, count: $0.count * 4))
+            }
+            try SafeTensorsWriter.write(items, metadata: ["format": "pt"], to: dir.appendingPathComponent(file).path)
+            map += tensors.map { "\"transformer.\($0.name)\": \"\(file)\"" }
+        }
+        try "{\"weight_map\": {\(map.joined(separator: ", "))}}".write(to: dir.appendingPathComponent("model.safetensors.index.json"), atomically: true, encoding: .utf8)
+        let plain = try HuggingFaceGPT2.load(folder: dir.path).model
+        let sampled = try HuggingFaceGPT2.load(folder: dir.path, [.decoding, .projectionsInPlace]).model
+        #expect(sampled.embeddingsInPlace && sampled.projectionsInFile == 12)
+        let tokens: [Int32] = [5, 260, 0, 33, 17]
+        let logits = [plain, sampled].map { m in
+            let decoder = Decoder(model: m)
+            return tokens.flatMap { t in
+                decoder.feed(t)
+                return Array(UnsafeBufferPointer(start: decoder.logits, count: 300))
+            }
+        }
+        #expect(logits[0] == logits[1])
     }
 
     /// A model file gen writes has its data on a 64-byte boundary and is held by the page cache

@@ -296,7 +296,7 @@ struct PendingFile {
         // The pieces go in one writev (IOV_MAX at a time), not a write each: the page cache then
         // holds the file in folios as large as the kernel makes them (2 MB with ext4 on Linux 6.18),
         // not cut at each piece's ends, so that a model read in place maps in huge pages
-        // (`Memory.fileHugePageShare`).
+        // (`Memory.mappedInHugePages`).
         var rest = pieces.filter { $0.count > 0 }[...]
         var skip = 0   // bytes of rest.first written already
         while ok, let first = rest.first {

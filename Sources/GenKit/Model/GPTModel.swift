@@ -47,9 +47,9 @@ public final class GPTModel {
     /// Whether `arrangeForDecoding` has transposed the projections.
     public var arrangedForDecoding: Bool { views.rows }
 
-    /// The model file whose mapped bytes hold the token embeddings or projections read in
-    /// place, kept open.
-    private var mappedFile: Data?
+    /// The model files whose mapped bytes hold the token embeddings or projections read in
+    /// place (of a sharded folder, one each can be another), kept open.
+    private var mappedFiles: [Data] = []
     /// Whether the token embeddings are read where they lie in the model file
     /// (`readEmbeddingsInPlace`).
     public private(set) var embeddingsInPlace = false
@@ -76,7 +76,7 @@ public final class GPTModel {
     func readEmbeddingsInPlace(_ wte: UnsafePointer<Float>, file: Data) {
         views.wte = UnsafeMutablePointer(mutating: wte)
         embeddingsInPlace = true
-        mappedFile = file
+        mappedFiles.append(file)
     }
 
     /// Reads the four projection weights of every block, (K,N) as stored, from `weights` (four
@@ -93,7 +93,7 @@ public final class GPTModel {
             let bytes = UnsafeRawPointer(raw.baseAddress!) ..< UnsafeRawPointer(raw.baseAddress! + raw.count)
             projectionsInFile = weights.filter { bytes.contains(UnsafeRawPointer($0)) }.count
         }
-        mappedFile = file
+        mappedFiles.append(file)
     }
 
     /// Whether a model only sampled from is worth `arrangeForDecoding`: when its projections
